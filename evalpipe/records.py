@@ -1,0 +1,177 @@
+"""What evalpipe stores: frozen records for runs and samples, and the schema version.
+
+Everything a number depends on is a field here (task version + prompt hash, data sha256,
+layout, engine args and versions, sampling, seed, batching), so every figure can be recomputed
+from what was stored. The store maps these records to tables; nothing else defines the shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timezone
+from typing import Any
+
+SCHEMA_VERSION = 1
+"""Version of the stored shape (tables and the JSON export). Bumped with a migration."""
+
+RUN_STATUSES = ("running", "finished", "failed", "aborted")
+
+JsonDict = Mapping[str, Any]
+
+
+def utcnow() -> str:
+    """UTC timestamp in ISO 8601 with seconds precision, the only time format stored."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: the form hashed for config keys."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def new_run_id() -> str:
+    """A fresh run id like ``20261128-031642-ab12cd``: UTC start time, then 24 random bits.
+
+    Time first so ids sort (and prefix-match) by when runs started; the random tail keeps
+    runs started in the same second on different hosts apart.
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's outputs; two runs with equal configs are repeats.
+
+    ``config_hash`` over these fields finds an unfinished run to resume automatically. Fields
+    that identify *what was asked* live here; what was observed (timings, server-reported
+    config) lives on :class:`Run`.
+    """
+
+    model: str
+    model_fingerprint: str
+    task: str
+    task_version: str
+    prompt_hash: str
+    data_source: str
+    data_sha256: str | None
+    layout: str
+    platform: str
+    engine_kind: str  # "serve" | "endpoint" | "offline" | "import"
+    engine_args: tuple[str, ...]
+    sampling: JsonDict
+    seed: int
+    limit: int | None
+    concurrency: int
+    engine_versions: JsonDict = field(default_factory=dict)
+    repeat_index: int = 0
+
+    def key(self) -> dict[str, Any]:
+        return {
+            "model_fingerprint": self.model_fingerprint,
+            "task": self.task,
+            "task_version": self.task_version,
+            "prompt_hash": self.prompt_hash,
+            "data_sha256": self.data_sha256,
+            "layout": self.layout,
+            "platform": self.platform,
+            "engine_kind": self.engine_kind,
+            "engine_args": list(self.engine_args),
+            "sampling": dict(self.sampling),
+            "seed": self.seed,
+            "limit": self.limit,
+            "concurrency": self.concurrency,
+            "engine_versions": dict(self.engine_versions),
+            "repeat_index": self.repeat_index,
+        }
+
+    def config_hash(self) -> str:
+        return sha256_text(canonical_json(self.key()))[:16]
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """Every field of ``config`` as plain JSON values, in field order (tuples → lists)."""
+    out = {f.name: getattr(config, f.name) for f in fields(RunConfig)}
+    out["engine_args"] = list(config.engine_args)
+    out["sampling"] = dict(config.sampling)
+    out["engine_versions"] = dict(config.engine_versions)
+    return out
+
+
+def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """Inverse of :func:`config_to_dict`; unknown or missing keys raise ``TypeError``."""
+    values = dict(data)
+    values["engine_args"] = tuple(values.get("engine_args", ()))
+    return RunConfig(**values)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One evaluation of one task on one model and layout.
+
+    ``provenance`` holds what was observed about the environment (host, python, evalpipe
+    version, vLLM/vllm-ascend/torch_npu versions, what the server reported, log path).
+    Summary counts are filled when the run ends and can always be recomputed from samples.
+    """
+
+    run_id: str
+    config: RunConfig
+    status: str
+    started_at: str
+    finished_at: str | None = None
+    n_items: int = 0
+    n_samples: int = 0
+    n_correct: int = 0
+    n_correct_flexible: int = 0
+    n_errors: int = 0
+    accuracy: float | None = None
+    accuracy_flexible: float | None = None
+    duration_s: float | None = None
+    output_tokens: int = 0
+    throughput_tok_s: float | None = None
+    tags: tuple[str, ...] = ()
+    provenance: JsonDict = field(default_factory=dict)
+    message: str | None = None
+
+    def with_(self, **changes: Any) -> Run:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One item's result in one run.
+
+    ``correct`` is the primary extractor's verdict and is ``None`` when the request failed
+    (``error`` set): infrastructure errors are never wrong answers. ``extracted`` and
+    ``correct_by`` hold every extractor's answer and verdict (e.g. strict and flexible).
+    The prompt text is stored once per hash in the store's prompt table.
+    """
+
+    run_id: str
+    item_id: str
+    prompt_hash: str
+    output: str | None
+    target: str | None
+    correct: bool | None
+    extracted: Mapping[str, str | None] = field(default_factory=dict)
+    correct_by: Mapping[str, bool] = field(default_factory=dict)
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: str | None = None
+    latency_s: float | None = None
+    error: str | None = None
+    completed_at: str | None = None
+    meta: JsonDict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the engine answered (the sample can be scored and paired)."""
+        return self.error is None
