@@ -1,0 +1,190 @@
+"""Records ↔ table rows, and the run summary recomputed from samples.
+
+Pure functions (no database): the store and the JSONL import both use :func:`summary_of`, so
+a run's counts and accuracies always mean the same thing and are reproducible from samples.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from evalpipe.records import (
+    Run,
+    Sample,
+    canonical_json,
+    config_from_dict,
+    config_to_dict,
+)
+
+FLEXIBLE = "flexible"
+"""The ``Sample.correct_by`` key whose verdicts give ``Run.accuracy_flexible``."""
+
+SUMMARY_FIELDS = (
+    "n_samples",
+    "n_correct",
+    "n_correct_flexible",
+    "n_errors",
+    "accuracy",
+    "accuracy_flexible",
+    "output_tokens",
+)
+"""The :class:`Run` fields that :func:`summary_of` recomputes from samples."""
+
+# Numeric ids longer than this would overflow BIGINT; they sort as text instead.
+_MAX_ORDER_DIGITS = 18
+
+
+def summary_of(samples: Iterable[Sample]) -> dict[str, Any]:
+    """The summary fields of a run, from its samples; keys are :class:`Run` field names.
+
+    Errored samples (infrastructure failures) are counted in ``n_errors`` and left out of
+    both accuracies' denominators: a failed request is not a wrong answer. Accuracies are
+    ``None`` when nothing was scored; ``accuracy_flexible`` is ``None`` when no sample has a
+    ``"flexible"`` verdict.
+    """
+    n_samples = n_errors = n_correct = n_flex = n_flex_scored = tokens = 0
+    for s in samples:
+        n_samples += 1
+        tokens += s.output_tokens or 0
+        if s.error is not None:
+            n_errors += 1
+            continue
+        n_correct += s.correct is True
+        if FLEXIBLE in s.correct_by:
+            n_flex_scored += 1
+            n_flex += s.correct_by[FLEXIBLE] is True
+    n_scored = n_samples - n_errors
+    return {
+        "n_samples": n_samples,
+        "n_correct": n_correct,
+        "n_correct_flexible": n_flex,
+        "n_errors": n_errors,
+        "accuracy": n_correct / n_scored if n_scored else None,
+        "accuracy_flexible": n_flex / n_flex_scored if n_flex_scored else None,
+        "output_tokens": tokens,
+    }
+
+
+def run_to_row(run: Run) -> dict[str, Any]:
+    c = run.config
+    return {
+        "run_id": run.run_id,
+        "config_hash": c.config_hash(),
+        "model": c.model,
+        "model_fingerprint": c.model_fingerprint,
+        "task": c.task,
+        "task_version": c.task_version,
+        "prompt_hash": c.prompt_hash,
+        "data_source": c.data_source,
+        "data_sha256": c.data_sha256,
+        "layout": c.layout,
+        "platform": c.platform,
+        "engine_kind": c.engine_kind,
+        "config": canonical_json(config_to_dict(c)),
+        "status": run.status,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "n_items": run.n_items,
+        "n_samples": run.n_samples,
+        "n_correct": run.n_correct,
+        "n_correct_flexible": run.n_correct_flexible,
+        "n_errors": run.n_errors,
+        "accuracy": run.accuracy,
+        "accuracy_flexible": run.accuracy_flexible,
+        "duration_s": run.duration_s,
+        "output_tokens": run.output_tokens,
+        "throughput_tok_s": run.throughput_tok_s,
+        "tags": _dumps(list(run.tags)),
+        "provenance": _dumps(dict(run.provenance)),
+        "message": run.message,
+    }
+
+
+def run_from_row(row: Mapping[Any, Any]) -> Run:
+    return Run(
+        run_id=row["run_id"],
+        config=config_from_dict(json.loads(row["config"])),
+        status=row["status"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        n_items=row["n_items"],
+        n_samples=row["n_samples"],
+        n_correct=row["n_correct"],
+        n_correct_flexible=row["n_correct_flexible"],
+        n_errors=row["n_errors"],
+        accuracy=row["accuracy"],
+        accuracy_flexible=row["accuracy_flexible"],
+        duration_s=row["duration_s"],
+        output_tokens=row["output_tokens"],
+        throughput_tok_s=row["throughput_tok_s"],
+        tags=tuple(json.loads(row["tags"])),
+        provenance=json.loads(row["provenance"]),
+        message=row["message"],
+    )
+
+
+def item_order(item_id: str) -> int | None:
+    """The id as a number when it is one (dataset order), else ``None`` (text order)."""
+    if item_id.isascii() and item_id.isdigit() and len(item_id) <= _MAX_ORDER_DIGITS:
+        return int(item_id)
+    return None
+
+
+def sample_to_row(s: Sample) -> dict[str, Any]:
+    return {
+        "run_id": s.run_id,
+        "item_id": s.item_id,
+        "item_order": item_order(s.item_id),
+        "prompt_hash": s.prompt_hash,
+        "output": s.output,
+        "target": s.target,
+        "correct": s.correct,
+        "extracted": _dumps(dict(s.extracted)),
+        "correct_by": _dumps(dict(s.correct_by)),
+        "prompt_tokens": s.prompt_tokens,
+        "output_tokens": s.output_tokens,
+        "finish_reason": s.finish_reason,
+        "latency_s": s.latency_s,
+        "error": s.error,
+        "completed_at": s.completed_at,
+        "meta": _dumps(dict(s.meta)),
+    }
+
+
+def samples_from_rows(rows: Sequence[Mapping[Any, Any]]) -> list[Sample]:
+    """Samples from ``samples`` rows.
+
+    The JSON maps of all rows are parsed in one ``json.loads`` call: per-call overhead, not
+    parsing, dominated reading a full run (7 ms vs 1 ms for 1319 samples).
+    """
+    texts = ",".join(r[c] for r in rows for c in ("extracted", "correct_by", "meta"))
+    maps: list[dict[str, Any]] = json.loads(f"[{texts}]")
+    out = []
+    for i, row in enumerate(rows):
+        correct = row["correct"]
+        out.append(
+            Sample(
+                run_id=row["run_id"],
+                item_id=row["item_id"],
+                prompt_hash=row["prompt_hash"],
+                output=row["output"],
+                target=row["target"],
+                correct=None if correct is None else bool(correct),
+                extracted=maps[3 * i],
+                correct_by=maps[3 * i + 1],
+                prompt_tokens=row["prompt_tokens"],
+                output_tokens=row["output_tokens"],
+                finish_reason=row["finish_reason"],
+                latency_s=row["latency_s"],
+                error=row["error"],
+                completed_at=row["completed_at"],
+                meta=maps[3 * i + 2],
+            )
+        )
+    return out
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

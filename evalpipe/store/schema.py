@@ -1,0 +1,234 @@
+"""The store's tables (current shape) and the named migrations that bring old stores to it.
+
+A new store gets the current tables straight from :data:`metadata` and is stamped with
+:data:`SCHEMA_VERSION`. An older store gets, in order, every :class:`Migration` whose
+``version`` is above its own; each runs in one transaction with its record in ``migrations``
+and the new ``schema_version`` in ``meta``, so a crash leaves the store at a whole version.
+
+To change the schema: edit the tables below, bump ``records.SCHEMA_VERSION``, and append a
+``Migration(version=N, name="mNNN_what", apply=...)`` that turns an N-1 store into an N one.
+
+Types are portable (TEXT, BIGINT, DOUBLE, BOOLEAN); JSON is stored as TEXT so SQLite and
+PostgreSQL hold the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from evalpipe import __version__
+from evalpipe.errors import EvalpipeError
+from evalpipe.records import SCHEMA_VERSION, utcnow
+from evalpipe.store.connect import BEGIN_IMMEDIATE
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+migrations = sa.Table(
+    "migrations",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("applied_at", sa.Text, nullable=False),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    # Queryable copies of the config; the ``config`` JSON is what a Run is rebuilt from.
+    sa.Column("config_hash", sa.Text, nullable=False, index=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model_fingerprint", sa.Text, nullable=False),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("task_version", sa.Text, nullable=False),
+    sa.Column("prompt_hash", sa.Text, nullable=False),
+    sa.Column("data_source", sa.Text, nullable=False),
+    sa.Column("data_sha256", sa.Text),
+    sa.Column("layout", sa.Text, nullable=False),
+    sa.Column("platform", sa.Text, nullable=False),
+    sa.Column("engine_kind", sa.Text, nullable=False),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("started_at", sa.Text, nullable=False, index=True),
+    sa.Column("finished_at", sa.Text),
+    sa.Column("n_items", sa.BigInteger, nullable=False),
+    sa.Column("n_samples", sa.BigInteger, nullable=False),
+    sa.Column("n_correct", sa.BigInteger, nullable=False),
+    sa.Column("n_correct_flexible", sa.BigInteger, nullable=False),
+    sa.Column("n_errors", sa.BigInteger, nullable=False),
+    sa.Column("accuracy", sa.Double),
+    sa.Column("accuracy_flexible", sa.Double),
+    sa.Column("duration_s", sa.Double),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("throughput_tok_s", sa.Double),
+    sa.Column("tags", sa.Text, nullable=False),
+    sa.Column("provenance", sa.Text, nullable=False),
+    sa.Column("message", sa.Text),
+)
+
+samples = sa.Table(
+    "samples",
+    metadata,
+    # The primary key makes a duplicate sample impossible, whatever the writers do; it also
+    # serves as the index for "all samples of a run".
+    sa.Column(
+        "run_id",
+        sa.Text,
+        sa.ForeignKey("runs.run_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("item_id", sa.Text, primary_key=True),
+    # int(item_id) when the id is a number, so samples come back in dataset order.
+    sa.Column("item_order", sa.BigInteger),
+    sa.Column("prompt_hash", sa.Text, nullable=False),
+    sa.Column("output", sa.Text),
+    sa.Column("target", sa.Text),
+    sa.Column("correct", sa.Boolean(create_constraint=False)),
+    sa.Column("extracted", sa.Text, nullable=False),
+    sa.Column("correct_by", sa.Text, nullable=False),
+    sa.Column("prompt_tokens", sa.BigInteger),
+    sa.Column("output_tokens", sa.BigInteger),
+    sa.Column("finish_reason", sa.Text),
+    sa.Column("latency_s", sa.Double),
+    sa.Column("error", sa.Text),
+    sa.Column("completed_at", sa.Text),
+    sa.Column("meta", sa.Text, nullable=False),
+)
+
+prompts = sa.Table(
+    "prompts",
+    metadata,
+    # Rendered prompt (or canonical JSON of chat messages), stored once across runs.
+    sa.Column("prompt_hash", sa.Text, primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: ``apply`` turns a ``version - 1`` store into a ``version`` store."""
+
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+# Schema 1 is the baseline (a new store is created at the current version directly), so
+# there is no step to apply yet; the first one will be Migration(2, "m002_…", …).
+MIGRATIONS: tuple[Migration, ...] = ()
+
+
+@dataclass(frozen=True)
+class _State:
+    fresh: bool
+    version: int
+
+
+def _state(conn: Connection, name: str) -> _State:
+    tables = set(sa.inspect(conn).get_table_names())
+    if not tables:
+        return _State(fresh=True, version=0)
+    value = None
+    if {"meta", "runs", "samples"} <= tables:
+        value = conn.execute(
+            sa.select(meta.c.value).where(meta.c.key == "schema_version")
+        ).scalar_one_or_none()
+    if value is None or not value.isdigit():
+        raise EvalpipeError(
+            f"{name} is not an evalpipe store (or it is corrupted): move it aside, or point "
+            "--store / EVALPIPE_STORE elsewhere"
+        )
+    return _State(fresh=False, version=int(value))
+
+
+def ensure_schema(engine: Engine, name: str) -> list[str]:
+    """Create or migrate the store at ``engine``; return the names of migrations applied.
+
+    Reads :data:`MIGRATIONS` and :data:`SCHEMA_VERSION` at call time, so tests can
+    substitute them.
+    """
+    with engine.connect() as conn, conn.begin():
+        state = _state(conn, name)
+    if state.version > SCHEMA_VERSION:
+        raise EvalpipeError(_newer_message(name, state.version))
+    if state.fresh:
+        _create(engine, name)
+        return []
+    if state.version == SCHEMA_VERSION:
+        return []
+    return apply_migrations(engine, name, MIGRATIONS, SCHEMA_VERSION)
+
+
+def _newer_message(name: str, version: int) -> str:
+    return (
+        f"store {name} was created by a newer evalpipe (schema {version}; this evalpipe "
+        f"{__version__} knows schema {SCHEMA_VERSION}): upgrade evalpipe "
+        "(`pip install -U evalpipe`), or point --store elsewhere"
+    )
+
+
+def _create(engine: Engine, name: str) -> None:
+    with engine.connect() as conn:
+        conn.execution_options(**{BEGIN_IMMEDIATE: True})
+        with conn.begin():
+            # Another process may have created the store while we waited for the lock.
+            if not _state(conn, name).fresh:
+                return
+            metadata.create_all(conn)
+            now = utcnow()
+            conn.execute(
+                meta.insert(),
+                [
+                    {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                    {"key": "created_at", "value": now},
+                    {"key": "created_by", "value": f"evalpipe {__version__}"},
+                ],
+            )
+            # The history says which steps a new store already includes.
+            names = [f"create_schema_{SCHEMA_VERSION}", *(m.name for m in MIGRATIONS)]
+            conn.execute(migrations.insert(), [{"name": n, "applied_at": now} for n in names])
+
+
+def apply_migrations(
+    engine: Engine, name: str, steps: Sequence[Migration], target: int
+) -> list[str]:
+    """Apply, one transaction each, the ``steps`` between the store's version and ``target``."""
+    applied: list[str] = []
+    for step in sorted(steps, key=lambda m: m.version):
+        if step.version > target:
+            break
+        with engine.connect() as conn:
+            conn.execution_options(**{BEGIN_IMMEDIATE: True})
+            with conn.begin():
+                # Re-read under the write lock: a concurrent opener may have migrated already.
+                version = _state(conn, name).version
+                if version >= step.version:
+                    continue
+                if version != step.version - 1:
+                    break
+                step.apply(conn)
+                conn.execute(migrations.insert(), {"name": step.name, "applied_at": utcnow()})
+                conn.execute(
+                    meta.update()
+                    .where(meta.c.key == "schema_version")
+                    .values(value=str(step.version))
+                )
+                applied.append(step.name)
+    with engine.connect() as conn, conn.begin():
+        version = _state(conn, name).version
+    if version < target:
+        raise EvalpipeError(
+            f"store {name} is at schema {version} and no migration leads to {version + 1}; "
+            "this evalpipe cannot upgrade it"
+        )
+    return applied
