@@ -17,6 +17,7 @@ from evalpipe.records import Run
 
 __all__ = [
     "RunOptions",
+    "comment",
     "compare",
     "explain_layout",
     "export_run",
@@ -160,6 +161,70 @@ def compare(
                 cmp.compare_runs(s, r, b, margin=margin, alpha=alpha, min_n=min_n, force=force)
             )
         return [c.to_dict() for c in cmp.adjust(results)]
+
+
+def tagged_comparisons(
+    store: str | None,
+    tag: str | None = None,
+    run_ids: Sequence[str] = (),
+    baseline_layout: str | None = None,
+    margin: float = 0.01,
+) -> list[dict[str, Any]]:
+    """Comparisons of the given runs, or of the finished context-parallel runs carrying
+    ``tag`` (each with its automatic baseline; with ``baseline_layout`` every tagged run not
+    on that layout is compared with it)."""
+    from evalpipe.layout import parse
+    from evalpipe.store import open_store
+
+    if not run_ids:
+        if not tag:
+            raise EvalpipeError("select runs with --run RUN_ID or --tag TAG")
+        with open_store(store) as s:
+            tagged = [r for r in s.list_runs(status="finished") if tag in r.tags]
+        run_ids = [
+            r.run_id
+            for r in tagged
+            if (r.config.layout != baseline_layout)
+            and (baseline_layout is not None or parse(r.config.layout).is_cp)
+        ]
+        if not run_ids:
+            raise EvalpipeError(
+                f"no finished run tagged {tag!r} to compare (tag runs with "
+                "`evalpipe run … --tag TAG`; non-CP runs count only with --baseline-layout)"
+            )
+    return compare(store, run_ids, baseline_layout=baseline_layout, margin=margin)
+
+
+def comment(
+    store: str | None,
+    repo: str,
+    pr: int,
+    *,
+    tag: str | None = None,
+    run_ids: Sequence[str] = (),
+    baseline_layout: str | None = None,
+    dashboard_url: str | None = None,
+    token_env: str = "GITHUB_TOKEN",
+    github_url: str | None = None,
+    dry_run: bool = False,
+    marker_key: str | None = None,
+) -> str:
+    """Render the PR summary of the selected comparisons and upsert the sticky comment
+    (runs tagged ``pr-N`` by default)."""
+    from evalpipe.comment import render_comment
+    from evalpipe.github import post_comment
+
+    comparisons = tagged_comparisons(store, tag or f"pr-{pr}", run_ids, baseline_layout)
+    body = render_comment(comparisons, dashboard_url=dashboard_url, marker_key=marker_key)
+    return post_comment(
+        repo,
+        pr,
+        body,
+        token_env=token_env,
+        github_url=github_url,
+        dry_run=dry_run,
+        marker_key=marker_key,
+    )
 
 
 def run_to_dict(run: Run) -> dict[str, Any]:

@@ -151,6 +151,27 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_comment(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    print(
+        api.comment(
+            args.store,
+            args.repo,
+            args.pr,
+            tag=args.tag,
+            run_ids=args.run,
+            baseline_layout=args.baseline_layout,
+            dashboard_url=args.dashboard_url,
+            token_env=args.token_env,
+            github_url=args.github_url,
+            dry_run=args.dry_run,
+            marker_key=args.marker_key,
+        )
+    )
+    return 0
+
+
 def _cmd_runs_list(args: argparse.Namespace) -> int:
     from evalpipe import api
 
@@ -324,6 +345,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--json", action="store_true")
     _store_arg(cmp)
+
+    com = _add(
+        sub,
+        "comment",
+        _cmd_comment,
+        "post (or update) one sticky PR comment with the verdicts of the PR's runs",
+        "evalpipe comment --repo vllm-project/vllm-ascend --pr 1234 --dashboard-url URL",
+    )
+    com.add_argument("--repo", required=True, help="OWNER/NAME")
+    com.add_argument("--pr", type=int, required=True)
+    com.add_argument("--tag", help="compare the runs with this tag (default: pr-N)")
+    com.add_argument("--run", action="append", default=[], help="compare these runs instead")
+    com.add_argument("--baseline-layout", help="pair with this layout instead of the non-CP one")
+    com.add_argument("--dashboard-url")
+    com.add_argument("--token-env", default="GITHUB_TOKEN", help="env var holding the token")
+    com.add_argument("--github-url", help="API base URL (GitHub Enterprise; $GITHUB_API_URL)")
+    com.add_argument("--marker-key", help="several evalpipe comments per PR: one per key")
+    com.add_argument("--dry-run", action="store_true", help="print the body, send nothing")
+    _store_arg(com)
 
     layout = sub.add_parser("layout", help="parallel layouts").add_subparsers(
         dest="layout_command", metavar="COMMAND"
