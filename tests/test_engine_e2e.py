@@ -132,6 +132,18 @@ def test_gemma_tp1_and_tp2(gemma: str, workdir: dict[str, str]) -> None:
     assert runs["tp1"]["prompt_hash"] == runs["tp2"]["prompt_hash"]
     listed = cli("runs", "list", env=workdir)
     assert runs["tp1"]["run_id"] in listed.stdout and runs["tp2"]["run_id"] in listed.stdout
+    # The reference pair on CPU: tp2 against tp1, paired per question through the CLI.
+    cmp = cli("compare", runs["tp2"]["run_id"], "--baseline-layout", "tp1", "--json", env=workdir)
+    assert cmp.returncode == 0, cmp.stderr
+    c = json.loads(cmp.stdout)
+    assert c["baseline_run_id"] == runs["tp1"]["run_id"]
+    assert c["n"] + c["excluded"] == N and c["excluded"] == 0
+    assert c["run_accuracy"] == runs["tp2"]["accuracy"]
+    assert c["baseline_accuracy"] == runs["tp1"]["accuracy"]
+    assert c["verdict"] == "inconclusive"  # 8 questions cannot certify a 1-point margin
+    assert len(c["flips"]["correct_to_wrong"]) == c["only_baseline"]
+    text = cli("compare", runs["tp2"]["run_id"], "--baseline-layout", "tp1", env=workdir)
+    assert "verdict:" in text.stdout and "flips right→wrong" in text.stdout
 
 
 @pytest.fixture(scope="module")
