@@ -487,7 +487,12 @@ def _serve(p: Plan, run_dir: Path, progress: Progress) -> Iterator[_HttpEngine]:
     log_path = run_dir / "vllm.log"
     progress.message(f"starting vLLM ({p.layout.canonical}) on {base}; log: {log_path}")
     with server.launched(
-        command, base, log_path, p.engine_env, health_timeout_s=p.options.health_timeout_s
+        command,
+        base,
+        log_path,
+        p.engine_env,
+        health_timeout_s=p.options.health_timeout_s,
+        on_wait=lambda s: progress.message(f"  engine still starting ({s:.0f}s) …"),
     ) as handle:
         engine = _connect(base, p.options.model)
         engine.versions = provenance.engine_versions()

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,6 +174,7 @@ def launched(
     log_path: Path,
     env_overrides: Mapping[str, str],
     health_timeout_s: float = 900.0,
+    on_wait: Callable[[float], None] | None = None,
 ) -> Iterator[ServerHandle]:
     """Start the server, wait for ``/health``, yield, and always stop the process group."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,15 +196,23 @@ def launched(
             raise EvalpipeError(f"could not start the engine ({command[0]}): {exc}") from exc
     handle = ServerHandle(base_url, command, log_path, proc, dict(env_overrides))
     try:
-        _wait_healthy(handle, health_timeout_s)
+        _wait_healthy(handle, health_timeout_s, on_wait)
         yield handle
     finally:
         stop(handle)
 
 
-def _wait_healthy(handle: ServerHandle, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
+def _wait_healthy(
+    handle: ServerHandle, timeout_s: float, on_wait: Callable[[float], None] | None = None
+) -> None:
+    start = time.monotonic()
+    deadline = start + timeout_s
+    next_note = start + 30.0
     while time.monotonic() < deadline:
+        if on_wait is not None and time.monotonic() >= next_note:
+            # Loading a large model takes minutes; say the engine is still coming up.
+            on_wait(time.monotonic() - start)
+            next_note += 30.0
         code = handle.process.poll()
         if code is not None:
             raise EvalpipeError(
