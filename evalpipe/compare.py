@@ -20,26 +20,33 @@ from evalpipe.layout import parse
 from evalpipe.records import Run, Sample
 from evalpipe.store import Store
 
-# Engine flags that change batch makeup, hence greedy outputs.
-BATCHING_FLAGS = (
-    "--max-num-seqs",
-    "--max-num-batched-tokens",
-    "--enable-chunked-prefill",
-    "--no-enable-chunked-prefill",
-    "--enable-prefix-caching",
-    "--no-enable-prefix-caching",
-)
+# Flags that describe the layout itself (or follow from it); every other engine argument —
+# dtype, quantization, KV-cache dtype, batching — must match for two runs to pair.
+LAYOUT_FLAGS = {
+    "--tensor-parallel-size": 1,
+    "--data-parallel-size": 1,
+    "--pipeline-parallel-size": 1,
+    "--decode-context-parallel-size": 1,
+    "--prefill-context-parallel-size": 1,
+    "--enable-expert-parallel": 0,
+    "--distributed-executor-backend": 1,
+}
 DEFAULT_LENGTH_EDGES = (512, 768, 1024, 2048)
 EXAMPLE_CHARS = 2000
 
 
-def batching(run: Run) -> dict[str, str | bool]:
+def non_layout_args(run: Run) -> list[str]:
+    """The run's engine arguments without the layout's own flags (and their values)."""
     args = list(run.config.engine_args)
-    out: dict[str, str | bool] = {}
-    for i, a in enumerate(args):
-        if a in BATCHING_FLAGS:
-            nxt = args[i + 1] if i + 1 < len(args) else ""
-            out[a] = nxt if nxt and not nxt.startswith("--") else True
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        skip = LAYOUT_FLAGS.get(args[i])
+        if skip is None:
+            out.append(args[i])
+            i += 1
+        else:
+            i += 1 + skip
     return out
 
 
@@ -56,7 +63,7 @@ def pairing_key(run: Run) -> dict[str, Any]:
         "seed": c.seed,
         "engine_versions": dict(c.engine_versions),
         "concurrency": c.concurrency,
-        "batching": batching(run),
+        "engine_args": non_layout_args(run),
     }
 
 
@@ -121,12 +128,18 @@ def find_baseline(store: Store, run: Run, layout_override: str | None = None) ->
 
 
 def _user_engine_args(run: Run) -> list[str]:
-    """Batching flags back in ``KEY=VALUE`` form, for the suggested command."""
-    return [
-        f"{flag.removeprefix('--').replace('-', '_')}={value}"
-        for flag, value in batching(run).items()
-        if isinstance(value, str)
-    ]
+    """The non-layout engine flags back in ``KEY=VALUE`` form, for the suggested command."""
+    args = non_layout_args(run)
+    out: list[str] = []
+    for i, a in enumerate(args):
+        if not a.startswith("--") or a == "--enforce-eager":  # eager is a platform default
+            continue
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        key = a.removeprefix("--").replace("-", "_")
+        out.append(
+            f"{key}={nxt}" if nxt is not None and not nxt.startswith("--") else f"{key}=true"
+        )
+    return out
 
 
 def repeats(store: Store, run: Run) -> list[Run]:

@@ -117,6 +117,39 @@ def test_missing_baseline_says_which_config_and_how_to_make_it(store: Store) -> 
     assert "evalpipe run gsm8k --layout dp2tp8 --model /models/m" in msg and "--limit 5" in msg
 
 
+def test_numeric_engine_args_are_part_of_the_key_layout_flags_are_not(store: Store) -> None:
+    bf16 = add_run(
+        store, config("tp1", engine_args=("--tensor-parallel-size", "1", "--enforce-eager")), [True]
+    )
+    tp2 = add_run(
+        store,
+        config(
+            "tp2",
+            engine_args=(
+                "--tensor-parallel-size",
+                "2",
+                "--enforce-eager",
+                "--distributed-executor-backend",
+                "mp",
+            ),
+        ),
+        [True],
+    )
+    fp32 = add_run(
+        store,
+        config(
+            "tp2",
+            engine_args=("--tensor-parallel-size", "2", "--dtype", "float32", "--enforce-eager"),
+        ),
+        [True],
+    )
+    assert pairing_key(tp2) == pairing_key(bf16)
+    assert pairing_key(fp32) != pairing_key(bf16)
+    with pytest.raises(EvalpipeError) as err:
+        find_baseline(store, fp32, "tp1")
+    assert "--engine-arg dtype=float32" in str(err.value)
+
+
 def test_batching_settings_are_part_of_the_key(store: Store) -> None:
     a = add_run(store, config("tp8", engine_args=("--max-num-seqs", "64")), [True])
     b = add_run(store, config("tp8", engine_args=("--max-num-seqs", "256")), [True])
