@@ -1,0 +1,145 @@
+"""evalpipe's client overhead against a plain asyncio client, on one real vLLM server.
+
+Both send the same rendered prompts with the same sampling and concurrency to the same
+server; the plain client does nothing else, evalpipe also plans, scores and commits every
+sample to SQLite. Prefix caching is off so neither benefits from going second, and the two
+alternate for ``--rounds`` rounds; medians are compared. Target: ratio <= 1.05.
+
+Also prints the wall time of ``evalpipe --help`` and checks it imported neither vllm nor torch.
+
+    python benchmarks/overhead.py [--model smollm2] [--task arith] [--limit 64] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from evalpipe import models
+from evalpipe.data import load_dataset
+from evalpipe.engine import server
+from evalpipe.prompts import render
+from evalpipe.tasks import load_task
+
+
+async def plain_client(base: str, model: str, prompts: list[str], task: Any, conc: int) -> float:
+    body_base = {"model": model, **dict(task.sampling), "seed": 0, "stop": list(task.stop)}
+    sem = asyncio.Semaphore(conc)
+    start = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as session:
+
+        async def one(prompt: str) -> None:
+            async with (
+                sem,
+                session.post(
+                    base + "/v1/completions", json={**body_base, "prompt": prompt}
+                ) as resp,
+            ):
+                await resp.json()
+
+        await asyncio.gather(*(one(p) for p in prompts))
+    return time.perf_counter() - start
+
+
+def evalpipe_run(base: str, model: str, args: argparse.Namespace, store: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evalpipe",
+            "run",
+            args.task,
+            "--endpoint",
+            base,
+            "--model",
+            model,
+            "--limit",
+            str(args.limit),
+            "--concurrency",
+            str(args.concurrency),
+            "--store",
+            store,
+            "--quiet",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - start
+
+
+def help_time() -> tuple[float, list[str]]:
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "evalpipe", "--help"], check=True, capture_output=True
+        )
+        times.append(time.perf_counter() - start)
+    code = (
+        "import sys, contextlib, io\nfrom evalpipe.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\nprint(','.join(m for m in ('vllm', 'torch') if m in sys.modules))"
+    )
+    heavy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return min(times), [m for m in heavy.stdout.strip().split(",") if m]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--task", default="arith")
+    ap.add_argument("--limit", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+
+    model_dir = str(models.fetch(args.model)) if args.model in models.MODELS else args.model
+    task = load_task(args.task)
+    prompts = [p.text or "" for p in render(task, load_dataset(task, limit=args.limit).items)]
+    port = server.free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = server.serve_command(
+        model_dir,
+        port,
+        [],
+        ["--enforce-eager", "--served-model-name", "bench", "--no-enable-prefix-caching"],
+    )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        server.launched(cmd, base, Path(tmp) / "vllm.log", {"VLLM_CPU_KVCACHE_SPACE": "2"}, 900),
+    ):
+        asyncio.run(plain_client(base, "bench", prompts[:4], task, 4))  # warm-up
+        plain, ours = [], []
+        for i in range(args.rounds):
+            plain.append(asyncio.run(plain_client(base, "bench", prompts, task, args.concurrency)))
+            ours.append(evalpipe_run(base, "bench", args, str(Path(tmp) / f"s{i}.db")))
+            print(f"round {i + 1}: plain {plain[-1]:.2f}s  evalpipe {ours[-1]:.2f}s", flush=True)
+    p, e = statistics.median(plain), statistics.median(ours)
+    print(
+        f"\n{args.limit} prompts of {args.task}, concurrency {args.concurrency}, "
+        f"{args.rounds} rounds (median)"
+    )
+    print(f"plain asyncio client : {p:8.2f} s")
+    print(
+        f"evalpipe run --endpoint: {e:6.2f} s  (whole CLI process: start-up, plan, "
+        "scoring, SQLite commits)"
+    )
+    print(f"ratio evalpipe/plain : {e / p:8.3f}  (target <= 1.05)")
+    t, heavy = help_time()
+    print(f"evalpipe --help      : {t * 1000:8.0f} ms  (imports vllm/torch: {heavy or 'no'})")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
