@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,31 @@ def gemma() -> str:
     from evalpipe import models
 
     return str(models.fetch("gemma3-270m"))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the whole session (tests/pg.py); its test database's URL.
+
+    Missing server binaries fail the PostgreSQL tests instead of skipping them.
+    """
+    from pg import postgres_server
+
+    try:
+        server = postgres_server()
+        url = server.__enter__()
+    except RuntimeError as exc:
+        pytest.fail(f"cannot start the test PostgreSQL server: {exc}")
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """The URL of a new, empty database on the session's server, dropped after the test."""
+    from pg import fresh_database
+
+    with fresh_database(postgres_url) as url:
+        yield url

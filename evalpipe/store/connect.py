@@ -17,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 
 from evalpipe.errors import EvalpipeError
+from evalpipe.store import pg
 
 DEFAULT_STORE = "./evalpipe.db"
 ENV_VAR = "EVALPIPE_STORE"
@@ -63,7 +64,7 @@ def resolve(url_or_path: str | os.PathLike[str] | None) -> Location:
 
 def create_engine(loc: Location, *, create: bool) -> Engine:
     """An engine for ``loc``; with ``create=False`` a missing SQLite file is an error."""
-    backend = loc.url.get_backend_name()
+    backend = "postgresql" if pg.is_postgres(loc.url) else loc.url.get_backend_name()
     if backend not in SUPPORTED_DIALECTS:
         raise EvalpipeError(
             f"store {loc.name}: {backend!r} is not supported; use a file path (SQLite) "
@@ -75,16 +76,24 @@ def create_engine(loc: Location, *, create: bool) -> Engine:
     if backend == "sqlite" and loc.path is None:
         # One shared connection, or every pooled connection would see its own empty database.
         kwargs = {"poolclass": sa.StaticPool, "connect_args": {"check_same_thread": False}}
+    url = loc.url
+    if backend == "postgresql":
+        url = pg.driver_url(url)
+        # pre_ping: a team server restarts between a long run's writes; reconnect, not fail.
+        kwargs = {"pool_pre_ping": True, "connect_args": pg.connect_args(url)}
     try:
-        engine = sa.create_engine(loc.url, **kwargs)
+        engine = sa.create_engine(url, **kwargs)
     except ImportError as exc:
+        if backend == "postgresql":
+            raise pg.missing_driver(loc.name, exc) from exc
         raise EvalpipeError(
-            f"store {loc.name}: the database driver is not installed ({exc}); for PostgreSQL "
-            "install a driver such as psycopg (`pip install 'psycopg[binary]'`)"
+            f"store {loc.name}: the database driver is not installed ({exc})"
         ) from exc
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
+    else:
+        pg.explain_connect_errors(engine, url, loc.name)
     return engine
 
 
