@@ -4,7 +4,8 @@ Imports stay at module level only for the standard library, so ``evalpipe --help
 milliseconds and never loads vllm, torch or SQLAlchemy.
 
 Exit codes: 0 success; 1 the evaluation failed, the layout is invalid or the input is bad
-(the message says what to do); 2 usage error; 130 interrupted.
+(the message says what to do); 2 usage error; 130 interrupted. ``gate``: 0 pass, 1 fail
+(drift or failed), 2 incomplete (a run or baseline is missing), 3 bad policy or usage.
 """
 
 from __future__ import annotations
@@ -170,6 +171,72 @@ def _cmd_comment(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _cmd_store_migrate(args: argparse.Namespace) -> int:
+    from evalpipe.store.copy import migrate_store
+
+    report = migrate_store(args.store)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "store": report.store,
+                    "schema_version": report.version,
+                    "created": report.created,
+                    "applied": list(report.applied),
+                }
+            )
+        )
+    else:
+        print(report.summary())
+    return 0
+
+
+def _cmd_store_copy(args: argparse.Namespace) -> int:
+    from evalpipe.store import open_store
+    from evalpipe.store.copy import copy_runs
+
+    with open_store(args.src, create=False) as src, open_store(args.dst) as dst:
+        report = copy_runs(src, dst, args.run or None)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "copied": list(report.copied),
+                    "merged": list(report.merged),
+                    "skipped_identical": list(report.skipped_identical),
+                    "conflicts": [
+                        {"run_id": c.run_id, "reason": c.reason} for c in report.conflicts
+                    ],
+                }
+            )
+        )
+    else:
+        print(report.summary())
+        for c in report.conflicts:
+            print(f"conflict: {c.reason}", file=sys.stderr)
+    return 1 if report.conflicts else 0
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from evalpipe.gate import evaluate_gate, summarize
+    from evalpipe.gatereport import render_junit, render_markdown
+    from evalpipe.policy import EXIT_BAD_POLICY, load_policy
+    from evalpipe.store import open_store
+
+    if args.tag is not None and args.select not in (None, "latest"):
+        raise EvalpipeError("give --select latest or --tag TAG, not both", EXIT_BAD_POLICY)
+    policy = load_policy(args.policy)
+    with open_store(args.store) as store:
+        decision = evaluate_gate(store, policy, tag=args.tag)
+    for path, render in ((args.junit, render_junit), (args.markdown, render_markdown)):
+        if path:
+            Path(path).write_text(render(decision), encoding="utf-8")
+    print(json.dumps(decision.to_dict()) if args.json else summarize(decision))
+    return decision.exit_code
 
 
 def _cmd_runs_list(args: argparse.Namespace) -> int:
@@ -365,6 +432,26 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("--dry-run", action="store_true", help="print the body, send nothing")
     _store_arg(com)
 
+    gate = _add(
+        sub,
+        "gate",
+        _cmd_gate,
+        "release gate: exit 0 pass, 1 drift/failed, 2 incomplete (run or baseline missing), "
+        "3 bad policy or usage",
+        "evalpipe gate --policy examples/release.yaml --tag rc1 --junit gate.xml",
+    )
+    gate.add_argument("--policy", required=True, help="policy YAML (see examples/release.yaml)")
+    gate.add_argument(
+        "--select", choices=["latest"], default=None, help="newest finished matching runs (default)"
+    )
+    gate.add_argument("--tag", help="runs tagged with `evalpipe run … --tag TAG` instead")
+    gate.add_argument(
+        "--junit", metavar="FILE", help="write JUnit XML (a test case per comparison)"
+    )
+    gate.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
+    gate.add_argument("--json", action="store_true", help="print the decision as JSON")
+    _store_arg(gate)
+
     layout = sub.add_parser("layout", help="parallel layouts").add_subparsers(
         dest="layout_command", metavar="COMMAND"
     )
@@ -415,6 +502,32 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--json", action="store_true")
     _store_arg(imp)
 
+    store_cmd = sub.add_parser("store", help="the store itself").add_subparsers(
+        dest="store_command", metavar="COMMAND"
+    )
+    mig = _add(
+        store_cmd,
+        "migrate",
+        _cmd_store_migrate,
+        "bring a store (SQLite file or PostgreSQL) to the current schema",
+        "evalpipe store migrate --store postgresql://ci@db.internal/evalpipe",
+    )
+    mig.add_argument("--json", action="store_true")
+    _store_arg(mig)
+    cp = _add(
+        store_cmd,
+        "copy",
+        _cmd_store_copy,
+        "copy runs between stores; copying again creates nothing new (exit 1 on conflicts)",
+        "evalpipe store copy ./evalpipe.db postgresql://ci@db.internal/evalpipe",
+    )
+    cp.add_argument("src", help="source store: SQLite path or URL")
+    cp.add_argument("dst", help="destination store (created/migrated if needed)")
+    cp.add_argument(
+        "--run", action="append", metavar="ID", help="run id or prefix (repeatable; default all)"
+    )
+    cp.add_argument("--json", action="store_true")
+
     model = sub.add_parser("model", help="built-in tiny models").add_subparsers(
         dest="model_command", metavar="COMMAND"
     )
@@ -449,7 +562,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # `gate` documents 3 for usage errors: 2 means "incomplete" there.
+        words = list(argv if argv is not None else sys.argv[1:])
+        if exc.code == 2 and words[:1] == ["gate"]:
+            return 3
+        raise
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         # A group without a subcommand ("evalpipe runs"): show that group's help.

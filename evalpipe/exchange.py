@@ -20,8 +20,8 @@ from typing import IO, TYPE_CHECKING, Any
 from evalpipe import __version__
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import (
+    EXCHANGE_VERSION,
     RUN_STATUSES,
-    SCHEMA_VERSION,
     Run,
     Sample,
     canonical_json,
@@ -147,7 +147,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
             out[f.name] = getattr(run, f.name)
     out["tags"] = list(run.tags)
     out["provenance"] = dict(run.provenance)
-    out["schema_version"] = SCHEMA_VERSION
+    out["schema_version"] = EXCHANGE_VERSION
     out["evalpipe_version"] = __version__
     return out
 
@@ -292,10 +292,10 @@ def _build(
 ) -> Parsed:
     line_no, r = header
     where = f"{source}:{line_no}"
-    if r.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+    if r.get("schema_version", EXCHANGE_VERSION) > EXCHANGE_VERSION:
         raise EvalpipeError(
             f"{where}: written by a newer evalpipe (schema {r['schema_version']}; this one "
-            f"knows {SCHEMA_VERSION}): upgrade evalpipe to import it"
+            f"knows {EXCHANGE_VERSION}): upgrade evalpipe to import it"
         )
     run_id = r.get("run_id") or new_run_id()
     samples, prompts = _samples(rows, run_id, source)

@@ -15,8 +15,14 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
-SCHEMA_VERSION = 1
-"""Version of the stored shape (tables and the JSON export). Bumped with a migration."""
+SCHEMA_VERSION = 2
+"""Version of the store's tables. Bumped with a migration.
+
+2 added the ``gate_decisions`` table (migration ``m002_gate_decisions``)."""
+
+EXCHANGE_VERSION = 1
+"""Version of the JSONL run format (``runs export``/``import``, ``store copy``); moves only when
+that format changes, so a store migration does not make exports unreadable to older evalpipes."""
 
 RUN_STATUSES = ("running", "finished", "failed", "aborted")
 
@@ -175,3 +181,26 @@ class Sample:
     def ok(self) -> bool:
         """True when the engine answered (the sample can be scored and paired)."""
         return self.error is None
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """One stored release-gate decision (see :mod:`evalpipe.gate`).
+
+    The policy's settings are stored as columns, not only inside ``decision``, so the next
+    decision for the same ``scope_key`` can say which of them were loosened since. ``margin``
+    is in points, as written in the policy. ``decision_id`` is ``None`` until stored.
+    """
+
+    decided_at: str
+    scope_key: str
+    policy_name: str
+    policy_hash: str
+    margin: float
+    alpha: float
+    min_n: int
+    max_error_rate: float
+    inconclusive_blocks: bool
+    status: str
+    decision: JsonDict = field(default_factory=dict)
+    decision_id: int | None = None

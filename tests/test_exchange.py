@@ -14,7 +14,7 @@ import pytest
 from evalpipe.errors import EvalpipeError
 from evalpipe.exchange import export_run, import_run, parse_jsonl, run_to_dict
 from evalpipe.prompts import Prompt, prompts_hash
-from evalpipe.records import SCHEMA_VERSION, Run, RunConfig, Sample, config_to_dict
+from evalpipe.records import EXCHANGE_VERSION, Run, RunConfig, Sample, config_to_dict
 from evalpipe.store import Store, open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_export_writes_everything_known(store: Store) -> None:
     run = first["run"]
     assert set(first) == {"run"}
     assert run["run_id"] == RUN_ID
-    assert run["schema_version"] == SCHEMA_VERSION
+    assert run["schema_version"] == EXCHANGE_VERSION
     assert run["evalpipe_version"]
     assert run["config_hash"] == full_run().config.config_hash()
     for key, value in config_to_dict(full_run().config).items():
@@ -243,7 +243,7 @@ def test_imported_prompts_are_stored_and_hashed_like_the_runner(tmp_path: Path) 
         (lines_of({"run": {**MINIMAL_RUN, "status": "done"}}), "'status' must be one of running"),
         (lines_of({"run": {**MINIMAL_RUN, "acc": 1}}), "input:1: unknown run key 'acc'"),
         (
-            lines_of({"run": {**MINIMAL_RUN, "schema_version": SCHEMA_VERSION + 1}}),
+            lines_of({"run": {**MINIMAL_RUN, "schema_version": EXCHANGE_VERSION + 1}}),
             "newer evalpipe",
         ),
         (

@@ -114,6 +114,41 @@ prompts = sa.Table(
 )
 
 
+def _gate_decisions_v2(md: sa.MetaData) -> sa.Table:
+    """The ``gate_decisions`` table as schema 2 defines it.
+
+    A function so that :func:`_m002_gate_decisions` builds exactly this shape even after a
+    later schema changes the table: a later change edits the live table and adds its own
+    migration, and leaves this function as it is.
+    """
+    return sa.Table(
+        "gate_decisions",
+        md,
+        # Integer (not BigInteger) so SQLite makes it the autoincrementing rowid.
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("decided_at", sa.Text, nullable=False),
+        # sha256 of the policy name and requirements: decisions about the same releases.
+        sa.Column("scope_key", sa.Text, nullable=False, index=True),
+        sa.Column("policy_name", sa.Text, nullable=False),
+        sa.Column("policy_hash", sa.Text, nullable=False),
+        # The settings a gate can be loosened by, as columns so the next decision compares.
+        sa.Column("margin", sa.Double, nullable=False),
+        sa.Column("alpha", sa.Double, nullable=False),
+        sa.Column("min_n", sa.BigInteger, nullable=False),
+        sa.Column("max_error_rate", sa.Double, nullable=False),
+        sa.Column("inconclusive_blocks", sa.Boolean(create_constraint=False), nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("decision_json", sa.Text, nullable=False),
+    )
+
+
+gate_decisions = _gate_decisions_v2(metadata)
+
+
+def _m002_gate_decisions(conn: Connection) -> None:
+    _gate_decisions_v2(sa.MetaData()).create(conn)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema step: ``apply`` turns a ``version - 1`` store into a ``version`` store."""
@@ -123,9 +158,10 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
-# Schema 1 is the baseline (a new store is created at the current version directly), so
-# there is no step to apply yet; the first one will be Migration(2, "m002_…", …).
-MIGRATIONS: tuple[Migration, ...] = ()
+# Schema 1 is the baseline (a new store is created at the current version directly).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(version=2, name="m002_gate_decisions", apply=_m002_gate_decisions),
+)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.records import Run, Sample
-from evalpipe.store import schema
+from evalpipe.records import GateRecord, Run, Sample
+from evalpipe.store import gates, schema
 from evalpipe.store.connect import BEGIN_IMMEDIATE, Location, create_engine, resolve
+from evalpipe.store.pg import schema_lock
 from evalpipe.store.rows import (
     run_from_row,
     run_to_row,
@@ -51,7 +52,8 @@ def open_store(url_or_path: str | os.PathLike[str] | None = None, *, create: boo
     loc = resolve(url_or_path)
     engine = create_engine(loc, create=create)
     try:
-        applied = schema.ensure_schema(engine, loc.name)
+        with schema_lock(engine):
+            applied = schema.ensure_schema(engine, loc.name)
     except EvalpipeError:
         engine.dispose()
         raise
@@ -71,7 +73,8 @@ def migrate(store: Store) -> list[str]:
 
     :func:`open_store` already migrates, so this mostly reports what opening did.
     """
-    store.migrations_applied += schema.ensure_schema(store.engine, store.name)
+    with schema_lock(store.engine):
+        store.migrations_applied += schema.ensure_schema(store.engine, store.name)
     return list(store.migrations_applied)
 
 
@@ -286,7 +289,9 @@ class Store:
         A stored good sample (no ``error``) is never replaced by an errored one, so two
         attempts racing on one item keep the answer, not the failure.
         """
-        rows = [sample_to_row(s) for s in batch]
+        # In key order: PostgreSQL locks rows as it upserts them, and two writers taking
+        # overlapping items in different orders would deadlock (one of them then fails).
+        rows = sorted((sample_to_row(s) for s in batch), key=lambda r: (r["run_id"], r["item_id"]))
         if not rows:
             return
         try:
@@ -332,6 +337,18 @@ class Store:
         ``run.with_(**store.summarize(run.run_id))`` refreshes a run's summary.
         """
         return summary_of(self.samples(run_id))
+
+    # --- gate decisions ----------------------------------------------------------------
+
+    def put_gate_decision(self, record: GateRecord) -> GateRecord:
+        """Store a gate decision; return it with the ``decision_id`` it was given."""
+        with self._tx(write=True) as conn:
+            return gates.insert(conn, record)
+
+    def last_gate_decision(self, scope_key: str) -> GateRecord | None:
+        """The most recently stored decision with this ``scope_key``, or ``None``."""
+        with self._tx(write=False) as conn:
+            return gates.last(conn, scope_key)
 
 
 _ITEM_ORDER = (
