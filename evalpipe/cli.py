@@ -239,6 +239,19 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     return decision.exit_code
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    summary = api.dashboard(args.store, args.out, pairs=args.pair, title=args.title)
+    print(
+        f"{summary.pages} pages ({summary.runs} runs, {summary.comparisons} comparisons) "
+        f"in {summary.seconds:.1f} s",
+        file=sys.stderr,
+    )
+    print(summary.index)
+    return 0
+
+
 def _cmd_runs_list(args: argparse.Namespace) -> int:
     from evalpipe import api
 
@@ -451,6 +464,26 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
     gate.add_argument("--json", action="store_true", help="print the decision as JSON")
     _store_arg(gate)
+
+    dash = _add(
+        sub,
+        "dashboard",
+        _cmd_dashboard,
+        "render the store into a static HTML dashboard (offline; open index.html from disk)",
+        "evalpipe dashboard --out site --pair tp2=tp1",
+    )
+    dash.add_argument(
+        "--out", default="evalpipe-dashboard", help="directory (default ./evalpipe-dashboard)"
+    )
+    dash.add_argument(
+        "--pair",
+        action="append",
+        default=[],
+        metavar="LAYOUT=BASELINE",
+        help="also compare a non-CP layout with another (repeatable), e.g. tp2=tp1",
+    )
+    dash.add_argument("--title", help="page title (default: evalpipe dashboard)")
+    _store_arg(dash)
 
     layout = sub.add_parser("layout", help="parallel layouts").add_subparsers(
         dest="layout_command", metavar="COMMAND"
