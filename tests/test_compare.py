@@ -3,14 +3,13 @@ generated runs (the real-engine pair, tp2 against tp1, is in test_engine_e2e.py)
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from builders import run_config
 
 from evalpipe import api
 from evalpipe.compare import compare_runs, find_baseline, pairing_key
@@ -38,26 +37,7 @@ REQUIRED_KEYS = {
 }
 
 
-def config(layout: str, **changes: Any) -> RunConfig:
-    base = RunConfig(
-        model="/models/m",
-        model_fingerprint="sha256:abc",
-        task="gsm8k",
-        task_version="1.0",
-        prompt_hash="p1",
-        data_source="file:/d/test.jsonl",
-        data_sha256="d1",
-        layout=layout,
-        platform="cuda",
-        engine_kind="serve",
-        engine_args=("--tensor-parallel-size", "8"),
-        sampling={"temperature": 0.0, "max_tokens": 256, "seed": 0},
-        seed=0,
-        limit=None,
-        concurrency=256,
-        engine_versions={"vllm": "0.32.0"},
-    )
-    return dataclasses.replace(base, **changes)
+config = run_config
 
 
 def add_run(

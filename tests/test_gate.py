@@ -3,7 +3,6 @@ stored decisions, loosened-policy notices, tag selection, and the schema-2 migra
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import run_config
 
 from evalpipe.gate import GateDecision, evaluate_gate
 from evalpipe.gatereport import render_junit, render_markdown
@@ -24,25 +24,7 @@ MODEL = "/models/DeepSeek-V3.2"
 
 
 def config(layout: str, **changes: Any) -> RunConfig:
-    base = RunConfig(
-        model=MODEL,
-        model_fingerprint="sha256:abc",
-        task="gsm8k",
-        task_version="1.0",
-        prompt_hash="p1",
-        data_source="file:/d/test.jsonl",
-        data_sha256="d1",
-        layout=layout,
-        platform="cuda",
-        engine_kind="serve",
-        engine_args=(),
-        sampling={"temperature": 0.0, "max_tokens": 256, "seed": 0},
-        seed=0,
-        limit=None,
-        concurrency=256,
-        engine_versions={"vllm": "0.32.0"},
-    )
-    return dataclasses.replace(base, **changes)
+    return run_config(layout, **{"model": MODEL, "engine_args": (), **changes})
 
 
 _clock = iter(range(10_000))

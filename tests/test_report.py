@@ -9,9 +9,9 @@ import html
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from builders import run_config
 
 from evalpipe.compare import compare_runs
 from evalpipe.records import Run, RunConfig, Sample
@@ -22,26 +22,7 @@ from evalpipe.store import Store, open_store
 HOSTILE = ("<script>window.__pwned=1</script>", '<img src=x onerror="window.__pwned=1">')
 
 
-def config(layout: str, **changes: Any) -> RunConfig:
-    base = RunConfig(
-        model="/models/m",
-        model_fingerprint="sha256:abc",
-        task="gsm8k",
-        task_version="1.0",
-        prompt_hash="p1",
-        data_source="file:/d/test.jsonl",
-        data_sha256="d1",
-        layout=layout,
-        platform="cuda",
-        engine_kind="serve",
-        engine_args=("--tensor-parallel-size", "8"),
-        sampling={"temperature": 0.0, "max_tokens": 256, "seed": 0},
-        seed=0,
-        limit=None,
-        concurrency=256,
-        engine_versions={"vllm": "0.32.0"},
-    )
-    return dataclasses.replace(base, **changes)
+config = run_config
 
 
 _counter = iter(range(10**6))
