@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -593,6 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -608,6 +613,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A group without a subcommand ("evalpipe runs"): show that group's help.
         parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
         return 2
+    # A scheduler's or CI's SIGTERM must tear the engine down and mark the run aborted like
+    # Ctrl-C does; Python's default would exit without running any cleanup.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return handler(args)
     except EvalpipeError as exc:

@@ -214,6 +214,43 @@ def test_kill9_then_resume_ends_with_exactly_n_samples(
     assert sorted(ids, key=int) == [str(i) for i in range(n)]
 
 
+def test_sigterm_marks_the_run_aborted_and_exits_130(
+    served_smollm2: str, workdir: dict[str, str]
+) -> None:
+    args = [
+        "run",
+        "gsm8k",
+        "--endpoint",
+        served_smollm2,
+        "--model",
+        "smollm2",
+        "--limit",
+        "12",
+        "--concurrency",
+        "1",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evalpipe", *args],
+        env={**os.environ, **workdir},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            if db_rows(workdir, "select count(*) from samples")[0][0] >= 1:
+                break
+        except sqlite3.OperationalError:
+            continue
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert proc.stderr is not None and "resumes with the same command" in proc.stderr.read()
+    ((status, n),) = db_rows(workdir, "select status, n_samples from runs")
+    assert status == "aborted" and 1 <= n < 12
+
+
 def test_timeouts_are_infrastructure_errors_not_wrong_answers(
     served_smollm2: str, workdir: dict[str, str]
 ) -> None:
