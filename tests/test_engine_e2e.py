@@ -144,6 +144,16 @@ def test_gemma_tp1_and_tp2(gemma: str, workdir: dict[str, str]) -> None:
     assert len(c["flips"]["correct_to_wrong"]) == c["only_baseline"]
     text = cli("compare", runs["tp2"]["run_id"], "--baseline-layout", "tp1", env=workdir)
     assert "verdict:" in text.stdout and "flips right→wrong" in text.stdout
+    # The dashboard renders these real runs, with tp2 paired against tp1.
+    site = Path(workdir["EVALPIPE_RUNS_DIR"]).parent / "site"
+    dash = cli("dashboard", "--out", str(site), "--pair", "tp2=tp1", env=workdir)
+    assert dash.returncode == 0, dash.stderr
+    index = (site / "index.html").read_text()
+    assert "gemma3-270m" in index and "tp2" in index and "inconclusive" in index
+    tp2_id = runs["tp2"]["run_id"]
+    comparison = (site / "compare" / f"{tp2_id}.html").read_text()
+    assert runs["tp1"]["run_id"] in comparison  # paired with the real tp1 run
+    assert (site / "runs" / f"{tp2_id}.html").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +319,5 @@ def test_offline_engine(smollm2: str, workdir: dict[str, str]) -> None:
         env=workdir,
     )
     run = run_json(proc)
-    assert_stored_offline = run["status"] == "finished" and run["n_samples"] == 4
-    assert assert_stored_offline
+    assert run["status"] == "finished" and run["n_samples"] == 4 and run["n_errors"] == 0
     assert run["engine_kind"] == "offline"
