@@ -13,4 +13,4 @@ export EVALPIPE_ARTIFACTS_DIR="${EVALPIPE_ARTIFACTS_DIR:-$PWD/ci-artifacts}"
 mkdir -p "$EVALPIPE_ARTIFACTS_DIR"
 echo "== ruff"; ruff check evalpipe tests benchmarks
 echo "== mypy --strict"; mypy
-echo "== pytest"; python -m pytest "$@"
+echo "== pytest"; python -m pytest --durations=15 "$@"
