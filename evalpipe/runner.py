@@ -202,16 +202,15 @@ def execute(options: RunOptions) -> Run:
         store.put_prompts({q.prompt_hash: q.canonical_text() for q in p.prompts})
         done = store.done_item_ids(run.run_id)
         todo = [q for q in p.prompts if q.item_id not in done]
+        # Which run this is matters even with --quiet (which silences progress only).
         if not todo and run.status == "finished":
             # A finished run of the same config, reused (--with-baseline, --repeat).
-            progress_note = f"reusing finished run {run.run_id} ({run.config.layout})"
-            if options.progress:
-                print(progress_note, file=sys.stderr)
+            _notice(f"reusing finished run {run.run_id} ({run.config.layout})")
             return run
         progress = Progress(len(p.prompts), p.task.name, enabled=options.progress)
         progress.done = len(done)
         if resumed:
-            progress.message(
+            _notice(
                 f"resuming run {run.run_id}: {len(done)} of {len(p.prompts)} samples stored, "
                 f"{len(todo)} to go"
             )
@@ -250,6 +249,10 @@ def execute(options: RunOptions) -> Run:
         return _finish(store, run, tally, options.max_error_rate)
     finally:
         store.close()
+
+
+def _notice(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _summarized(store: Store, run: Run) -> Run:
