@@ -439,6 +439,8 @@ def _engine(
     elif o.engine == "offline":
         for k, v in p.engine_env.items():
             os.environ.setdefault(k, v)
+        # In process, vLLM logs to stdout by default, which would corrupt `run --json`.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         progress.message(f"loading {o.model} in process ({p.layout.canonical})")
         offline = _OfflineEngine(p)
         try:
