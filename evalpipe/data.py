@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from evalpipe import generators
 from evalpipe.errors import EvalpipeError
 from evalpipe.paths import cached_data_dir
-from evalpipe.scoring import normalize_number
+from evalpipe.scoring import normalize_target
 
 if TYPE_CHECKING:
     from evalpipe.tasks import TaskSpec
@@ -227,6 +227,6 @@ def _item(task: TaskSpec, item_id: str, where: str, row: Any) -> Item:
         target = TARGET_TRANSFORMS[spec.target_transform](row[spec.fields["target"]])
     except ValueError as exc:
         raise EvalpipeError(f"{where}: bad target: {exc}") from exc
-    if task.metric == "exact_match" and normalize_number(target) is None:
-        raise EvalpipeError(f"{where}: target {target!r} is not a number")
+    if normalize_target(task.metric, target) is None:
+        raise EvalpipeError(f"{where}: target {target!r} is not a number (metric {task.metric})")
     return Item(item_id=item_id, fields=fields, target=target)

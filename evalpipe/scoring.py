@@ -16,7 +16,8 @@ from typing import Protocol
 
 from evalpipe.errors import EvalpipeError
 
-EXTRACTOR_KINDS = ("regex", "last_number", "last_line_number")
+EXTRACTOR_KINDS = ("regex", "last_number", "last_line_number", "all_numbers")
+METRICS = ("exact_match", "all_of")
 REGEX_SELECT = ("first", "last")
 
 # A number as a model writes it: optional sign and `$`, digits with optional thousands
@@ -38,7 +39,7 @@ class ExtractorSpec:
     ``kind`` is one of :data:`EXTRACTOR_KINDS`. ``regex`` takes ``pattern`` (group 1 if the
     pattern has a group, else the whole match) and ``select`` ("first" or "last" match);
     ``last_number`` takes the last number anywhere; ``last_line_number`` the last number on
-    the last non-empty line.
+    the last non-empty line; ``all_numbers`` every number, space-separated, in order.
     """
 
     name: str
@@ -56,6 +57,9 @@ class ScoringConfig(Protocol):
     @property
     def primary(self) -> str: ...
 
+    @property
+    def metric(self) -> str: ...
+
 
 @dataclass(frozen=True)
 class Scoring:
@@ -63,6 +67,7 @@ class Scoring:
 
     extractors: tuple[ExtractorSpec, ...]
     primary: str
+    metric: str = "exact_match"
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,9 @@ def extract(spec: ExtractorSpec, output: str) -> str | None:
         return None if found is None else normalize_number(found)
     if spec.kind == "last_number":
         return _last_number(output)
+    if spec.kind == "all_numbers":
+        found = [x for x in (normalize_number(m) for m in _NUMBER.findall(output)) if x]
+        return " ".join(found) if found else None
     if spec.kind == "last_line_number":
         lines = [line for line in output.splitlines() if line.strip()]
         return _last_number(lines[-1]) if lines else None
@@ -144,23 +152,46 @@ def _last_number(text: str) -> str | None:
     return normalize_number(numbers[-1]) if numbers else None
 
 
+def normalize_target(metric: str, target: str) -> str | None:
+    """The normalised target for ``metric``, or None when it is unusable: one number for
+    ``exact_match``; for ``all_of``, space-separated numbers (every one must be found)."""
+    if metric == "all_of":
+        parts = [normalize_number(p) for p in target.split()]
+        if not parts or any(p is None for p in parts):
+            return None
+        return " ".join(p for p in parts if p is not None)
+    return normalize_number(target)
+
+
 def score(config: ScoringConfig, output: str, target: str) -> Score:
     """Score one model output against its target with every extractor of ``config``.
 
-    Raises :class:`EvalpipeError` if the target is not a number: that is a data problem,
-    and scoring it as "wrong" would hide it.
+    ``exact_match``: an extractor is right when its answer equals the target. ``all_of``:
+    when every target number is among the numbers it extracted (use ``all_numbers``), and
+    each target number also gets its own verdict ``PRIMARY[i]`` (1-based), so multi-needle
+    tasks are scored per needle. Raises :class:`EvalpipeError` if the target is not usable:
+    that is a data problem, and scoring it as "wrong" would hide it.
     """
-    expected = normalize_number(target)
+    expected = normalize_target(config.metric, target)
     if expected is None:
         raise EvalpipeError(
-            f"target {target!r} is not a number; check the task's data fields and target_transform"
+            f"target {target!r} is not a number (metric {config.metric}); check the task's "
+            "data fields and target_transform"
         )
+    parts = expected.split()
     extracted: dict[str, str | None] = {}
     correct_by: dict[str, bool] = {}
     for spec in config.extractors:
         answer = extract(spec, output)
         extracted[spec.name] = answer
-        correct_by[spec.name] = answer is not None and answer == expected
+        if config.metric == "all_of":
+            found = set(answer.split()) if answer else set()
+            correct_by[spec.name] = all(p in found for p in parts)
+            if spec.name == config.primary:
+                for i, p in enumerate(parts, 1):
+                    correct_by[f"{spec.name}[{i}]"] = p in found
+        else:
+            correct_by[spec.name] = answer is not None and answer == expected
     if config.primary not in correct_by:
         raise EvalpipeError(
             f"primary extractor {config.primary!r} is not one of {sorted(correct_by)}"

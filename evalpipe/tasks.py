@@ -24,11 +24,10 @@ from evalpipe.data import TARGET_TRANSFORMS, read_rows
 from evalpipe.errors import EvalpipeError
 from evalpipe.prompts import FEWSHOT_VAR, compile_template
 from evalpipe.records import canonical_json, sha256_text
-from evalpipe.scoring import ExtractorSpec, check_extractor
+from evalpipe.scoring import METRICS, ExtractorSpec, check_extractor
 
 TASKS_PATH_ENV = "EVALPIPE_TASKS_PATH"
 REQUEST_KINDS = ("completion", "chat")
-METRICS = ("exact_match",)
 # Keys vLLM's SamplingParams and its OpenAI server both accept; the seed is the run's.
 SAMPLING_FLOATS = (
     "temperature",
@@ -150,11 +149,17 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_task(name_or_path: str, search_path: Sequence[Path] | None = None) -> TaskSpec:
+def load_task(
+    name_or_path: str,
+    search_path: Sequence[Path] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> TaskSpec:
     """Load and validate a task by name (see :func:`default_search_path`) or YAML path.
 
-    Raises :class:`EvalpipeError` for an unknown task (listing the available ones) and for
-    any problem in the file, naming the file and the key.
+    ``params`` (``evalpipe run --param``) override the generator parameters of the file's
+    ``data.params`` before anything is checked or generated. Raises :class:`EvalpipeError`
+    for an unknown task (listing the available ones) and for any problem in the file, naming
+    the file and the key.
     """
     path = find_task(name_or_path, search_path)
     try:
@@ -162,7 +167,16 @@ def load_task(name_or_path: str, search_path: Sequence[Path] | None = None) -> T
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise EvalpipeError(f"{path}: not a valid task file: {exc}") from exc
-    return _parse(path, _mapping(doc, f"{path}"))
+    doc = _mapping(doc, f"{path}")
+    if params:
+        data = doc.get("data")
+        if not isinstance(data, dict) or "generator" not in data:
+            raise EvalpipeError(
+                f"--param sets generator parameters, and task {path.stem} reads its items "
+                "from data, not a generator"
+            )
+        data["params"] = {**_mapping(data.get("params", {}), f"{path}: data.params"), **params}
+    return _parse(path, doc)
 
 
 _TOP_REQUIRED = "name version data request template sampling extractors primary metric"
