@@ -115,7 +115,10 @@ def run_with_baseline(
             f"{layout.canonical} is not context-parallel, so it has no automatic baseline; "
             "pass --baseline-layout L (e.g. tp1)"
         )
-    base_runs = run_repeated(dataclasses.replace(options, layout=base), repeat, reuse=True)
+    # The baseline's generated long-context items straddle the CP run's shard boundaries.
+    shard_layout = options.shard_layout or options.layout
+    base_options = dataclasses.replace(options, layout=base, shard_layout=shard_layout)
+    base_runs = run_repeated(base_options, repeat, reuse=True)
     return base_runs, run_repeated(options, repeat, reuse=True)
 
 
@@ -144,9 +147,11 @@ def compare(
     alpha: float = 0.05,
     min_n: int = 100,
     force: bool = False,
+    shard_period: int | None = None,
 ) -> list[dict[str, Any]]:
     """Compare each run with its baseline (``baseline`` run id, or the automatic one on
-    ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given."""
+    ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given.
+    ``shard_period`` overrides the layout's shard period for the boundary breakdown."""
     from evalpipe import compare as cmp
     from evalpipe.store import open_store
 
@@ -159,7 +164,16 @@ def compare(
             else:
                 b = cmp.find_baseline(s, r, baseline_layout)
             results.append(
-                cmp.compare_runs(s, r, b, margin=margin, alpha=alpha, min_n=min_n, force=force)
+                cmp.compare_runs(
+                    s,
+                    r,
+                    b,
+                    margin=margin,
+                    alpha=alpha,
+                    min_n=min_n,
+                    force=force,
+                    shard_period=shard_period,
+                )
             )
         return [c.to_dict() for c in cmp.adjust(results)]
 

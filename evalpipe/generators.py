@@ -222,3 +222,8 @@ def arith(
             }
         )
     return rows
+
+
+# Generators in other modules register themselves on import; kept last so they can import
+# ``register`` from here.
+from evalpipe import longctx as _longctx  # noqa: E402, F401

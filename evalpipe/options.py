@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evalpipe.errors import EvalpipeError
 
 ENGINE_KINDS = ("serve", "endpoint", "offline")
 
@@ -16,7 +22,10 @@ class RunOptions:
     torch); ``served_model`` is the name to request from an ``--endpoint`` (defaults to
     ``model``); ``model_path`` lets an endpoint run still fingerprint local weights;
     ``reuse_finished`` returns an already finished run of the same config instead of
-    running it again (``--with-baseline``, ``--repeat``).
+    running it again (``--with-baseline``, ``--repeat``). ``params`` (``KEY=VALUE``, the
+    value read as YAML) override a generated task's parameters; ``shard_layout`` is the
+    layout whose shard boundaries a long-context task's length grid straddles (default: the
+    run's own layout; a baseline run gets its CP run's layout, so both get the same items).
     """
 
     task: str
@@ -45,3 +54,20 @@ class RunOptions:
     progress: bool = True
     api_key_env: str | None = None
     reuse_finished: bool = False
+    params: tuple[str, ...] = ()
+    shard_layout: str | None = None
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["lengths=[240, 272]", "n=2"]`` -> ``{"lengths": [240, 272], "n": 2}`` (YAML values)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise EvalpipeError(f"--param {pair!r} is not KEY=VALUE (example: --param n=2)")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise EvalpipeError(f"--param {pair!r}: the value is not valid YAML: {exc}") from exc
+    return out

@@ -18,19 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evalpipe import generators
 from evalpipe.data import Dataset, load_dataset
 from evalpipe.engine import provenance
 from evalpipe.engine.client import ClientSettings, Completion, OpenAIClient, Request, run_all
 from evalpipe.errors import EvalpipeError
 from evalpipe.fingerprint import model_fingerprint
 from evalpipe.layout import Layout, current_platform, parse, validate
-from evalpipe.options import ENGINE_KINDS, RunOptions
+from evalpipe.options import ENGINE_KINDS, RunOptions, parse_params
 from evalpipe.progress import Progress
 from evalpipe.prompts import Prompt, prompts_hash, render
 from evalpipe.records import Run, RunConfig, Sample, new_run_id, utcnow
 from evalpipe.scoring import score
+from evalpipe.shards import shard_period
 from evalpipe.store import Store, open_store
 from evalpipe.tasks import TaskSpec, load_task
+from evalpipe.tokens import token_counter
 
 
 @dataclass(frozen=True)
@@ -71,19 +74,43 @@ def plan(options: RunOptions) -> Plan:
             + "\n  - ".join(errors)
             + "\n(`evalpipe layout explain LAYOUT --platform P` shows the rules)"
         )
-    task = load_task(options.task)
+    task = load_task(options.task, params=parse_params(options.params))
+    engine_args, engine_env = _engine_settings(options, layout, platform)
     dataset = load_dataset(
-        task, data_path=options.data, data_dir=options.data_dir, limit=options.limit
+        task,
+        data_path=options.data,
+        data_dir=options.data_dir,
+        limit=options.limit,
+        generator_context=_generator_context(options, task, layout, platform, engine_args),
     )
     if not dataset.items:
         raise EvalpipeError(f"task {task.name}: the data source {dataset.source} has no items")
     prompts = tuple(render(task, dataset.items))
-    engine_args, engine_env = _engine_settings(options, layout, platform)
     sampling = dict(task.sampling)
     sampling["seed"] = options.seed
     return Plan(
         options, layout, platform, task, dataset, prompts, engine_args, engine_env, sampling
     )
+
+
+def _generator_context(
+    options: RunOptions, task: TaskSpec, layout: Layout, platform: str, flags: Sequence[str]
+) -> dict[str, Any] | None:
+    """What a generated task needs from the run: the model's token counter, the shard
+    period of ``--shard-layout`` (default: the run's layout)."""
+    if task.data.generator is None or options.data or options.data_dir:
+        return None
+    needs = generators.get(task.data.generator).requires
+    context: dict[str, Any] = {}
+    if "count_tokens" in needs:
+        context["count_tokens"] = token_counter(options.model_path or options.model)
+    if "shard_period" in needs:
+        grid_layout = parse(options.shard_layout) if options.shard_layout else layout
+        try:
+            context["shard_period"] = shard_period(grid_layout, flags, platform)
+        except ValueError as exc:
+            raise EvalpipeError(f"--engine-arg: {exc}") from exc
+    return context
 
 
 def _engine_settings(
