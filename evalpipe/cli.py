@@ -93,6 +93,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         tags=tuple(args.tag),
         progress=not args.quiet,
         api_key_env=args.api_key_env,
+        params=tuple(args.param),
+        shard_layout=args.shard_layout,
     )
     if args.with_baseline:
         base_runs, runs = api.run_with_baseline(options, args.baseline_layout, args.repeat)
@@ -145,6 +147,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         min_n=args.min_n,
         force=args.force,
+        shard_period=args.shard_period,
     )
     if args.json:
         print(json.dumps(comparisons[0] if len(comparisons) == 1 else comparisons))
@@ -382,6 +385,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--resume", metavar="RUN_ID", help="continue a stopped run")
     run.add_argument("--tag", action="append", default=[], help="label the run, repeatable")
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a generated task's parameter, repeatable; the value is YAML "
+        '(e.g. --param period=256 --param "lengths=[240, 272]")',
+    )
+    run.add_argument(
+        "--shard-layout",
+        metavar="LAYOUT",
+        help="layout whose shard boundaries (dcp x interleave) a long-context task's "
+        "lengths straddle (default: --layout)",
+    )
     run.add_argument("--runs-dir", help="where run directories (engine logs) go")
     run.add_argument("--api-key-env", help="env var holding the endpoint's API key")
     run.add_argument(
@@ -423,6 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--min-n", type=int, default=100, help="fewer paired items: inconclusive")
     cmp.add_argument(
         "--force", action="store_true", help="compare runs that differ in prompts, data or model"
+    )
+    cmp.add_argument(
+        "--shard-period",
+        type=int,
+        metavar="TOKENS",
+        help="locate prompt lengths relative to multiples of this many tokens (default: "
+        "dcp x interleave of the run's layout)",
     )
     cmp.add_argument("--json", action="store_true")
     _store_arg(cmp)

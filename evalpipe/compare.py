@@ -9,12 +9,13 @@ CPU engine the same 32 GSM8K prompts gave 2 951 output tokens with all requests 
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evalpipe import stats
+from evalpipe import shards, stats
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import parse
 from evalpipe.records import Run, Sample
@@ -166,6 +167,10 @@ class Comparison:
     noise_floor: float | None
     noise_repeats: int
     warnings: list[str] = field(default_factory=list)
+    shard_period: int | None = None
+    shard_period_source: str | None = None
+    boundaries: list[stats.BoundaryGroup] = field(default_factory=list)
+    per_verdict: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         r, b = self.run, self.baseline
@@ -204,6 +209,14 @@ class Comparison:
             ],
             "noise_floor": self.noise_floor,
             "noise_repeats": self.noise_repeats,
+            "shard_period": self.shard_period,
+            "shard_period_source": self.shard_period_source,
+            "shard_boundaries": [
+                {**dataclasses.asdict(g), "delta": g.delta} for g in self.boundaries
+            ],
+            "accuracy_by_verdict": {
+                k: {"run": a, "baseline": b} for k, (a, b) in self.per_verdict.items()
+            },
             "warnings": self.warnings,
         }
 
@@ -237,7 +250,13 @@ def compare_runs(
     min_n: int = 100,
     force: bool = False,
     length_edges: Sequence[int] = DEFAULT_LENGTH_EDGES,
+    shard_period: int | None = None,
 ) -> Comparison:
+    """The paired comparison of ``run`` against ``baseline`` (see the module docstring).
+
+    Prompts are located relative to the shard boundaries of ``shard_period`` tokens, or by
+    default of the run's own layout (``dcp x interleave``; none for a layout without DCP).
+    """
     hard = _hard_differences(run, baseline)
     if hard and not force:
         raise EvalpipeError(
@@ -306,9 +325,14 @@ def compare_runs(
         )
         for a, b in joined
     ]
+    period, period_source = _period(run, shard_period)
     return Comparison(
         run=run,
         baseline=baseline,
+        shard_period=period,
+        shard_period_source=period_source,
+        boundaries=stats.boundary_groups(rows, period) if period else [],
+        per_verdict=_per_verdict(joined),
         result=result,
         excluded=excluded,
         agreement=stats.agreement(outputs),
@@ -320,6 +344,37 @@ def compare_runs(
         noise_repeats=n_repeats,
         warnings=warnings,
     )
+
+
+def _period(run: Run, explicit: int | None) -> tuple[int | None, str | None]:
+    if explicit is not None:
+        if explicit < 1:
+            raise EvalpipeError(
+                f"--shard-period must be a positive number of tokens, not {explicit}"
+            )
+        return explicit, "given"
+    try:
+        period = shards.shard_period(
+            parse(run.config.layout), run.config.engine_args, run.config.platform
+        )
+    except (ValueError, EvalpipeError):
+        return None, None
+    return period, ("layout" if period else None)
+
+
+def _per_verdict(joined: Sequence[tuple[Sample, Sample]]) -> dict[str, tuple[float, float]]:
+    """Accuracy of run and baseline per stored verdict (each extractor, each needle)."""
+    keys = sorted({k for a, b in joined for k in (*a.correct_by, *b.correct_by)})
+    out = {}
+    for k in keys:
+        both = [
+            (a.correct_by[k], b.correct_by[k])
+            for a, b in joined
+            if k in a.correct_by and k in b.correct_by
+        ]
+        if both:
+            out[k] = (sum(x for x, _ in both) / len(both), sum(y for _, y in both) / len(both))
+    return out
 
 
 def _order(item_id: str) -> tuple[int, int | str]:

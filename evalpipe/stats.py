@@ -397,3 +397,83 @@ def length_buckets(
         )
         for i, (n, gain, loss) in enumerate(counts)
     ]
+
+
+@dataclass(frozen=True)
+class BoundaryGroup:
+    """Paired outcomes of prompts at one position relative to the shard boundaries.
+
+    ``boundary`` is the nearest multiple ``k*period`` (k >= 1) and ``offset_low`` /
+    ``offset_high`` the range of signed distances to it (tokens minus boundary) in the group.
+    """
+
+    label: str
+    tokens_low: int
+    tokens_high: int
+    boundary: int
+    offset_low: int
+    offset_high: int
+    n: int
+    run_correct: int
+    baseline_correct: int
+    only_run: int
+    only_baseline: int
+
+    @property
+    def delta(self) -> float:
+        return (self.only_run - self.only_baseline) / self.n
+
+
+NEAR_BOUNDARY = 16
+"""Tokens either side of a boundary that count as "at" it (the passkey grid's offsets)."""
+
+
+def boundary_groups(
+    rows: Iterable[tuple[int, bool, bool]], period: int, exact_limit: int = 40
+) -> list[BoundaryGroup]:
+    """Group ``(prompt_tokens, run_correct, baseline_correct)`` by position relative to the
+    nearest multiple of ``period``: one group per distinct length when there are at most
+    ``exact_limit`` of them (a generated length grid), else per boundary and distance
+    (``at``: within :data:`NEAR_BOUNDARY` tokens, ``before``/``after``: further)."""
+    if period < 1:
+        raise ValueError(f"period must be positive, got {period}")
+    rows = list(rows)
+    if any(t < 0 for t, _, _ in rows):
+        raise ValueError("negative prompt length")
+    exact = len({t for t, _, _ in rows}) <= exact_limit
+
+    def key(tokens: int) -> tuple[int, int]:
+        k = max(1, round(tokens / period))
+        offset = tokens - k * period
+        if exact:
+            return k, offset
+        side = 0 if abs(offset) <= NEAR_BOUNDARY else (-1 if offset < 0 else 1)
+        return k, side
+
+    groups: dict[tuple[int, int], list[tuple[int, bool, bool]]] = {}
+    for row in rows:
+        groups.setdefault(key(row[0]), []).append(row)
+    out = []
+    for (k, sub), members in sorted(groups.items()):
+        offsets = [t - k * period for t, _, _ in members]
+        if exact:
+            label = f"{k}×{period}{sub:+d}"
+        else:
+            where = {0: "at", -1: "before", 1: "after"}[sub]
+            label = f"{where} {k}×{period}"
+        out.append(
+            BoundaryGroup(
+                label=label,
+                tokens_low=min(t for t, _, _ in members),
+                tokens_high=max(t for t, _, _ in members),
+                boundary=k * period,
+                offset_low=min(offsets),
+                offset_high=max(offsets),
+                n=len(members),
+                run_correct=sum(r for _, r, _ in members),
+                baseline_correct=sum(b for _, _, b in members),
+                only_run=sum(r and not b for _, r, b in members),
+                only_baseline=sum(b and not r for _, r, b in members),
+            )
+        )
+    return out

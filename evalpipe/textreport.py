@@ -77,6 +77,39 @@ def format_comparison(c: dict[str, Any], max_flips: int = 5) -> str:
             for b in buckets
         ]
         lines.append("by prompt tokens: " + "; ".join(parts))
+    lines += format_boundaries(c)
+    per = c.get("accuracy_by_verdict", {})
+    if len(per) > 1:
+        lines.append(
+            "accuracy by verdict: "
+            + "; ".join(f"{k} {v['run']:.1%} vs {v['baseline']:.1%}" for k, v in per.items())
+        )
     lines += [f"warning: {w}" for w in c["warnings"]]
     lines.append(f"verdict: {SYMBOL[c['verdict']]} — {c['reason']}")
     return "\n".join(lines)
+
+
+def format_boundaries(c: dict[str, Any]) -> list[str]:
+    """The shard-boundary table of a comparison: one line per length (or distance) group."""
+    groups = c.get("shard_boundaries") or []
+    if not groups:
+        return []
+    source = {"layout": "the run's dcp x interleave", "given": "--shard-period"}.get(
+        c.get("shard_period_source") or "", "?"
+    )
+    lines = [
+        f"by position vs shard boundaries (period {c['shard_period']} tokens, {source}):",
+        "  group            tokens        n   run   base  delta pts  −/+",
+    ]
+    for g in groups:
+        span = (
+            str(g["tokens_low"])
+            if g["tokens_low"] == g["tokens_high"]
+            else f"{g['tokens_low']}-{g['tokens_high']}"
+        )
+        lines.append(
+            f"  {g['label']:<16} {span:<12} {g['n']:>3} {g['run_correct'] / g['n']:>5.0%} "
+            f"{g['baseline_correct'] / g['n']:>5.0%} {pts(g['delta']):>10}  "
+            f"−{g['only_baseline']}/+{g['only_run']}"
+        )
+    return lines
