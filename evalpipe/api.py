@@ -247,6 +247,7 @@ def dashboard(
     out: str | Path,
     pairs: Sequence[str] = (),
     title: str | None = None,
+    shard_period: int | None = None,
 ) -> Any:
     """Render the store into a static site under ``out``; ``pairs`` are ``LAYOUT=BASELINE``
     reference pairs for layouts that are not context-parallel (e.g. ``tp2=tp1``)."""
@@ -260,7 +261,7 @@ def dashboard(
             raise EvalpipeError(f"--pair takes LAYOUT=BASELINE_LAYOUT (e.g. tp2=tp1), got {item!r}")
         mapping[run_layout] = base_layout
     with open_store(store, create=False) as s:
-        return render_dashboard(s, Path(out), pairs=mapping, title=title)
+        return render_dashboard(s, Path(out), pairs=mapping, title=title, shard_period=shard_period)
 
 
 def run_to_dict(run: Run) -> dict[str, Any]:

@@ -246,7 +246,9 @@ def _cmd_gate(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from evalpipe import api
 
-    summary = api.dashboard(args.store, args.out, pairs=args.pair, title=args.title)
+    summary = api.dashboard(
+        args.store, args.out, pairs=args.pair, title=args.title, shard_period=args.shard_period
+    )
     print(
         f"{summary.pages} pages ({summary.runs} runs, {summary.comparisons} comparisons) "
         f"in {summary.seconds:.1f} s",
@@ -506,6 +508,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="LAYOUT=BASELINE",
         help="also compare a non-CP layout with another (repeatable), e.g. tp2=tp1",
+    )
+    dash.add_argument(
+        "--shard-period",
+        type=int,
+        metavar="TOKENS",
+        help="shard-boundary panel for every comparison, at multiples of this many tokens "
+        "(default: DCP runs only, at their dcp x interleave)",
     )
     dash.add_argument("--title", help="page title (default: evalpipe dashboard)")
     _store_arg(dash)

@@ -325,13 +325,15 @@ def compare_runs(
         )
         for a, b in joined
     ]
-    period, period_source = _period(run, shard_period)
+    period, period_source = shard_period_of(run, shard_period)
     return Comparison(
         run=run,
         baseline=baseline,
         shard_period=period,
         shard_period_source=period_source,
-        boundaries=stats.boundary_groups(rows, period) if period else [],
+        boundaries=(
+            stats.boundary_groups(rows, period) if period and period >= shards.MIN_PERIOD else []
+        ),
         per_verdict=_per_verdict(joined),
         result=result,
         excluded=excluded,
@@ -346,7 +348,9 @@ def compare_runs(
     )
 
 
-def _period(run: Run, explicit: int | None) -> tuple[int | None, str | None]:
+def shard_period_of(run: Run, explicit: int | None = None) -> tuple[int | None, str | None]:
+    """The shard period to locate ``run``'s prompts against, and its source (``given`` or
+    ``layout``); (None, None) for a layout without DCP and no explicit period."""
     if explicit is not None:
         if explicit < 1:
             raise EvalpipeError(

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from evalpipe.generators import Rows, register
+from evalpipe.shards import MIN_PERIOD
 
 CountTokens = Callable[[str], int]
 
@@ -32,9 +33,6 @@ REFERENCE_PERIOD = 1024
 """Grid period when the layout has no context parallelism to speak of: dcp8 x 128 tokens,
 the SFA-DCP deployment evalpipe was built for (so a non-CP baseline run on its own gets the
 same items as that CP run)."""
-MIN_PERIOD = 64
-"""A shard period below this (e.g. interleave 1) puts a boundary every few tokens, so every
-length is "near" one; the grid then falls back to :data:`REFERENCE_PERIOD`."""
 
 # Filler in the style of the passkey paper (Mohtashami & Jaggi, 2023): plain sentences with
 # no digits, so the only numbers in a prompt are the keys.

@@ -131,11 +131,14 @@ def render_dashboard(
     *,
     pairs: Mapping[str, str] | None = None,
     title: str | None = None,
+    shard_period: int | None = None,
 ) -> DashboardSummary:
     """Write the dashboard of ``store`` into ``out_dir`` and return what was written.
 
     ``pairs`` adds reference comparisons for layouts that are not context-parallel, e.g.
     ``{"tp2": "tp1"}``; context-parallel layouts are always compared with their non-CP twin.
+    Each comparison of a DCP run gets a shard-boundary panel (``shard_period`` tokens, or the
+    run's dcp x interleave).
     Files written before under ``runs/`` and ``compare/`` are replaced, so a page never
     survives its run.
 
@@ -145,7 +148,7 @@ def render_dashboard(
             print(render_dashboard(store, Path("site")).index)
     """
     start = time.perf_counter()
-    data = report_data.load(store, pairs)
+    data = report_data.load(store, pairs, shard_period)
     env = _environment()
     css = Markup((Path(env.loader.searchpath[0]) / CSS_NAME).read_text())  # type: ignore[union-attr]
     base = {"title": title or "evalpipe dashboard", "css": css, "generated_at": utcnow()}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,11 +22,18 @@ import pandas as pd
 import sqlalchemy as sa
 
 from evalpipe import stats
-from evalpipe.compare import DEFAULT_LENGTH_EDGES, EXAMPLE_CHARS, baseline_layout, pairing_key
+from evalpipe.compare import (
+    DEFAULT_LENGTH_EDGES,
+    EXAMPLE_CHARS,
+    baseline_layout,
+    pairing_key,
+    shard_period_of,
+)
 from evalpipe.compare import find_baseline as _find_baseline
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import parse
 from evalpipe.records import Run, canonical_json
+from evalpipe.shards import MIN_PERIOD
 from evalpipe.store import Store
 from evalpipe.store.schema import samples as samples_table
 
@@ -65,6 +72,8 @@ class Cell:
     n_flips: Mapping[str, int] = field(default_factory=dict)
     noise_floor: float | None = None
     noise_repeats: int = 0
+    shard_period: int | None = None
+    boundaries: tuple[stats.BoundaryGroup, ...] = ()
 
     @property
     def verdict(self) -> str:
@@ -235,6 +244,16 @@ def _buckets(j: pd.DataFrame, scored: pd.Series) -> dict[int, tuple[stats.Bucket
     return out
 
 
+def _length_rows(j: pd.DataFrame, scored: pd.Series) -> dict[int, list[tuple[int, bool, bool]]]:
+    """(prompt tokens, run correct, baseline correct) of every scored pair, per pair id."""
+    s = j[scored]
+    tokens = s["prompt_tokens_r"].fillna(s["prompt_tokens_b"]).fillna(0).astype(int)
+    out: dict[int, list[tuple[int, bool, bool]]] = defaultdict(list)
+    for pid, t, r, b in zip(s["pid"], tokens, s["correct_r"], s["correct_b"], strict=True):
+        out[int(pid)].append((int(t), bool(r), bool(b)))
+    return out
+
+
 def _flips(j: pd.DataFrame, scored: pd.Series) -> dict[int, list[Flip]]:
     s = j[scored & (j["correct_r"] != j["correct_b"])]
     out: dict[int, list[Flip]] = defaultdict(list)
@@ -296,8 +315,11 @@ def _table(row: Any) -> stats.PairedTable:
     )
 
 
-def load(store: Store, pairs: Mapping[str, str] | None = None) -> DashboardData:
-    """Every run of ``store`` and every comparison the dashboard shows."""
+def load(
+    store: Store, pairs: Mapping[str, str] | None = None, shard_period: int | None = None
+) -> DashboardData:
+    """Every run of ``store`` and every comparison the dashboard shows; ``shard_period``
+    (tokens) overrides each run's own (dcp x interleave) for the shard-boundary panel."""
     runs = store.list_runs()
     finished = [r for r in runs if r.status == "finished"]
     cells, repeat_groups = _pair_runs(store, finished, _canonical_pairs(pairs))
@@ -314,9 +336,15 @@ def load(store: Store, pairs: Mapping[str, str] | None = None) -> DashboardData:
         j = _joined(df, pair_rows)
         scored = _is_scored(j)
         tables, buckets, flips = _tables(j), _buckets(j, scored), _flips(j, scored)
+        lengths = _length_rows(j, scored)
         for pid, cell in enumerate(paired):
             assert cell.baseline is not None
-            done[cell.run.run_id] = _finish(cell, pid, tables, buckets, flips, noise)
+            cell = _finish(cell, pid, tables, buckets, flips, noise)
+            period, _ = shard_period_of(cell.run, shard_period)
+            if period and period >= MIN_PERIOD and cell.result is not None:
+                bgroups = tuple(stats.boundary_groups(lengths.get(pid, []), period))
+                cell = replace(cell, shard_period=period, boundaries=bgroups)
+            done[cell.run.run_id] = cell
     return DashboardData(runs=runs, cells=done)
 
 

@@ -18,6 +18,10 @@ from evalpipe.layout import Layout
 INTERLEAVE_FLAGS = ("--cp-kv-cache-interleave-size", "--dcp-kv-cache-interleave-size")
 """vLLM 0.32's flag and its deprecated predecessor (vllm/engine/arg_utils.py)."""
 
+MIN_PERIOD = 64
+"""Below this a boundary falls every few tokens (dcp8 with interleave 1: every 8), so every
+prompt is "near" one: no length grid is built around it and no breakdown is shown."""
+
 DEFAULT_INTERLEAVE = {"ascend": 128}
 """Platform defaults when no flag is given: vLLM's own default is 1; vllm-ascend's SFA path
 keeps the KV cache in 128-token blocks and interleaves by block."""

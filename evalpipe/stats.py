@@ -426,6 +426,8 @@ class BoundaryGroup:
 
 NEAR_BOUNDARY = 16
 """Tokens either side of a boundary that count as "at" it (the passkey grid's offsets)."""
+MAX_BOUNDARY_GROUPS = 4
+"""Boundaries from the 4th on share their groups: the table stays short for long prompts."""
 
 
 def boundary_groups(
@@ -433,8 +435,10 @@ def boundary_groups(
 ) -> list[BoundaryGroup]:
     """Group ``(prompt_tokens, run_correct, baseline_correct)`` by position relative to the
     nearest multiple of ``period``: one group per distinct length when there are at most
-    ``exact_limit`` of them (a generated length grid), else per boundary and distance
-    (``at``: within :data:`NEAR_BOUNDARY` tokens, ``before``/``after``: further)."""
+    ``exact_limit`` of them (a generated length grid), else per boundary (the 4th and later
+    together) and distance (``at``: within :data:`NEAR_BOUNDARY` tokens, ``before`` /
+    ``after``: further). ``boundary`` is then the group's nearest boundary, the lowest one
+    for the merged group."""
     if period < 1:
         raise ValueError(f"period must be positive, got {period}")
     rows = list(rows)
@@ -448,19 +452,20 @@ def boundary_groups(
         if exact:
             return k, offset
         side = 0 if abs(offset) <= NEAR_BOUNDARY else (-1 if offset < 0 else 1)
-        return k, side
+        return min(k, MAX_BOUNDARY_GROUPS), side
 
     groups: dict[tuple[int, int], list[tuple[int, bool, bool]]] = {}
     for row in rows:
         groups.setdefault(key(row[0]), []).append(row)
     out = []
     for (k, sub), members in sorted(groups.items()):
-        offsets = [t - k * period for t, _, _ in members]
+        offsets = [t - max(1, round(t / period)) * period for t, _, _ in members]
         if exact:
             label = f"{k}×{period}{sub:+d}"
         else:
             where = {0: "at", -1: "before", 1: "after"}[sub]
-            label = f"{where} {k}×{period}"
+            many = "≥" if k == MAX_BOUNDARY_GROUPS else ""
+            label = f"{where} {many}{k}×{period}"
         out.append(
             BoundaryGroup(
                 label=label,

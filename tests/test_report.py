@@ -238,3 +238,28 @@ def test_without_pairs_the_reference_pair_is_not_compared(store: Store, tmp_path
     assert runs["tp2"].run_id not in load(store).cells
     assert summary.comparisons == 4 and summary.runs == len(store.list_runs())
     assert summary.index.is_file() and summary.pages == 3 + summary.runs + summary.comparisons
+
+
+def test_a_dcp_run_gets_a_shard_boundary_panel(store: Store, tmp_path: Path) -> None:
+    # dp2tp8dcp8 on Ascend: period 8 x 128 = 1024. 300 items at lengths 400..1297.
+    asc = config("dp2tp8", task="passkey", prompt_hash="p9", platform="ascend", engine_args=())
+    right = [True] * 300
+    add_run(store, asc, right)
+    lost = [not (1024 <= 400 + 3 * i <= 1040) for i in range(300)]  # lost just past 1024
+    cp = add_run(store, dataclasses.replace(asc, layout="dp2tp8dcp8"), lost)
+    render_dashboard(store, tmp_path / "site")
+    page = out = tmp_path / "site" / "compare" / page_name(cp.run_id)
+    text = text_of(out)
+    assert "By position relative to the shard boundaries" in text
+    assert "period 1024 tokens" in text
+    html_ = page.read_text()
+    rows = re.findall(r'<tr class="loss"><td>([^<]+)</td>', html_)
+    assert rows == ["at 1×1024"]  # only the group at the boundary lost items
+    data = load(store)
+    cell = data.cells[cp.run_id]
+    at = next(g for g in cell.boundaries if g.label == "at 1×1024")
+    assert (at.only_baseline, at.offset_low, at.offset_high) == (6, -15, 15)
+    # A non-CP pair has no panel unless a period is given.
+    assert not any(c.boundaries for c in data.cells.values() if c.run.run_id != cp.run_id)
+    forced = load(store, shard_period=256)
+    assert forced.cells[cp.run_id].shard_period == 256
