@@ -98,7 +98,7 @@ def _generator_context(
 ) -> dict[str, Any] | None:
     """What a generated task needs from the run: the model's token counter, the shard
     period of ``--shard-layout`` (default: the run's layout)."""
-    if task.data.generator is None or options.data or options.data_dir:
+    if task.data.generator is None or options.data:
         return None
     needs = generators.get(task.data.generator).requires
     context: dict[str, Any] = {}
