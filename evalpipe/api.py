@@ -26,6 +26,7 @@ __all__ = [
     "format_run_summary",
     "format_runs_table",
     "get_run",
+    "import_lmeval",
     "import_run",
     "list_runs",
     "resolve_model",
@@ -89,11 +90,16 @@ def resolve_model(model: str) -> str:
 
 def run(options: RunOptions) -> Run:
     """Evaluate ``options.task`` on ``options.model`` with ``options.layout``; see
-    :func:`evalpipe.runner.execute` for what happens on failure and resume."""
+    :func:`evalpipe.runner.execute` for what happens on failure and resume. A task named
+    ``lm-eval:NAME`` runs lm-eval's task NAME instead (:mod:`evalpipe.lmeval_run`)."""
     from evalpipe import runner
 
     if options.engine != "endpoint":
         options = dataclasses.replace(options, model=resolve_model(options.model))
+    if options.task.startswith("lm-eval:"):
+        from evalpipe import lmeval_run
+
+        return lmeval_run.execute(options)
     return runner.execute(options)
 
 
@@ -328,6 +334,43 @@ def export_run(store: str | None, run_id: str, out: TextIO) -> None:
 
     with open_store(store) as s:
         _export(s, s.get_run(run_id).run_id, out)
+
+
+def import_lmeval(
+    store: str | None,
+    path: str,
+    layout: str | None = None,
+    model_path: str | None = None,
+    primary: str | None = None,
+) -> list[tuple[Any, bool]]:
+    """``evalpipe import lm-eval DIR``: one run per task; (ImportedRun, written now) each."""
+    from evalpipe.importers.lmeval import import_lmeval as _import
+    from evalpipe.store import open_store
+
+    with open_store(store) as s:
+        return _import(s, path, layout=layout, model_path=model_path, primary=primary)
+
+
+def import_aisbench(
+    store: str | None,
+    path: str,
+    layout: str | None = None,
+    model_path: str | None = None,
+    datasets: Sequence[str] | None = None,
+) -> list[Run]:
+    """``evalpipe import aisbench DIR``: one run per (model, dataset); notes go to stderr."""
+    from evalpipe.importers.aisbench import import_aisbench as _import
+    from evalpipe.store import open_store
+
+    with open_store(store) as s:
+        return _import(
+            s,
+            path,
+            layout=layout,
+            model_path=model_path,
+            datasets=datasets,
+            log=lambda m: print(m, file=sys.stderr),
+        )
 
 
 def import_run(store: str | None, path: str) -> str:

@@ -79,7 +79,29 @@ _HARD_KEYS = ("task", "prompt_hash", "data_sha256", "model_fingerprint")
 
 def _hard_differences(a: Run, b: Run) -> list[str]:
     ka, kb = pairing_key(a), pairing_key(b)
-    return [f"{k}: {ka[k]!r} vs {kb[k]!r}" for k in _HARD_KEYS if ka[k] != kb[k]]
+    return [
+        _prompts_differ(a, b) if k == "prompt_hash" else f"{k}: {ka[k]!r} vs {kb[k]!r}"
+        for k in _HARD_KEYS
+        if ka[k] != kb[k]
+    ]
+
+
+def _prompts_differ(a: Run, b: Run) -> str:
+    """Why two runs' prompts differ, in words: which harness and task rendered each."""
+    return (
+        f"prompts differ: {_prompt_source(a)} vs {_prompt_source(b)} "
+        f"(prompt_hash {a.config.prompt_hash[:12]} vs {b.config.prompt_hash[:12]})"
+    )
+
+
+def _prompt_source(run: Run) -> str:
+    # Importers record provenance["importer"] (and "n_shot" when the harness says).
+    importer = run.provenance.get("importer")
+    if not importer:
+        return f"evalpipe task {run.config.task}"
+    name = run.config.task.partition(":")[2] or run.config.task
+    shots = run.provenance.get("n_shot")
+    return f"{importer} task {name}" + (f" ({shots}-shot)" if isinstance(shots, int) else "")
 
 
 def baseline_layout(run: Run, override: str | None = None) -> str:

@@ -1,0 +1,1 @@
+"""Importers: other harnesses' output folders → evalpipe runs."""
