@@ -296,6 +296,46 @@ def _cmd_runs_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_aisbench(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    runs = api.import_aisbench(
+        args.store, args.dir, layout=args.layout, model_path=args.model_path, datasets=args.dataset
+    )
+    for r in runs:
+        print(
+            json.dumps(api.run_to_dict(r)) if args.json else api.format_run_summary(r, args.store)
+        )
+    return 0
+
+
+def _cmd_import_lmeval(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    imported = api.import_lmeval(
+        args.store, args.dir, layout=args.layout, model_path=args.model_path, primary=args.primary
+    )
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        **api.run_to_dict(item.run),
+                        "created": created,
+                        "accuracy_by_filter": item.accuracy_by_filter,
+                    }
+                    for item, created in imported
+                ]
+            )
+        )
+    else:
+        from evalpipe.importers.lmeval import describe
+
+        for item, created in imported:
+            print(describe(item, created))
+    return 0
+
+
 def _cmd_model_fetch(args: argparse.Namespace) -> int:
     from evalpipe import models
 
@@ -351,7 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate a task on a model and layout, storing every sample",
         "evalpipe run gsm8k --layout tp2 --model gemma3-270m --limit 20",
     )
-    run.add_argument("task", help="task name (see `evalpipe tasks list`) or a task YAML path")
+    run.add_argument(
+        "task",
+        help="task name (see `evalpipe tasks list`), a task YAML path, or lm-eval:TASK to run "
+        "an lm-eval task against the same engine",
+    )
     run.add_argument("--layout", default="tp1", help="parallel layout, e.g. dp2tp8dcp8")
     run.add_argument(
         "--model",
@@ -569,6 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--json", action="store_true")
     _store_arg(imp)
 
+    _import_parsers(sub)
+
     store_cmd = sub.add_parser("store", help="the store itself").add_subparsers(
         dest="store_command", metavar="COMMAND"
     )
@@ -625,6 +671,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(tasks, "list", _cmd_tasks_list, "list the available tasks", "evalpipe tasks list")
     return parser
+
+
+def _import_parsers(sub: Any) -> None:
+    """``evalpipe import HARNESS …``: other harnesses' output folders as runs (one subcommand
+    per harness)."""
+    group = sub.add_parser(
+        "import", help="store other harnesses' output folders as runs"
+    ).add_subparsers(dest="import_command", metavar="HARNESS")
+    lm = _add(
+        group,
+        "lm-eval",
+        _cmd_import_lmeval,
+        "store an lm-eval output folder (--output_path DIR --log_samples) as one run per "
+        "task; importing it again writes nothing",
+        "evalpipe import lm-eval lm-eval-out --layout tp8 --model-path /models/m --json",
+    )
+    lm.add_argument("dir", help="lm-eval's --output_path folder (or its model subfolder)")
+    lm.add_argument(
+        "--layout",
+        help="layout that produced it (default: from the parallel sizes in the model args)",
+    )
+    lm.add_argument(
+        "--model-path", help="local weights, fingerprinted so the run pairs with native runs"
+    )
+    lm.add_argument(
+        "--primary",
+        metavar="FILTER",
+        help="lm-eval filter of the primary verdict (default: strict-match, else the first)",
+    )
+    lm.add_argument("--json", action="store_true", help="print the stored runs as JSON")
+    _store_arg(lm)
+    ais = _add(
+        group,
+        "aisbench",
+        _cmd_import_aisbench,
+        "store an AISBench output folder (outputs/default/TIMESTAMP) as one run per model "
+        "and dataset; importing it again writes nothing",
+        "evalpipe import aisbench outputs/default/20261128_065414 --layout dp2tp8dcp8",
+    )
+    ais.add_argument("dir", help="AISBench's timestamped output folder")
+    ais.add_argument(
+        "--layout", required=True, help="layout of the server it ran against (AISBench has none)"
+    )
+    ais.add_argument(
+        "--model-path", help="local weights, fingerprinted so the run pairs with native runs"
+    )
+    ais.add_argument(
+        "--dataset", action="append", metavar="ABBR", help="only this dataset (repeatable)"
+    )
+    ais.add_argument("--json", action="store_true", help="print the stored runs as JSON")
+    _store_arg(ais)
 
 
 def _interrupt(signum: int, frame: object) -> None:
