@@ -212,6 +212,8 @@ def test_without_details_gsm8k_verdicts_are_recomputed(store: Store) -> None:
     (detailed,) = _import(store, DETAILS)
     assert plain.run_id != detailed.run_id
     assert plain.provenance["verdicts"] == "recomputed"
+    newest = sorted((NO_DETAILS / "configs").glob("*.py"))[-1]
+    assert plain.provenance["config_file"] == f"configs/{newest.name}"
     assert plain.message is not None and "recomputed" in plain.message
     assert any("note:" in line and "--dump-eval-details" not in line for line in lines)
     assert 100 * (plain.accuracy or 0) == pytest.approx(_results(NO_DETAILS)["accuracy"])
@@ -227,7 +229,9 @@ def test_without_details_gsm8k_verdicts_are_recomputed(store: Store) -> None:
 
 def test_without_details_another_evaluator_is_refused(store: Store, tmp_path: Path) -> None:
     folder = Path(shutil.copytree(NO_DETAILS, tmp_path / NO_DETAILS.name))
-    (config_file,) = (folder / "configs").glob("*.py")
+    # the inference run's config and the re-evaluation's: the newer one is read
+    older, config_file = sorted((folder / "configs").glob("*.py"))
+    assert "Gsm8kEvaluator" in older.read_text(encoding="utf-8")
     text = config_file.read_text(encoding="utf-8")
     assert "Gsm8kEvaluator" in text
     config_file.write_text(text.replace("Gsm8kEvaluator", "AccEvaluator"), encoding="utf-8")
@@ -336,7 +340,7 @@ def test_a_failed_request_is_an_error_not_a_wrong_answer(store: Store, copy: Pat
     results = json.loads(_result_path(copy).read_text(encoding="utf-8"))
     wrong = next(int(k) for k, d in results["details"].items() if not _one(d["correct"]))
     path = _pred_path(copy)
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()]
+    kept = path.read_text(encoding="utf-8").splitlines()
     dropped = [line for line in kept if json.loads(line)["id"] == wrong]
     path.write_text("\n".join(x for x in kept if x not in dropped) + "\n", encoding="utf-8")
     failed = {"data_abbr": DATASET, "id": wrong, "input": "", "error_info": "HTTP 500"}
@@ -420,7 +424,7 @@ def test_cli_import_aisbench_needs_a_layout_and_is_idempotent(tmp_path: Path) ->
     import subprocess
     import sys
 
-    folder = Path(__file__).parent / "fixtures" / "aisbench" / "details" / "20990101_000000"
+    folder = DETAILS
     store = str(tmp_path / "s.db")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
