@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.importers.lmeval_read import LmevalDoc, LmevalOutput, LmevalTask, read_output
+from evalpipe.importers.storing import store_imported
 from evalpipe.layout import Layout, LayoutError, parse
 from evalpipe.records import Run, RunConfig, Sample, canonical_json, config_to_dict, sha256_text
 
@@ -541,23 +542,7 @@ def import_lmeval(
 
 def store_run(store: Store, item: ImportedRun) -> bool:
     """Store ``item``; ``False`` when the identical run was already there."""
-    run_id = item.run.run_id
-    existing = store.find_run(run_id)
-    if existing is None:
-        try:
-            store.create_run(item.run, item.samples, item.prompts)
-            return True
-        except EvalpipeError:
-            existing = store.find_run(run_id)  # another importer may have stored it meanwhile
-            if existing is None:
-                raise
-    stored = {s.item_id: s for s in store.samples(run_id)}
-    if existing == item.run and stored == {s.item_id: s for s in item.samples}:
-        return False
-    raise EvalpipeError(
-        f"run {run_id} is already in {store.name} with different content, though its id is a "
-        "hash of the content (was the store edited?); import into another store (--store)"
-    )
+    return store_imported(store, item.run, item.samples, item.prompts)
 
 
 def describe(item: ImportedRun, created: bool) -> str:

@@ -1,0 +1,34 @@
+"""Storing an imported run whose id is a hash of its content: idempotent, shared by importers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from evalpipe.errors import EvalpipeError
+from evalpipe.records import Run, Sample
+from evalpipe.store import Store
+
+
+def store_imported(
+    store: Store, run: Run, samples: Sequence[Sample], prompts: Mapping[str, str]
+) -> bool:
+    """Store ``run`` with its samples; ``False`` when the identical run was already there.
+
+    Raises :class:`EvalpipeError` when a run with that id holds different content.
+    """
+    existing = store.find_run(run.run_id)
+    if existing is None:
+        try:
+            store.create_run(run, samples, dict(prompts))
+            return True
+        except EvalpipeError:
+            existing = store.find_run(run.run_id)  # another importer may have stored it meanwhile
+            if existing is None:
+                raise
+    stored = {s.item_id: s for s in store.samples(run.run_id)}
+    if existing == run and stored == {s.item_id: s for s in samples}:
+        return False
+    raise EvalpipeError(
+        f"run {run.run_id} is already in {store.name} with different content, though its id is "
+        "a hash of the content (was the store edited?); import into another store (--store)"
+    )
