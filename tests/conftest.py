@@ -23,7 +23,7 @@ def shared_data() -> Path:
             f"shared evaluation data not found at {path} (expected gsm8k/test.jsonl); set "
             "EVALPIPE_SHARED_DATA to the directory described in its README.md"
         )
-    return path
+    return path.resolve()
 
 
 @pytest.fixture(scope="session")
