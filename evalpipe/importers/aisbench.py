@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalpipe.importers import aisbench_rules as rules
 from evalpipe.importers.aisbench_read import AisDataset, AisOutput, AisSample, read_output
-from evalpipe.importers.storing import store_imported
+from evalpipe.importers.storing import sample_key, store_imported
 from evalpipe.records import Run, RunConfig, Sample, canonical_json, config_to_dict, sha256_text
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def _build(
         canonical_json(
             {
                 "run": {**config_to_dict(config), **_run_fields(run)},
-                "samples": [_sample_key(s) for s in samples],
+                "samples": [sample_key(s) for s in samples],
             }
         )
     )
@@ -224,20 +224,6 @@ def _run_fields(run: Run) -> dict[str, Any]:
         "provenance": run.provenance,
         "message": run.message,
     }
-
-
-def _sample_key(s: Sample) -> list[Any]:
-    return [
-        s.item_id,
-        s.prompt_hash,
-        s.output,
-        s.target,
-        s.correct,
-        dict(s.extracted),
-        dict(s.correct_by),
-        s.error,
-        dict(s.meta),
-    ]
 
 
 def _provenance(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.importers.lmeval_read import LmevalDoc, LmevalOutput, LmevalTask, read_output
-from evalpipe.importers.storing import store_imported
+from evalpipe.importers.storing import sample_key, store_imported
 from evalpipe.layout import Layout, LayoutError, parse
 from evalpipe.records import Run, RunConfig, Sample, canonical_json, config_to_dict, sha256_text
 
@@ -243,7 +243,7 @@ def _build(
             {
                 "config": config_to_dict(config),
                 "run": {k: v for k, v in _run_dict(run).items() if k != "run_id"},
-                "samples": [_sample_key(s) for s in samples],
+                "samples": [sample_key(s) for s in samples],
             }
         )
     )
@@ -488,20 +488,6 @@ def _run_dict(run: Run) -> dict[str, Any]:
     out = run_to_dict(run)
     out.pop("evalpipe_version", None)  # the content, not who imported it
     return out
-
-
-def _sample_key(s: Sample) -> list[Any]:
-    return [
-        s.item_id,
-        s.prompt_hash,
-        s.output,
-        s.target,
-        s.correct,
-        dict(s.extracted),
-        dict(s.correct_by),
-        s.error,
-        dict(s.meta),
-    ]
 
 
 # --- storing ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run, Sample
@@ -32,3 +33,18 @@ def store_imported(
         f"run {run.run_id} is already in {store.name} with different content, though its id is "
         "a hash of the content (was the store edited?); import into another store (--store)"
     )
+
+
+def sample_key(s: Sample) -> list[Any]:
+    """The fields of an imported sample that its run id hashes (what the harness produced)."""
+    return [
+        s.item_id,
+        s.prompt_hash,
+        s.output,
+        s.target,
+        s.correct,
+        dict(s.extracted),
+        dict(s.correct_by),
+        s.error,
+        dict(s.meta),
+    ]
