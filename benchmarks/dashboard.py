@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evalpipe.records import Run, RunConfig, Sample
-from evalpipe.report import render_dashboard
+from evalpipe.report.dashboard import render_dashboard
 from evalpipe.store import Store, open_store
 
 MODELS = [f"/models/model-{i}" for i in range(5)]

@@ -25,11 +25,10 @@ from typing import Any
 
 import aiohttp
 
-from evalpipe import models
-from evalpipe.data import load_dataset
-from evalpipe.engine import server
-from evalpipe.prompts import render
-from evalpipe.tasks import load_task
+from evalpipe.engine import models, server
+from evalpipe.tasks.data import load_dataset
+from evalpipe.tasks.load import load_task
+from evalpipe.tasks.prompts import render
 
 
 async def plain_client(base: str, model: str, prompts: list[str], task: Any, conc: int) -> float:

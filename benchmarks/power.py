@@ -31,8 +31,8 @@ import numpy as np
 # Run as a plain script from a checkout: make the repository importable without installing it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evalpipe.power import mde
-from evalpipe.stats import PairedTable, compare_table, mcnemar_exact_p
+from evalpipe.compare.power import mde
+from evalpipe.compare.stats import PairedTable, compare_table, mcnemar_exact_p
 
 NOISE = (0.0025, 0.005, 0.01, 0.02)
 DROPS = (0.0, 0.005, 0.01, 0.02, 0.03)

@@ -81,7 +81,7 @@ def format_layout(info: dict[str, Any]) -> str:
 def resolve_model(model: str) -> str:
     """A built-in model name (``smollm2``, ``gemma3-270m``) → its local folder, built on
     first use; anything else is returned unchanged (a path or a served/hub name)."""
-    from evalpipe import models
+    from evalpipe.engine import models
 
     if model in models.MODELS and not Path(model).exists():
         return str(models.fetch(model, log=lambda m: print(m, file=sys.stderr)))
@@ -90,14 +90,14 @@ def resolve_model(model: str) -> str:
 
 def run(options: RunOptions) -> Run:
     """Evaluate ``options.task`` on ``options.model`` with ``options.layout``; see
-    :func:`evalpipe.runner.execute` for what happens on failure and resume. A task named
-    ``lm-eval:NAME`` runs lm-eval's task NAME instead (:mod:`evalpipe.lmeval_run`)."""
-    from evalpipe import runner
+    :func:`evalpipe.run.native.execute` for what happens on failure and resume. A task named
+    ``lm-eval:NAME`` runs lm-eval's task NAME instead (:mod:`evalpipe.run.lmeval`)."""
+    from evalpipe.run import native as runner
 
     if options.engine != "endpoint":
         options = dataclasses.replace(options, model=resolve_model(options.model))
     if options.task.startswith("lm-eval:"):
-        from evalpipe import lmeval_run
+        from evalpipe.run import lmeval as lmeval_run
 
         return lmeval_run.execute(options)
     return runner.execute(options)
@@ -158,7 +158,7 @@ def compare(
     """Compare each run with its baseline (``baseline`` run id, or the automatic one on
     ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given.
     ``shard_period`` overrides the layout's shard period for the boundary breakdown."""
-    from evalpipe import compare as cmp
+    from evalpipe.compare import pairing as cmp
     from evalpipe.store import open_store
 
     with open_store(store) as s:
@@ -232,8 +232,8 @@ def comment(
 ) -> str:
     """Render the PR summary of the selected comparisons and upsert the sticky comment
     (runs tagged ``pr-N`` by default)."""
-    from evalpipe.comment import render_comment
     from evalpipe.github import post_comment
+    from evalpipe.report.comment import render_comment
 
     comparisons = tagged_comparisons(store, tag or f"pr-{pr}", run_ids, baseline_layout)
     body = render_comment(comparisons, dashboard_url=dashboard_url, marker_key=marker_key)
@@ -257,7 +257,7 @@ def dashboard(
 ) -> Any:
     """Render the store into a static site under ``out``; ``pairs`` are ``LAYOUT=BASELINE``
     reference pairs for layouts that are not context-parallel (e.g. ``tp2=tp1``)."""
-    from evalpipe.report import render_dashboard
+    from evalpipe.report.dashboard import render_dashboard
     from evalpipe.store import open_store
 
     mapping: dict[str, str] = {}
@@ -271,7 +271,7 @@ def dashboard(
 
 
 def run_to_dict(run: Run) -> dict[str, Any]:
-    from evalpipe.exchange import run_to_dict as _to_dict
+    from evalpipe.importers.jsonl import run_to_dict as _to_dict
 
     return _to_dict(run)
 
@@ -329,7 +329,7 @@ def format_runs_table(runs: Sequence[Run]) -> str:
 
 
 def export_run(store: str | None, run_id: str, out: TextIO) -> None:
-    from evalpipe.exchange import export_run as _export
+    from evalpipe.importers.jsonl import export_run as _export
     from evalpipe.store import open_store
 
     with open_store(store) as s:
@@ -344,7 +344,7 @@ def import_lmeval(
     primary: str | None = None,
 ) -> list[tuple[Any, bool]]:
     """``evalpipe import lm-eval DIR``: one run per task; (ImportedRun, written now) each."""
-    from evalpipe.importers.lmeval import import_lmeval as _import
+    from evalpipe.importers.lmeval.build import import_lmeval as _import
     from evalpipe.store import open_store
 
     with open_store(store) as s:
@@ -359,7 +359,7 @@ def import_aisbench(
     datasets: Sequence[str] | None = None,
 ) -> list[Run]:
     """``evalpipe import aisbench DIR``: one run per (model, dataset); notes go to stderr."""
-    from evalpipe.importers.aisbench import import_aisbench as _import
+    from evalpipe.importers.aisbench.build import import_aisbench as _import
     from evalpipe.store import open_store
 
     with open_store(store) as s:
@@ -374,7 +374,7 @@ def import_aisbench(
 
 
 def import_run(store: str | None, path: str) -> str:
-    from evalpipe.exchange import import_run as _import
+    from evalpipe.importers.jsonl import import_run as _import
     from evalpipe.store import open_store
 
     try:

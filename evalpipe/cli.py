@@ -130,7 +130,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_comparisons(comparisons: list[dict[str, Any]]) -> None:
-    from evalpipe.textreport import format_comparison
+    from evalpipe.report.text import format_comparison
 
     print("\n\n".join(format_comparison(c) for c in comparisons))
 
@@ -178,7 +178,7 @@ def _cmd_comment(args: argparse.Namespace) -> int:
 
 
 def _cmd_store_migrate(args: argparse.Namespace) -> int:
-    from evalpipe.store.copy import migrate_store
+    from evalpipe.store.maintenance import migrate_store
 
     report = migrate_store(args.store)
     if args.json:
@@ -198,8 +198,8 @@ def _cmd_store_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_store_copy(args: argparse.Namespace) -> int:
+    from evalpipe.importers.transfer import copy_runs
     from evalpipe.store import open_store
-    from evalpipe.store.copy import copy_runs
 
     with open_store(args.src, create=False) as src, open_store(args.dst) as dst:
         report = copy_runs(src, dst, args.run or None)
@@ -226,9 +226,9 @@ def _cmd_store_copy(args: argparse.Namespace) -> int:
 def _cmd_gate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from evalpipe.gate import evaluate_gate, summarize
-    from evalpipe.gatereport import render_junit, render_markdown
-    from evalpipe.policy import EXIT_BAD_POLICY, load_policy
+    from evalpipe.gate.decide import evaluate_gate, summarize
+    from evalpipe.gate.policy import EXIT_BAD_POLICY, load_policy
+    from evalpipe.report.gate import render_junit, render_markdown
     from evalpipe.store import open_store
 
     if args.tag is not None and args.select not in (None, "latest"):
@@ -329,7 +329,7 @@ def _cmd_import_lmeval(args: argparse.Namespace) -> int:
             )
         )
     else:
-        from evalpipe.importers.lmeval import describe
+        from evalpipe.importers.lmeval.build import describe
 
         for item, created in imported:
             print(describe(item, created))
@@ -337,7 +337,7 @@ def _cmd_import_lmeval(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_fetch(args: argparse.Namespace) -> int:
-    from evalpipe import models
+    from evalpipe.engine import models
 
     path = models.fetch(args.name, log=lambda m: print(m, file=sys.stderr))
     print(path)
@@ -345,7 +345,7 @@ def _cmd_model_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_list(args: argparse.Namespace) -> int:
-    from evalpipe import models
+    from evalpipe.engine import models
 
     for name, (source, _) in models.MODELS.items():
         built = (models.model_dir(name) / "evalpipe-model.json").exists()
@@ -354,14 +354,14 @@ def _cmd_model_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
-    from evalpipe import datafetch
+    from evalpipe.tasks import datafetch
 
     print(datafetch.fetch(args.name))
     return 0
 
 
 def _cmd_tasks_list(args: argparse.Namespace) -> int:
-    from evalpipe.tasks import list_tasks, load_task
+    from evalpipe.tasks.load import list_tasks, load_task
 
     for name in list_tasks():
         task = load_task(name)

@@ -36,7 +36,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal, NamedTuple
 
 from evalpipe import __version__
-from evalpipe.comment import marker as sticky_marker
 from evalpipe.errors import EvalpipeError
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -56,6 +55,21 @@ _TOKENISH = re.compile(
 )
 
 logger = logging.getLogger(__name__)
+
+
+MARKER_NAME = "evalpipe:sticky"
+_MARKER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def marker(key: str | None = None) -> str:
+    """The hidden HTML comment that identifies the sticky comment (one per ``key``)."""
+    if key is None:
+        return f"<!-- {MARKER_NAME} -->"
+    if not _MARKER_KEY.fullmatch(key):
+        raise EvalpipeError(
+            f"marker key {key!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return f"<!-- {MARKER_NAME}:{key} -->"
 
 
 @dataclass(frozen=True)
@@ -382,9 +396,9 @@ def post_comment(
     _check_repo(repo)
     if int(pr) <= 0:
         raise EvalpipeError(f"--pr must be a pull request number, got {pr}")
-    marker = sticky_marker(marker_key)
-    if marker not in body:
-        body = f"{marker}\n{body}"
+    mark = marker(marker_key)
+    if mark not in body:
+        body = f"{mark}\n{body}"
     if dry_run:
         return body
     token = os.environ.get(token_env, "").strip()
@@ -395,5 +409,5 @@ def post_comment(
         )
     base = github_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
     client = GitHubClient(base, token, token_name=token_env)
-    done = client.upsert_sticky_comment(repo, int(pr), body, marker)
+    done = client.upsert_sticky_comment(repo, int(pr), body, mark)
     return f"{done.action} comment {done.comment_id}: {done.url}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -185,7 +185,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class GateRecord:
-    """One stored release-gate decision (see :mod:`evalpipe.gate`).
+    """One stored release-gate decision (see :mod:`evalpipe.gate.decide`).
 
     The policy's settings are stored as columns, not only inside ``decision``, so the next
     decision for the same ``scope_key`` can say which of them were loosened since. ``margin``
@@ -204,3 +204,49 @@ class GateRecord:
     status: str
     decision: JsonDict = field(default_factory=dict)
     decision_id: int | None = None
+
+
+FLEXIBLE = "flexible"
+"""The ``Sample.correct_by`` key whose verdicts give ``Run.accuracy_flexible``."""
+
+SUMMARY_FIELDS = (
+    "n_samples",
+    "n_correct",
+    "n_correct_flexible",
+    "n_errors",
+    "accuracy",
+    "accuracy_flexible",
+    "output_tokens",
+)
+"""The :class:`Run` fields that :func:`summary_of` recomputes from samples."""
+
+
+def summary_of(samples: Iterable[Sample]) -> dict[str, Any]:
+    """The summary fields of a run, from its samples; keys are :class:`Run` field names.
+
+    Errored samples (infrastructure failures) are counted in ``n_errors`` and left out of
+    both accuracies' denominators: a failed request is not a wrong answer. Accuracies are
+    ``None`` when nothing was scored; ``accuracy_flexible`` is ``None`` when no sample has a
+    ``"flexible"`` verdict.
+    """
+    n_samples = n_errors = n_correct = n_flex = n_flex_scored = tokens = 0
+    for s in samples:
+        n_samples += 1
+        tokens += s.output_tokens or 0
+        if s.error is not None:
+            n_errors += 1
+            continue
+        n_correct += s.correct is True
+        if FLEXIBLE in s.correct_by:
+            n_flex_scored += 1
+            n_flex += s.correct_by[FLEXIBLE] is True
+    n_scored = n_samples - n_errors
+    return {
+        "n_samples": n_samples,
+        "n_correct": n_correct,
+        "n_correct_flexible": n_flex,
+        "n_errors": n_errors,
+        "accuracy": n_correct / n_scored if n_scored else None,
+        "accuracy_flexible": n_flex / n_flex_scored if n_flex_scored else None,
+        "output_tokens": tokens,
+    }

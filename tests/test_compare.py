@@ -12,7 +12,7 @@ import pytest
 from builders import run_config
 
 from evalpipe import api
-from evalpipe.compare import compare_runs, find_baseline, pairing_key
+from evalpipe.compare.pairing import compare_runs, find_baseline, pairing_key
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run, RunConfig, Sample, new_run_id, utcnow
 from evalpipe.store import Store, open_store

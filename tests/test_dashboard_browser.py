@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from test_report import build_store
 
-from evalpipe.report import page_name, render_dashboard
+from evalpipe.report.dashboard import page_name, render_dashboard
 from evalpipe.store import open_store
 
 FLAGS = (

@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 
-from evalpipe import generators
-from evalpipe.data import DATA_DIR_ENV, jsonl_sha256, load_dataset, read_rows
 from evalpipe.errors import EvalpipeError
-from evalpipe.generators import GENERATORS, arith
-from evalpipe.scoring import normalize_number
-from evalpipe.tasks import TaskSpec, load_task
+from evalpipe.tasks import generators
+from evalpipe.tasks.data import DATA_DIR_ENV, jsonl_sha256, load_dataset, read_rows
+from evalpipe.tasks.generators.arith import arith
+from evalpipe.tasks.generators.registry import GENERATORS
+from evalpipe.tasks.load import load_task
+from evalpipe.tasks.scoring import normalize_number
+from evalpipe.tasks.spec import TaskSpec
 
 GSM8K_SHA256 = "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14"
 GSM8K_ITEMS = 1319

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from evalpipe.datafetch import GSM8K_SHA256, gsm8k_from_requests
 from evalpipe.errors import EvalpipeError
+from evalpipe.tasks.datafetch import GSM8K_SHA256, gsm8k_from_requests
 
 
 def test_rebuild_from_requests_reproduces_the_upstream_file(shared_data: Path) -> None:

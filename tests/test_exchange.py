@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.exchange import export_run, import_run, parse_jsonl, run_to_dict
-from evalpipe.prompts import Prompt, prompts_hash
+from evalpipe.importers.jsonl import export_run, import_run, parse_jsonl, run_to_dict
 from evalpipe.records import EXCHANGE_VERSION, Run, RunConfig, Sample, config_to_dict
 from evalpipe.store import Store, open_store
+from evalpipe.tasks.prompts import Prompt, prompts_hash
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_ID = "20261128-031642-ab12cd"
@@ -325,7 +325,7 @@ def test_run_to_dict_is_flat_json(store: Store) -> None:
 
 
 def test_exchange_does_not_import_sqlalchemy() -> None:
-    code = "import sys, evalpipe.exchange; print('sqlalchemy' in sys.modules)"
+    code = "import sys, evalpipe.importers.jsonl; print('sqlalchemy' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from evalpipe import fingerprint
-from evalpipe.fingerprint import model_fingerprint
+from evalpipe.engine import fingerprint
+from evalpipe.engine.fingerprint import model_fingerprint
 
 
 def make_model(root: Path) -> Path:

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from builders import run_config
 
-from evalpipe.gate import GateDecision, evaluate_gate
-from evalpipe.gatereport import render_junit, render_markdown
-from evalpipe.policy import Policy, parse_policy
+from evalpipe.gate.decide import GateDecision, evaluate_gate
+from evalpipe.gate.policy import Policy, parse_policy
 from evalpipe.records import Run, RunConfig, Sample, new_run_id
+from evalpipe.report.gate import render_junit, render_markdown
 from evalpipe.store import Store, open_store
 from evalpipe.store.schema import MIGRATIONS
 

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from evalpipe.comment import marker
 from evalpipe.errors import EvalpipeError
-from evalpipe.github import GitHubClient, post_comment, redact
+from evalpipe.github import GitHubClient, marker, post_comment, redact
 from tests.fake_github import FakeGitHub
 
 TOKEN = "s3cret-Token-0123456789abcdef"

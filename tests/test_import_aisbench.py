@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.importers import aisbench_rules as rules
-from evalpipe.importers.aisbench import build_runs, import_aisbench, read_output
-from evalpipe.importers.aisbench_config import parse_config
+from evalpipe.importers.aisbench import rules
+from evalpipe.importers.aisbench.build import build_runs, import_aisbench, read_output
+from evalpipe.importers.aisbench.config import parse_config
 from evalpipe.layout import LayoutError
 from evalpipe.records import Run, canonical_json, sha256_text
 from evalpipe.store import Store, open_store

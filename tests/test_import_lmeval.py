@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 from fake_openai import FakeOpenAI
 
-from evalpipe import api, lmeval_run
+from evalpipe import api
+from evalpipe.engine.fingerprint import model_fingerprint
 from evalpipe.errors import EvalpipeError
-from evalpipe.fingerprint import model_fingerprint
-from evalpipe.importers.lmeval import build_runs, import_lmeval, layout_from_model_args
-from evalpipe.importers.lmeval_read import read_output
+from evalpipe.importers.lmeval.build import build_runs, import_lmeval, layout_from_model_args
+from evalpipe.importers.lmeval.read import read_output
 from evalpipe.options import RunOptions
+from evalpipe.run import lmeval as lmeval_run
 from evalpipe.store import open_store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lmeval"
@@ -214,7 +215,7 @@ def test_layout_comes_from_the_parallel_sizes_in_the_model_args() -> None:
 
 
 def test_older_lmeval_model_args_strings_are_read() -> None:
-    from evalpipe.importers.lmeval_read import model_args
+    from evalpipe.importers.lmeval.read import model_args
 
     args = model_args("pretrained=/models/m,tensor_parallel_size=2,dtype=bfloat16,trust=True")
     assert args == {

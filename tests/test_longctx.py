@@ -10,19 +10,20 @@ from pathlib import Path
 import pytest
 from builders import run_config
 
-from evalpipe import generators, longctx, stats
-from evalpipe.compare import compare_runs
+from evalpipe.compare import stats
+from evalpipe.compare.pairing import compare_runs
+from evalpipe.engine.tokens import token_counter
 from evalpipe.errors import EvalpipeError
-from evalpipe.layout import parse
+from evalpipe.layout import interleave_size, parse, shard_period
 from evalpipe.options import RunOptions, parse_params
 from evalpipe.records import Run, Sample, new_run_id, utcnow
-from evalpipe.runner import plan
-from evalpipe.scoring import ExtractorSpec, Scoring, score
-from evalpipe.shards import interleave_size, shard_period
+from evalpipe.report.text import format_comparison
+from evalpipe.run.native import plan
 from evalpipe.store import open_store
-from evalpipe.tasks import load_task
-from evalpipe.textreport import format_comparison
-from evalpipe.tokens import token_counter
+from evalpipe.tasks import generators
+from evalpipe.tasks.generators import longctx
+from evalpipe.tasks.load import load_task
+from evalpipe.tasks.scoring import ExtractorSpec, Scoring, score
 
 _WORD = re.compile(r"\w+|[^\w\s]|\n")
 

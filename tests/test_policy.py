@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.policy import Policy, Requirement, load_policy, parse_policy
+from evalpipe.gate.policy import Policy, Requirement, load_policy, parse_policy
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from evalpipe.data import Item, load_dataset
 from evalpipe.errors import EvalpipeError
-from evalpipe.prompts import Prompt, compile_template, prompts_hash, render
 from evalpipe.records import canonical_json, sha256_text
-from evalpipe.tasks import TaskSpec, load_task
+from evalpipe.tasks.data import load_dataset
+from evalpipe.tasks.load import load_task
+from evalpipe.tasks.prompts import Prompt, compile_template, prompts_hash, render
+from evalpipe.tasks.spec import Item, TaskSpec
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from builders import run_config
 
-from evalpipe.compare import compare_runs
+from evalpipe.compare.pairing import compare_runs
 from evalpipe.records import Run, RunConfig, Sample
-from evalpipe.report import page_name, render_dashboard
-from evalpipe.report_data import load
+from evalpipe.report.dashboard import page_name, render_dashboard
+from evalpipe.report.data import load
 from evalpipe.store import Store, open_store
 
 HOSTILE = ("<script>window.__pwned=1</script>", '<img src=x onerror="window.__pwned=1">')

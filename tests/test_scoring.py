@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.scoring import (
+from evalpipe.tasks.load import load_task
+from evalpipe.tasks.scoring import (
     ExtractorSpec,
     Scoring,
     check_extractor,
@@ -13,7 +14,6 @@ from evalpipe.scoring import (
     normalize_number,
     score,
 )
-from evalpipe.tasks import load_task
 
 STRICT = ExtractorSpec(
     "strict", "regex", pattern=r"The answer is \$?(-?[0-9.,]*[0-9])", select="first"

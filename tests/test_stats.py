@@ -1,4 +1,4 @@
-"""evalpipe.stats and evalpipe.power against scipy/statsmodels and published worked examples.
+"""evalpipe.compare.stats and .power against scipy/statsmodels and published worked examples.
 
 Tables are written ``T(both_correct, only_run, only_baseline, both_wrong)``; in Newcombe's and
 Fagerland's notation that is (a, b, c, d) with the difference (b - c) / n.
@@ -20,8 +20,8 @@ from statsmodels.stats.proportion import (
     proportions_ztest,
 )
 
-from evalpipe.power import decide, holm, mde, verdict
-from evalpipe.stats import (
+from evalpipe.compare.power import decide, holm, mde, verdict
+from evalpipe.compare.stats import (
     PairedTable,
     agreement,
     compare,

@@ -8,9 +8,9 @@ import pytest
 from test_store import make_config, make_run, make_sample
 
 from evalpipe.errors import EvalpipeError
+from evalpipe.importers.transfer import CopyReport, copy_runs
 from evalpipe.records import Run, Sample
 from evalpipe.store import Store, open_store, summary_of
-from evalpipe.store.copy import CopyReport, copy_runs
 
 
 def finished(

@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from test_store import make_run, make_sample
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.exchange import export_run, import_run
+from evalpipe.importers.jsonl import export_run, import_run
 from evalpipe.records import SCHEMA_VERSION
 from evalpipe.store import Store, migrate, open_store, schema, summary_of
-from evalpipe.store.copy import migrate_store
+from evalpipe.store.maintenance import migrate_store
 from evalpipe.store.pg import driver_url
 
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.scoring import extract
-from evalpipe.tasks import TASKS_PATH_ENV, builtin_task_dirs, list_tasks, load_task
+from evalpipe.tasks.load import TASKS_PATH_ENV, builtin_task_dirs, list_tasks, load_task
+from evalpipe.tasks.scoring import extract
 
 REPO_TASKS = Path(__file__).resolve().parents[1] / "tasks"
 SHIPPED = ["arith", "gsm8k", "gsm8k-chat", "needle-multi", "passkey"]

@@ -1,13 +1,9 @@
-"""Records ↔ table rows, and the run summary recomputed from samples.
-
-Pure functions (no database): the store and the JSONL import both use :func:`summary_of`, so
-a run's counts and accuracies always mean the same thing and are reproducible from samples.
-"""
+"""Records ↔ table rows; pure functions (no database)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalpipe.records import (
@@ -18,53 +14,8 @@ from evalpipe.records import (
     config_to_dict,
 )
 
-FLEXIBLE = "flexible"
-"""The ``Sample.correct_by`` key whose verdicts give ``Run.accuracy_flexible``."""
-
-SUMMARY_FIELDS = (
-    "n_samples",
-    "n_correct",
-    "n_correct_flexible",
-    "n_errors",
-    "accuracy",
-    "accuracy_flexible",
-    "output_tokens",
-)
-"""The :class:`Run` fields that :func:`summary_of` recomputes from samples."""
-
 # Numeric ids longer than this would overflow BIGINT; they sort as text instead.
 _MAX_ORDER_DIGITS = 18
-
-
-def summary_of(samples: Iterable[Sample]) -> dict[str, Any]:
-    """The summary fields of a run, from its samples; keys are :class:`Run` field names.
-
-    Errored samples (infrastructure failures) are counted in ``n_errors`` and left out of
-    both accuracies' denominators: a failed request is not a wrong answer. Accuracies are
-    ``None`` when nothing was scored; ``accuracy_flexible`` is ``None`` when no sample has a
-    ``"flexible"`` verdict.
-    """
-    n_samples = n_errors = n_correct = n_flex = n_flex_scored = tokens = 0
-    for s in samples:
-        n_samples += 1
-        tokens += s.output_tokens or 0
-        if s.error is not None:
-            n_errors += 1
-            continue
-        n_correct += s.correct is True
-        if FLEXIBLE in s.correct_by:
-            n_flex_scored += 1
-            n_flex += s.correct_by[FLEXIBLE] is True
-    n_scored = n_samples - n_errors
-    return {
-        "n_samples": n_samples,
-        "n_correct": n_correct,
-        "n_correct_flexible": n_flex,
-        "n_errors": n_errors,
-        "accuracy": n_correct / n_scored if n_scored else None,
-        "accuracy_flexible": n_flex / n_flex_scored if n_flex_scored else None,
-        "output_tokens": tokens,
-    }
 
 
 def run_to_row(run: Run) -> dict[str, Any]:

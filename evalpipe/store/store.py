@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.records import GateRecord, Run, Sample
+from evalpipe.records import GateRecord, Run, Sample, summary_of
 from evalpipe.store import gates, schema
 from evalpipe.store.connect import BEGIN_IMMEDIATE, Location, create_engine, resolve
 from evalpipe.store.pg import schema_lock
@@ -29,7 +29,6 @@ from evalpipe.store.rows import (
     run_to_row,
     sample_to_row,
     samples_from_rows,
-    summary_of,
 )
 from evalpipe.store.schema import prompts, runs, samples
 

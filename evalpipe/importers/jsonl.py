@@ -1,0 +1,391 @@
+"""Runs as JSONL, the format runs move in between stores and other harnesses' results come in.
+
+Line 1 is ``{"run": {...}}`` (the run and its config, flat); every further line is one
+sample. :func:`export_run` writes every field evalpipe knows; :func:`import_run` needs only
+``model``, ``task``, ``task_version`` and ``layout`` on the run and ``item_id``, ``output``
+and ``correct`` on each sample, fills documented defaults for the rest, and stores the run
+with its original ``run_id`` so that importing the same file twice changes nothing.
+
+Import-light: SQLAlchemy is only reached through the :class:`~evalpipe.store.Store` passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import IO, TYPE_CHECKING, Any
+
+from evalpipe import __version__
+from evalpipe.errors import EvalpipeError
+from evalpipe.records import (
+    EXCHANGE_VERSION,
+    RUN_STATUSES,
+    Run,
+    Sample,
+    canonical_json,
+    config_from_dict,
+    config_to_dict,
+    new_run_id,
+    sha256_text,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from evalpipe.store import Store
+
+_Check = tuple[Callable[[Any], bool], str]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return _is_int(v) or isinstance(v, float)
+
+
+def _opt(check: _Check) -> _Check:
+    return (lambda v: v is None or check[0](v), f"{check[1]} or null")
+
+
+_STR: _Check = (lambda v: isinstance(v, str), "a string")
+# Ids, versions and targets are often numbers in other harnesses' output; they become text.
+_TEXT: _Check = (lambda v: isinstance(v, str) or _is_num(v), "a string or a number")
+_INT: _Check = (_is_int, "an integer")
+_NUM: _Check = (_is_num, "a number")
+_OBJ: _Check = (lambda v: isinstance(v, dict), "an object")
+_STRS: _Check = (
+    lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "a list of strings",
+)
+_ANSWERS: _Check = (
+    lambda v: isinstance(v, dict) and all(x is None or isinstance(x, str) for x in v.values()),
+    'an object of answers like {"strict": "42", "flexible": null}',
+)
+_VERDICTS: _Check = (
+    lambda v: isinstance(v, dict) and all(isinstance(x, bool) for x in v.values()),
+    'an object of verdicts like {"strict": true}',
+)
+_STATUS: _Check = (lambda v: v in RUN_STATUSES, f"one of {', '.join(RUN_STATUSES)}")
+_PROMPT: _Check = (
+    lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(m, dict) for m in v)),
+    "a string or a list of chat messages",
+)
+
+RUN_REQUIRED = ("model", "task", "task_version", "layout")
+RUN_KEYS: dict[str, _Check] = {
+    **dict.fromkeys(("run_id", "model", "model_fingerprint", "task"), _STR),
+    "task_version": _TEXT,
+    **dict.fromkeys(("prompt_hash", "data_source"), _STR),
+    "data_sha256": _opt(_STR),
+    **dict.fromkeys(("layout", "platform", "engine_kind"), _STR),
+    "engine_args": _STRS,
+    "sampling": _OBJ,
+    "seed": _INT,
+    "limit": _opt(_INT),
+    "concurrency": _INT,
+    "engine_versions": _OBJ,
+    "repeat_index": _INT,
+    "config_hash": _STR,  # derived from the config: written for readers, ignored on import
+    "status": _STATUS,
+    "started_at": _STR,
+    "finished_at": _opt(_STR),
+    **dict.fromkeys(("n_items", "n_samples", "n_correct", "n_correct_flexible", "n_errors"), _INT),
+    **dict.fromkeys(("accuracy", "accuracy_flexible", "duration_s"), _opt(_NUM)),
+    "output_tokens": _INT,
+    "throughput_tok_s": _opt(_NUM),
+    "tags": _STRS,
+    "provenance": _OBJ,
+    "message": _opt(_STR),
+    "schema_version": _INT,
+    "evalpipe_version": _STR,  # informational
+}
+
+SAMPLE_REQUIRED = ("item_id", "output", "correct")
+SAMPLE_KEYS: dict[str, _Check] = {
+    "item_id": _TEXT,
+    "prompt_hash": _STR,
+    "prompt": _opt(_PROMPT),
+    "output": _opt(_STR),
+    "target": _opt(_TEXT),
+    "correct": _opt((lambda v: isinstance(v, bool), "true/false")),
+    "extracted": _ANSWERS,
+    "correct_by": _VERDICTS,
+    **dict.fromkeys(("prompt_tokens", "output_tokens"), _opt(_INT)),
+    "finish_reason": _opt(_STR),
+    "latency_s": _opt(_NUM),
+    **dict.fromkeys(("error", "completed_at"), _opt(_STR)),
+    "meta": _OBJ,
+}
+
+# What an import assumes when a field is absent (documented in the README).
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "data_source": "import",
+    "data_sha256": None,
+    "platform": "unknown",
+    "engine_kind": "import",
+    "engine_args": [],
+    "sampling": {},
+    "seed": 0,
+    "limit": None,
+    "concurrency": 1,
+    "engine_versions": {},
+    "repeat_index": 0,
+}
+UNKNOWN_PROMPT = "unknown"
+_FLOAT_FIELDS = ("accuracy", "accuracy_flexible", "duration_s", "throughput_tok_s")
+
+
+def run_to_dict(run: Run) -> dict[str, Any]:
+    """The run as one flat JSON object: id, config, config hash, outcome, versions."""
+    out: dict[str, Any] = {"run_id": run.run_id, **config_to_dict(run.config)}
+    out["config_hash"] = run.config.config_hash()
+    for f in fields(Run):
+        if f.name not in ("run_id", "config"):
+            out[f.name] = getattr(run, f.name)
+    out["tags"] = list(run.tags)
+    out["provenance"] = dict(run.provenance)
+    out["schema_version"] = EXCHANGE_VERSION
+    out["evalpipe_version"] = __version__
+    return out
+
+
+def sample_to_dict(sample: Sample, prompt: str | None = None) -> dict[str, Any]:
+    """One sample line: every :class:`Sample` field but ``run_id``, plus the prompt text."""
+    out: dict[str, Any] = {"item_id": sample.item_id, "prompt_hash": sample.prompt_hash}
+    out["prompt"] = prompt
+    for f in fields(Sample):
+        if f.name not in ("run_id", "item_id", "prompt_hash"):
+            value = getattr(sample, f.name)
+            out[f.name] = dict(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def export_run(store: Store, run_id: str, out: IO[str]) -> int:
+    """Write run ``run_id`` (id or unique prefix) as JSONL to ``out``; return the sample count."""
+    run = store.get_run(run_id)
+    found = store.samples(run.run_id)
+    texts = store.get_prompts(s.prompt_hash for s in found)
+    out.write(_line({"run": run_to_dict(run)}))
+    for s in found:
+        out.write(_line(sample_to_dict(s, texts.get(s.prompt_hash))))
+    return len(found)
+
+
+def _line(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A validated JSONL run: the records to store."""
+
+    run: Run
+    samples: tuple[Sample, ...]
+    prompts: dict[str, str]
+
+
+def import_run(
+    store: Store, lines: Iterable[str], *, new_id: bool = False, source: str = "input"
+) -> str:
+    """Store the run in JSONL ``lines``; return its run id.
+
+    The run keeps the ``run_id`` in the file unless ``new_id`` is true or the file has none.
+    If the store already holds that id with the same run and samples, nothing is written and
+    the id is returned (importing twice is harmless); with different content it is an error.
+    ``source`` names the input in error messages (``source:LINE: …``).
+    """
+    parsed = parse_jsonl(lines, source=source)
+    if new_id:
+        parsed = _renamed(parsed, new_run_id())
+    run_id = parsed.run.run_id
+    existing = store.find_run(run_id)
+    if existing is None:
+        try:
+            store.create_run(parsed.run, parsed.samples, parsed.prompts)
+            return run_id
+        except EvalpipeError:
+            # Another importer may have stored it meanwhile; identical content is fine.
+            existing = store.find_run(run_id)
+            if existing is None:
+                raise
+    if existing == parsed.run and _same_samples(store.samples(run_id), parsed.samples):
+        return run_id
+    raise EvalpipeError(
+        f"{source}: run {run_id} is already in {store.name} with different content; import "
+        "it as a new run (new_id=True; CLI --new-id) or delete the stored one first"
+    )
+
+
+def _same_samples(stored: list[Sample], parsed: tuple[Sample, ...]) -> bool:
+    return {s.item_id: s for s in stored} == {s.item_id: s for s in parsed}
+
+
+def _renamed(parsed: Parsed, run_id: str) -> Parsed:
+    return replace(
+        parsed,
+        run=parsed.run.with_(run_id=run_id),
+        samples=tuple(replace(s, run_id=run_id) for s in parsed.samples),
+    )
+
+
+def parse_jsonl(lines: Iterable[str], *, source: str = "input") -> Parsed:
+    """Validate JSONL run lines and build the records, filling defaults; no store needed.
+
+    Raises :class:`EvalpipeError` naming ``source``, the line and the key for bad input.
+    """
+    header: tuple[int, dict[str, Any]] | None = None
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{number}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvalpipeError(
+                f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
+        if header is None:
+            if not (isinstance(value, dict) and set(value) == {"run"}):
+                raise EvalpipeError(
+                    f'{where}: the first line must be {{"run": {{…}}}} holding at least '
+                    f"{', '.join(RUN_REQUIRED)}"
+                )
+            header = (number, _checked(value["run"], RUN_KEYS, RUN_REQUIRED, where, "run"))
+        else:
+            rows.append((number, _checked(value, SAMPLE_KEYS, SAMPLE_REQUIRED, where, "sample")))
+    if header is None:
+        raise EvalpipeError(f'{source}: empty; expected a first line {{"run": {{…}}}}')
+    return _build(header, rows, source)
+
+
+def _checked(
+    value: Any, spec: Mapping[str, _Check], required: Iterable[str], where: str, what: str
+) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise EvalpipeError(f"{where}: a {what} must be a JSON object")
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise EvalpipeError(f"{where}: {what} is missing {', '.join(map(repr, missing))}")
+    unknown = sorted(set(value) - set(spec))
+    if unknown:
+        hint = "; put extra data under 'meta'" if what == "sample" else ""
+        raise EvalpipeError(
+            f"{where}: unknown {what} key {', '.join(map(repr, unknown))} "
+            f"(known: {', '.join(spec)}){hint}"
+        )
+    for key, (ok, expected) in spec.items():
+        if key in value and not ok(value[key]):
+            raise EvalpipeError(f"{where}: {what} {key!r} must be {expected}, not {value[key]!r}")
+    return value
+
+
+def _text(v: Any) -> Any:
+    return v if v is None or isinstance(v, str) else str(v)
+
+
+def _build(
+    header: tuple[int, dict[str, Any]], rows: list[tuple[int, dict[str, Any]]], source: str
+) -> Parsed:
+    line_no, r = header
+    where = f"{source}:{line_no}"
+    if r.get("schema_version", EXCHANGE_VERSION) > EXCHANGE_VERSION:
+        raise EvalpipeError(
+            f"{where}: written by a newer evalpipe (schema {r['schema_version']}; this one "
+            f"knows {EXCHANGE_VERSION}): upgrade evalpipe to import it"
+        )
+    run_id = r.get("run_id") or new_run_id()
+    samples, prompts = _samples(rows, run_id, source)
+    config = config_from_dict(
+        {
+            **CONFIG_DEFAULTS,
+            **{k: r[k] for k in CONFIG_DEFAULTS if k in r},
+            "model": r["model"],
+            "model_fingerprint": r.get("model_fingerprint", f"name:{r['model']}"),
+            "task": r["task"],
+            "task_version": _text(r["task_version"]),
+            "prompt_hash": r.get("prompt_hash", _derived_prompt_hash(samples)),
+            "layout": r["layout"],
+        }
+    )
+    status = r.get("status", "finished")
+    started = r.get("started_at", utcnow())
+    given = {k: r[k] for k in (f.name for f in fields(Run)) if k in r and k != "run_id"}
+    for k in _FLOAT_FIELDS:
+        if given.get(k) is not None:
+            given[k] = float(given[k])
+    from evalpipe.records import summary_of
+
+    summary = summary_of(samples)
+    if status == "finished":
+        _check_summary(given, summary, where)
+    run = Run(
+        **{
+            **summary,
+            "n_items": len(samples),
+            "finished_at": started if status == "finished" else None,
+            **given,
+            "run_id": run_id,
+            "config": config,
+            "status": status,
+            "started_at": started,
+            "tags": tuple(r.get("tags", ())),
+        }
+    )
+    return Parsed(run, tuple(samples), prompts)
+
+
+def _samples(
+    rows: list[tuple[int, dict[str, Any]]], run_id: str, source: str
+) -> tuple[list[Sample], dict[str, str]]:
+    samples: list[Sample] = []
+    prompts: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for number, d in rows:
+        item_id = str(d["item_id"])
+        if item_id in first_line:
+            raise EvalpipeError(
+                f"{source}:{number}: item_id {item_id!r} again (first on line "
+                f"{first_line[item_id]}); a run has one sample per item"
+            )
+        first_line[item_id] = number
+        prompt = d.get("prompt")
+        text = prompt if prompt is None or isinstance(prompt, str) else canonical_json(prompt)
+        # The same hash the runner gives a rendered prompt: sha256 of its canonical text.
+        prompt_hash = d.get("prompt_hash") or (sha256_text(text) if text else UNKNOWN_PROMPT)
+        if text is not None and prompt_hash != UNKNOWN_PROMPT:
+            prompts[prompt_hash] = text
+        rest = {k: v for k, v in d.items() if k not in ("item_id", "prompt", "prompt_hash")}
+        rest["target"] = _text(rest.get("target"))
+        if rest.get("latency_s") is not None:
+            rest["latency_s"] = float(rest["latency_s"])
+        samples.append(Sample(run_id=run_id, item_id=item_id, prompt_hash=prompt_hash, **rest))
+    return samples, prompts
+
+
+def _derived_prompt_hash(samples: list[Sample]) -> str:
+    """When every prompt is known: the runner's run-level hash over (item_id, prompt_hash)
+    pairs in file order, so an import of the same prompts matches an evalpipe run's."""
+    if not samples or any(s.prompt_hash == UNKNOWN_PROMPT for s in samples):
+        return UNKNOWN_PROMPT
+    return sha256_text("".join(canonical_json([s.item_id, s.prompt_hash]) + "\n" for s in samples))
+
+
+def _check_summary(given: Mapping[str, Any], summary: Mapping[str, Any], where: str) -> None:
+    """A finished run's stated counts must be what its samples give (reproducibility)."""
+    for key, computed in summary.items():
+        if key not in given:
+            continue
+        stated = given[key]
+        if isinstance(computed, float) and isinstance(stated, float):
+            same = math.isclose(stated, computed, rel_tol=1e-9, abs_tol=1e-12)
+        else:
+            same = stated == computed
+        if not same:
+            raise EvalpipeError(
+                f"{where}: run {key} is {stated!r} but the samples give {computed!r}; fix the "
+                "file, or leave the summary fields out to have them computed"
+            )

@@ -1,0 +1,550 @@
+"""lm-eval output folders → evalpipe runs: one run per task, every document a sample.
+
+:func:`build_runs` turns what :func:`~evalpipe.importers.lmeval.read.read_output` parsed into
+evalpipe records without touching a store (pure); :func:`import_lmeval` stores them. The run
+id is a hash of the content, so importing a folder twice writes nothing new.
+
+Mapping: task ``gsm8k`` becomes task ``lm-eval:gsm8k`` with lm-eval's task version; each
+lm-eval filter (``strict-match``, ``flexible-extract``) becomes an ``extracted`` /
+``correct_by`` entry whose verdict is lm-eval's own per-sample metric value (the task's first
+metric, e.g. ``exact_match``), and the primary verdict is ``strict-match`` (else the first
+filter) unless another is chosen. lm-eval's "no match" answer ``[invalid]`` is stored as no
+answer (``None``). The layout comes from the parallel sizes in the model args
+(``tensor_parallel_size``, …) or must be given. Task config, version, n-shot and hashes go to
+the run's provenance, lm-eval's per-sample ``doc_hash`` / ``prompt_hash`` / ``target_hash``
+to each sample's ``meta``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evalpipe.errors import EvalpipeError
+from evalpipe.importers.common import sample_key, store_imported
+from evalpipe.importers.lmeval.read import LmevalDoc, LmevalOutput, LmevalTask, read_output
+from evalpipe.layout import Layout, LayoutError, parse
+from evalpipe.records import Run, RunConfig, Sample, canonical_json, config_to_dict, sha256_text
+
+if TYPE_CHECKING:
+    from evalpipe.store import Store
+
+__all__ = [
+    "DEFAULT_PRIMARY",
+    "LAYOUT_ARGS",
+    "TASK_PREFIX",
+    "ImportedRun",
+    "build_runs",
+    "describe",
+    "import_lmeval",
+    "layout_from_model_args",
+    "read_output",
+    "store_run",
+]
+
+TASK_PREFIX = "lm-eval:"
+"""evalpipe task names of lm-eval tasks: ``lm-eval:gsm8k`` (also what ``run`` accepts)."""
+DEFAULT_PRIMARY = "strict-match"
+INVALID = "[invalid]"
+"""What lm-eval's regex filters answer when nothing matches."""
+
+LAYOUT_ARGS = {
+    "data_parallel_size": "dp",
+    "tensor_parallel_size": "tp",
+    "pipeline_parallel_size": "pp",
+    "prefill_context_parallel_size": "pcp",
+    "decode_context_parallel_size": "dcp",
+}
+"""Model args (vLLM's own names, as lm-eval's vllm backend takes them) → layout sizes."""
+_EP_ARG = "enable_expert_parallel"
+_SECRET_ARGS = {"api_key", "auth_token", "token", "header", "headers"}
+
+
+@dataclass(frozen=True)
+class ImportedRun:
+    """One task's records, ready to store, and lm-eval's verdict accuracy per filter."""
+
+    run: Run
+    samples: tuple[Sample, ...]
+    prompts: dict[str, str]
+    accuracy_by_filter: dict[str, float | None]
+
+    def renamed(self, run_id: str) -> ImportedRun:
+        """The same records under another run id (``evalpipe run lm-eval:…`` keeps its own)."""
+        return replace(
+            self,
+            run=self.run.with_(run_id=run_id),
+            samples=tuple(replace(s, run_id=run_id) for s in self.samples),
+        )
+
+
+# --- layout -----------------------------------------------------------------------------
+
+
+def layout_from_model_args(args: Mapping[str, Any], given: str | None = None) -> str:
+    """The canonical layout: from the parallel sizes in ``args``, else ``given``.
+
+    Both present must agree. Neither is an error telling the user to pass ``--layout``.
+    """
+    sizes: dict[str, int] = {}
+    for arg, key in LAYOUT_ARGS.items():
+        if arg not in args or args[arg] is None:
+            continue
+        value = args[arg]
+        if isinstance(value, str) and value.isdecimal():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise EvalpipeError(
+                f"lm-eval model arg {arg}={value!r} is not a positive integer; pass --layout"
+            )
+        sizes[key] = value
+    ep = str(args.get(_EP_ARG, "")).lower() in ("true", "1")
+    derived = Layout(**sizes, ep=ep).canonical if sizes or ep else None
+    if given is not None:
+        try:
+            canonical = parse(given).canonical
+        except LayoutError as exc:
+            raise EvalpipeError(f"--layout: {exc.message}") from None
+        if derived is not None and derived != canonical:
+            raise EvalpipeError(
+                f"--layout {canonical} contradicts lm-eval's model args, which give "
+                f"{derived} ({_sizes_text(args)}); drop --layout or fix it"
+            )
+        return canonical
+    if derived is None:
+        raise EvalpipeError(
+            "lm-eval's model args name no parallel sizes ("
+            + ", ".join(LAYOUT_ARGS)
+            + "), so the layout that produced these results is unknown: pass --layout "
+            "(e.g. --layout tp8 or dp2tp8dcp8)"
+        )
+    return derived
+
+
+def _sizes_text(args: Mapping[str, Any]) -> str:
+    return ", ".join(f"{a}={args[a]}" for a in (*LAYOUT_ARGS, _EP_ARG) if a in args)
+
+
+# --- records ----------------------------------------------------------------------------
+
+
+def build_runs(
+    outputs: Sequence[LmevalOutput],
+    *,
+    layout: str | None = None,
+    model_path: str | None = None,
+    primary: str | None = None,
+    platform: str | None = None,
+    engine_args: Sequence[str] = (),
+    engine_versions: Mapping[str, str] | None = None,
+    tags: Sequence[str] = (),
+    repeat_index: int = 0,
+) -> list[ImportedRun]:
+    """The evalpipe runs of parsed lm-eval output, one per task; no store needed.
+
+    ``model_path``, a local copy of the weights, gives the fingerprint native evalpipe runs
+    get (otherwise ``name:<model>``). ``platform``, ``engine_args`` and ``engine_versions``
+    describe the engine when the caller knows it (``evalpipe run lm-eval:…`` does).
+    """
+    from evalpipe.engine.fingerprint import model_fingerprint
+
+    fingerprint = model_fingerprint(model_path) if model_path else None
+    built = []
+    for out in outputs:
+        canonical = layout_from_model_args(out.model_args, layout)
+        for task in out.tasks:
+            built.append(
+                _build(
+                    out,
+                    task,
+                    layout=canonical,
+                    fingerprint=fingerprint,
+                    primary=primary,
+                    platform=platform,
+                    engine_args=tuple(engine_args),
+                    engine_versions=dict(engine_versions or {}),
+                    tags=tuple(tags),
+                    repeat_index=repeat_index,
+                )
+            )
+    return built
+
+
+def _build(
+    out: LmevalOutput,
+    task: LmevalTask,
+    *,
+    layout: str,
+    fingerprint: str | None,
+    primary: str | None,
+    platform: str | None,
+    engine_args: tuple[str, ...],
+    engine_versions: dict[str, str],
+    tags: tuple[str, ...],
+    repeat_index: int,
+) -> ImportedRun:
+    from evalpipe.records import summary_of
+    from evalpipe.tasks.prompts import Prompt, prompts_hash
+
+    where = f"{out.folder}/{task.samples_file}"
+    chosen = _primary(task, primary, where)
+    metric = _metric(task, where)
+    samples: list[Sample] = []
+    prompts: dict[str, str] = {}
+    listed: list[Prompt] = []
+    for doc in task.docs:
+        sample = _sample(doc, chosen, metric, where)
+        if doc.prompt is not None:
+            prompts[sample.prompt_hash] = doc.prompt
+            listed.append(Prompt(sample.item_id, doc.prompt))
+        samples.append(sample)
+    accuracy = {f: _mean(s.correct_by[f] for s in samples) for f in task.filters}
+    _check_aggregates(task, metric, accuracy, out)
+    model = _model_name(out)
+    data_source, data_sha256, data_note = _data(task)
+    config = RunConfig(
+        model=model,
+        model_fingerprint=fingerprint or f"name:{model}",
+        task=TASK_PREFIX + task.name,
+        task_version=task.version,
+        prompt_hash=prompts_hash(listed) if len(listed) == len(samples) else "unknown",
+        data_source=data_source,
+        data_sha256=data_sha256,
+        layout=layout,
+        platform=platform or "unknown",
+        engine_kind="import",
+        engine_args=engine_args,
+        sampling=_sampling(task, out),
+        seed=_int(out.config.get("random_seed")) or 0,
+        limit=_limit(out.config.get("limit")),
+        concurrency=_int(out.model_args.get("num_concurrent")) or 1,
+        engine_versions=engine_versions,
+        repeat_index=repeat_index,
+    )
+    started, finished = _times(out)
+    run = Run(
+        run_id="",
+        config=config,
+        status="finished",
+        started_at=started,
+        finished_at=finished,
+        n_items=len(samples),
+        duration_s=out.total_seconds,
+        tags=tags,
+        provenance=_provenance(out, task, chosen, metric, accuracy, data_note),
+        **summary_of(samples),
+    )
+    digest = sha256_text(
+        canonical_json(
+            {
+                "config": config_to_dict(config),
+                "run": {k: v for k, v in _run_dict(run).items() if k != "run_id"},
+                "samples": [sample_key(s) for s in samples],
+            }
+        )
+    )
+    stamp = started.replace("-", "").replace(":", "").replace("T", "-")[:15]
+    run_id = f"{stamp if stamp[:1].isdigit() else 'lmeval'}-lm{digest[:10]}"
+    return ImportedRun(run, tuple(samples), prompts, accuracy).renamed(run_id)
+
+
+def _primary(task: LmevalTask, primary: str | None, where: str) -> str:
+    if primary is not None:
+        if primary not in task.filters:
+            raise EvalpipeError(
+                f"--primary {primary}: task {task.name} has no such lm-eval filter (it has "
+                f"{', '.join(task.filters)})"
+            )
+        return primary
+    return DEFAULT_PRIMARY if DEFAULT_PRIMARY in task.filters else task.filters[0]
+
+
+def _metric(task: LmevalTask, where: str) -> str:
+    if not task.metric_names:
+        raise EvalpipeError(f"{where}: the samples carry no per-sample metric to score with")
+    return task.metric_names[0]
+
+
+def _sample(doc: LmevalDoc, primary: str, metric: str, where: str) -> Sample:
+    item_id = str(doc.doc_id)
+    verdicts: dict[str, bool] = {}
+    for name, values in doc.metrics.items():
+        value = values.get(metric)
+        if isinstance(value, bool) or value in (0, 1):
+            verdicts[name] = bool(value)
+        else:
+            raise EvalpipeError(
+                f"{where}: document {doc.doc_id}, filter {name}: {metric} is {value!r}, not a "
+                "right/wrong verdict (0 or 1); evalpipe imports tasks scored per sample as "
+                "right or wrong"
+            )
+    prompt_hash = sha256_text(doc.prompt) if doc.prompt is not None else "unknown"
+    meta: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("doc_hash", doc.doc_hash),
+            ("prompt_hash", doc.prompt_hash),
+            ("target_hash", doc.target_hash),
+        )
+        if v is not None
+    }
+    meta["metrics"] = {name: dict(values) for name, values in doc.metrics.items()}
+    return Sample(
+        run_id="",
+        item_id=item_id,
+        prompt_hash=prompt_hash,
+        output=_output(doc.responses),
+        target=None if doc.target is None else _text(doc.target),
+        correct=verdicts[primary],
+        extracted={name: _answer(value) for name, value in doc.filtered.items()},
+        correct_by=verdicts,
+        meta=meta,
+    )
+
+
+def _output(responses: Sequence[Any]) -> str:
+    # generate_until: [["text"]] (one request, one repeat); other shapes are kept as JSON.
+    if len(responses) == 1:
+        first = responses[0]
+        if isinstance(first, list) and len(first) == 1 and isinstance(first[0], str):
+            return first[0]
+        if isinstance(first, str):
+            return first
+    return canonical_json(list(responses))
+
+
+def _answer(value: Any) -> str | None:
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if value is None or value == INVALID:
+        return None
+    return value if isinstance(value, str) else canonical_json(value)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else canonical_json(value)
+
+
+def _mean(values: Iterable[bool]) -> float | None:
+    listed = list(values)
+    return sum(listed) / len(listed) if listed else None
+
+
+def _check_aggregates(
+    task: LmevalTask, metric: str, accuracy: Mapping[str, float | None], out: LmevalOutput
+) -> None:
+    """The per-sample verdicts must give the figures lm-eval reported (mean aggregation)."""
+    if not _aggregates_by_mean(task.config, metric):
+        return
+    for name, mine in accuracy.items():
+        reported = task.results.get(f"{metric},{name}")
+        if isinstance(reported, bool) or not isinstance(reported, (int, float)) or mine is None:
+            continue
+        if not math.isclose(mine, reported, rel_tol=1e-9, abs_tol=1e-9):
+            raise EvalpipeError(
+                f"{out.folder}: task {task.name}, filter {name}: the samples give {metric} "
+                f"{mine:.6f} but {out.results_file} reports {reported:.6f}; the samples file "
+                "is not the one these results were computed from"
+            )
+
+
+def _aggregates_by_mean(config: Mapping[str, Any], metric: str) -> bool:
+    for entry in config.get("metric_list") or ():
+        if isinstance(entry, Mapping) and entry.get("metric") == metric:
+            return bool(entry.get("aggregation", "mean") == "mean")
+    return True
+
+
+def _model_name(out: LmevalOutput) -> str:
+    for key in ("model", "pretrained"):
+        value = out.model_args.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return out.model_name or "unknown"
+
+
+def _data(task: LmevalTask) -> tuple[str, str | None, str]:
+    """(data_source, data_sha256, note). The sha256 is that of a local data file, and only
+    when every logged document equals the file's record at its doc_id (the same check an
+    evalpipe run's data hash stands for); hub data gets none."""
+    cfg = task.config
+    split = cfg.get("test_split") or cfg.get("validation_split") or "test"
+    kwargs = cfg.get("dataset_kwargs") or {}
+    files = kwargs.get("data_files") if isinstance(kwargs, Mapping) else None
+    file = files.get(split) if isinstance(files, Mapping) else files
+    if isinstance(file, str):
+        path = Path(file).expanduser()
+        return f"file:{path}", *_file_sha256(path, task.docs)
+    name = cfg.get("dataset_name") or "default"
+    return f"hf:{cfg.get('dataset_path')}@{name}/{split}", None, "hub data: not hashed"
+
+
+def _file_sha256(path: Path, docs: Sequence[LmevalDoc]) -> tuple[str | None, str]:
+    from evalpipe.tasks.data import read_rows
+
+    if not path.is_file():
+        return None, f"{path} is not on this machine: data not hashed"
+    try:
+        rows, digest = read_rows(path)
+    except EvalpipeError as exc:
+        return None, f"data not hashed: {exc.message}"
+    for doc in docs:
+        if doc.doc_id >= len(rows) or rows[doc.doc_id][1] != doc.doc:
+            return None, f"document {doc.doc_id} differs from {path}: data not hashed"
+    return digest, f"every document equals its record in {path}"
+
+
+def _sampling(task: LmevalTask, out: LmevalOutput) -> dict[str, Any]:
+    sampling = dict(task.config.get("generation_kwargs") or {})
+    cli = out.config.get("gen_kwargs")
+    if isinstance(cli, Mapping):
+        sampling.update(cli)
+    for key in ("max_gen_toks", "seed"):
+        if key not in sampling and key in out.model_args:
+            sampling[key] = out.model_args[key]
+    return sampling
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isdecimal():
+        return int(value)
+    return None
+
+
+def _limit(value: Any) -> int | None:
+    # lm-eval's --limit is a count, or a fraction of the task when below 1 (kept in provenance).
+    n = _int(value)
+    return n if n is not None and n >= 1 else None
+
+
+def _times(out: LmevalOutput) -> tuple[str, str]:
+    if out.date is not None:
+        start = datetime.fromtimestamp(out.date, timezone.utc)
+        end = datetime.fromtimestamp(out.date + (out.total_seconds or 0.0), timezone.utc)
+        return start.isoformat(timespec="seconds"), end.isoformat(timespec="seconds")
+    try:  # results_2026-11-28T06-53-27.925180
+        stamp = datetime.strptime(out.stamp, "%Y-%m-%dT%H-%M-%S.%f").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return "unknown", "unknown"
+    text = stamp.isoformat(timespec="seconds")
+    return text, text
+
+
+def _provenance(
+    out: LmevalOutput,
+    task: LmevalTask,
+    primary: str,
+    metric: str,
+    accuracy: Mapping[str, float | None],
+    data_note: str,
+) -> dict[str, Any]:
+    args = {k: ("<redacted>" if k in _SECRET_ARGS else v) for k, v in out.model_args.items()}
+    invocation = {k: v for k, v in out.config.items() if k != "model_args"}
+    return {
+        "importer": "lm-eval",
+        "task": task.name,
+        "n_shot": task.n_shot,
+        "lm_eval": {
+            "version": out.lm_eval_version,
+            "task": task.name,
+            "task_version": task.version,
+            "n_shot": task.n_shot,
+            "task_hash": task.task_hash,
+            "task_config": dict(task.config),
+            "results": dict(task.results),
+            "n_samples": dict(task.n_samples),
+            "filters": list(task.filters),
+            "primary_filter": primary,
+            "metric": metric,
+            "accuracy_by_filter": dict(accuracy),
+            "model_source": out.model_source,
+            "model_args": args,
+            "invocation": invocation,
+            "date": out.date,
+            "total_evaluation_time_seconds": out.total_seconds,
+            "results_file": out.results_file,
+            "results_sha256": out.results_sha256,
+            "samples_file": task.samples_file,
+            "samples_sha256": task.samples_sha256,
+            **dict(out.extra),
+        },
+        "data": {"check": data_note},
+    }
+
+
+def _run_dict(run: Run) -> dict[str, Any]:
+    from evalpipe.importers.jsonl import run_to_dict
+
+    out = run_to_dict(run)
+    out.pop("evalpipe_version", None)  # the content, not who imported it
+    return out
+
+
+# --- storing ----------------------------------------------------------------------------
+
+
+def import_lmeval(
+    store: Store,
+    path: str | Path,
+    *,
+    layout: str | None = None,
+    model_path: str | None = None,
+    primary: str | None = None,
+    tags: Sequence[str] = (),
+    log: Callable[[str], None] | None = None,
+) -> list[tuple[ImportedRun, bool]]:
+    """Store the lm-eval output under ``path`` as one evalpipe run per task.
+
+    Returns each run with ``True`` when it was written now, ``False`` when the identical
+    run was already stored (nothing written). ``log`` gets one line per run.
+
+    Example::
+
+        with open_store("evalpipe.db") as store:
+            for item, created in import_lmeval(store, "lm-eval-out", layout="tp1"):
+                print(item.run.run_id, created)
+    """
+    built = build_runs(
+        read_output(path), layout=layout, model_path=model_path, primary=primary, tags=tags
+    )
+    out = []
+    for item in built:
+        created = store_run(store, item)
+        if log is not None:
+            log(describe(item, created))
+        out.append((item, created))
+    return out
+
+
+def store_run(store: Store, item: ImportedRun) -> bool:
+    """Store ``item``; ``False`` when the identical run was already there."""
+    return store_imported(store, item.run, item.samples, item.prompts)
+
+
+def describe(item: ImportedRun, created: bool) -> str:
+    """One line: what was stored, with lm-eval's accuracy per filter (primary first)."""
+    r = item.run
+    primary = r.provenance.get("lm_eval", {}).get("primary_filter")
+    order = sorted(item.accuracy_by_filter, key=lambda f: f != primary)
+    figures = ", ".join(f"{f} {_pct(item.accuracy_by_filter[f])}" for f in order)
+    shots = r.provenance.get("n_shot")
+    what = "stored" if created else "already stored, nothing written:"
+    return (
+        f"{what} {r.run_id} {r.config.task} v{r.config.task_version}"
+        + (f" ({shots}-shot)" if shots is not None else "")
+        + f" on {r.config.layout}: {r.n_samples} samples, {figures}"
+    )
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
