@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from test_compare import add_run, config
 
-from evalpipe.compare.pairing import compare_runs
+from evalpipe.compare.runs import compare_runs
 from evalpipe.store import open_store
 
 

@@ -158,7 +158,10 @@ def compare(
     """Compare each run with its baseline (``baseline`` run id, or the automatic one on
     ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given.
     ``shard_period`` overrides the layout's shard period for the boundary breakdown."""
-    from evalpipe.compare import pairing as cmp
+    from evalpipe.compare.core import adjust
+    from evalpipe.compare.jsonout import to_json
+    from evalpipe.compare.pairing import find_baseline
+    from evalpipe.compare.runs import compare_runs
     from evalpipe.store import open_store
 
     with open_store(store) as s:
@@ -168,9 +171,9 @@ def compare(
             if baseline and baseline != "auto":
                 b = s.get_run(baseline)
             else:
-                b = cmp.find_baseline(s, r, baseline_layout)
+                b = find_baseline(s, r, baseline_layout)
             results.append(
-                cmp.compare_runs(
+                compare_runs(
                     s,
                     r,
                     b,
@@ -181,7 +184,7 @@ def compare(
                     shard_period=shard_period,
                 )
             )
-        return [c.to_dict() for c in cmp.adjust(results)]
+        return [to_json(c) for c in adjust(results)]
 
 
 def tagged_comparisons(

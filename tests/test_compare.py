@@ -12,7 +12,9 @@ import pytest
 from builders import run_config
 
 from evalpipe import api
-from evalpipe.compare.pairing import compare_runs, find_baseline, pairing_key
+from evalpipe.compare.jsonout import to_json
+from evalpipe.compare.pairing import find_baseline, pairing_key
+from evalpipe.compare.runs import compare_runs
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run, RunConfig, Sample, new_run_id, utcnow
 from evalpipe.store import Store, open_store
@@ -151,7 +153,7 @@ def test_table_flips_exclusions_and_agreement(store: Store) -> None:
     outs_r = ["same", "r1", "r2", "same2", "x", "e", "y"]
     base = add_run(store, config("dp2tp8"), base_ok, outs_b)
     run = add_run(store, config("dp2tp8dcp8"), run_ok, outs_r)
-    c = compare_runs(store, run, base).to_dict()
+    c = to_json(compare_runs(store, run, base))
     assert set(c) >= REQUIRED_KEYS
     assert (c["both_correct"], c["only_run"], c["only_baseline"], c["both_wrong"]) == (2, 1, 1, 1)
     assert c["n"] == 5 and c["excluded"] == 2 and c["excluded_by_reason"]["error"] == 2
@@ -168,7 +170,7 @@ def test_clear_drift_is_called_drift(store: Store) -> None:
     run_ok = [ok and i % 23 != 1 for i, ok in enumerate(base_ok)]  # ~3.5 points lost
     base = add_run(store, config("dp2tp8"), base_ok)
     run = add_run(store, config("dp2tp8dcp8"), run_ok)
-    c = compare_runs(store, run, base).to_dict()
+    c = to_json(compare_runs(store, run, base))
     assert c["verdict"] == "drift"
     assert c["delta"] < -0.03 and c["ci_high"] < 0
     assert len(c["flips"]["correct_to_wrong"]) == c["only_baseline"] > 40
@@ -178,7 +180,7 @@ def test_identical_answers_on_a_big_set_are_ok(store: Store) -> None:
     ok = [i % 3 != 0 for i in range(1319)]
     base = add_run(store, config("dp2tp8"), ok)
     run = add_run(store, config("dp2tp8dcp8"), ok)
-    c = compare_runs(store, run, base).to_dict()
+    c = to_json(compare_runs(store, run, base))
     assert c["verdict"] == "ok" and c["delta"] == 0 and c["agreement"] == 1.0
 
 
@@ -198,7 +200,7 @@ def test_noise_floor_from_baseline_repeats(store: Store) -> None:
     base = add_run(store, config("dp2tp8"), a)
     add_run(store, config("dp2tp8", repeat_index=1), b)
     run = add_run(store, config("dp2tp8dcp8"), a)
-    c = compare_runs(store, run, base).to_dict()
+    c = to_json(compare_runs(store, run, base))
     assert c["noise_floor"] == pytest.approx(0.02)
     assert c["noise_repeats"] == 2
 

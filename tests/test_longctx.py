@@ -11,7 +11,8 @@ import pytest
 from builders import run_config
 
 from evalpipe.compare import stats
-from evalpipe.compare.pairing import compare_runs
+from evalpipe.compare.jsonout import to_json
+from evalpipe.compare.runs import compare_runs
 from evalpipe.engine.tokens import token_counter
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import interleave_size, parse, shard_period
@@ -225,7 +226,7 @@ def test_compare_locates_prompts_relative_to_the_cp_layouts_boundaries(tmp_path:
     run = _run(tmp_path / "s.db", "dp2tp8dcp8", [not x for x in lost], tokens)
     with open_store(str(tmp_path / "s.db")) as store:
         c = compare_runs(store, run, base)
-        d = c.to_dict()
+        d = to_json(c)
     assert d["shard_period"] == 1024 and d["shard_period_source"] == "layout"  # 8 x 128
     by = {g["label"]: g for g in d["shard_boundaries"]}
     assert set(by) == {"1×1024-16", "1×1024+16", "2×1024-16", "2×1024+16"}
@@ -234,6 +235,6 @@ def test_compare_locates_prompts_relative_to_the_cp_layouts_boundaries(tmp_path:
     text = format_comparison(d)
     assert "period 1024 tokens" in text and "1×1024+16" in text
     with open_store(str(tmp_path / "s.db")) as store:
-        forced = compare_runs(store, run, base, shard_period=512).to_dict()
+        forced = to_json(compare_runs(store, run, base, shard_period=512))
     assert forced["shard_period_source"] == "given"
     assert {g["boundary"] for g in forced["shard_boundaries"]} == {1024, 2048}

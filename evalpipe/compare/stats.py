@@ -346,8 +346,21 @@ def _first_mismatch(a: Sequence[object], b: Sequence[object]) -> int | None:
 
 
 def first_difference(a: str, b: str) -> int | None:
-    """Index of the first differing character (the shorter length on a prefix); None if equal."""
-    return _first_mismatch(a, b)
+    """Index of the first differing character (the shorter length on a prefix); None if equal.
+
+    Equal strings are the common case (identical outputs) and cost one C comparison; else a
+    binary search over prefix slices, also in C: no per-character Python loop.
+    """
+    if a == b:
+        return None
+    lo, hi = 0, min(len(a), len(b))  # a[:lo] == b[:lo]; the mismatch is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def first_token_difference(a_tokens: Sequence[object], b_tokens: Sequence[object]) -> int | None:

@@ -223,14 +223,15 @@ def evaluate_gate(
             decision = evaluate_gate(store, load_policy("release.yaml"), tag="rc1")
         print(decision.status, decision.exit_code)
     """
-    from evalpipe.compare.pairing import adjust
+    from evalpipe.compare.core import adjust
+    from evalpipe.compare.jsonout import to_json
 
     pending = [_prepare(store, policy, req, tag) for req in policy.requirements]
     compared = [p.comparison for p in pending if p.comparison is not None]
     # Holm over the whole gate: k comparisons must all pass, so each is tested at a share.
     adjusted = iter(adjust(compared))
     items = tuple(
-        _item(policy, p, next(adjusted).to_dict() if p.comparison is not None else None)
+        _item(policy, p, to_json(next(adjusted)) if p.comparison is not None else None)
         for p in pending
     )
     status, exit_code = gate_status(items)
@@ -302,7 +303,7 @@ def find_gate_baseline(store: Store, run: Run, requirement: Requirement, tag: st
 
 
 def _prepare(store: Store, policy: Policy, req: Requirement, tag: str | None) -> _Pending:
-    from evalpipe.compare.pairing import compare_runs
+    from evalpipe.compare.runs import compare_runs
 
     run = select_run(store, req, tag)
     if run is None:

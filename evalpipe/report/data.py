@@ -22,14 +22,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from evalpipe.compare import stats
-from evalpipe.compare.pairing import (
-    DEFAULT_LENGTH_EDGES,
-    EXAMPLE_CHARS,
-    baseline_layout,
-    pairing_key,
-    shard_period_of,
-)
+from evalpipe.compare.core import DEFAULT_LENGTH_EDGES, EXAMPLE_CHARS
+from evalpipe.compare.pairing import baseline_layout, pairing_key
 from evalpipe.compare.pairing import find_baseline as _find_baseline
+from evalpipe.compare.runs import shard_period_of
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import MIN_PERIOD, parse
 from evalpipe.records import Run, canonical_json
@@ -339,7 +335,7 @@ def load(
         for pid, cell in enumerate(paired):
             assert cell.baseline is not None
             cell = _finish(cell, pid, tables, buckets, flips, noise)
-            period, _ = shard_period_of(cell.run, shard_period)
+            period = shard_period_of(cell.run, shard_period).period
             if period and period >= MIN_PERIOD and cell.result is not None:
                 bgroups = tuple(stats.boundary_groups(lengths.get(pid, []), period))
                 cell = replace(cell, shard_period=period, boundaries=bgroups)

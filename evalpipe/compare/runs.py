@@ -1,0 +1,100 @@
+"""Compare stored runs: check they pair, read their answers and the noise floor, then
+:func:`evalpipe.compare.core.compare_answers`. The only part of compare/ that reads a store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from evalpipe.compare.core import (
+    DEFAULT_LENGTH_EDGES,
+    Answer,
+    Comparison,
+    Noise,
+    Settings,
+    ShardPeriod,
+    compare_answers,
+    noise_floor,
+)
+from evalpipe.compare.pairing import HARD_KEYS, hard_differences, key_differences, repeats
+from evalpipe.errors import EvalpipeError
+from evalpipe.layout import parse, shard_period
+from evalpipe.records import Run
+from evalpipe.store import Store
+
+
+def answers(store: Store, run_id: str) -> dict[str, Answer]:
+    """A run's answers by item id."""
+    return {s.item_id: Answer.of(s) for s in store.samples(run_id)}
+
+
+def store_noise(store: Store, baseline: Run) -> Noise:
+    """The noise floor of ``baseline``'s configuration from its stored repeats."""
+    reps = repeats(store, baseline)
+    if len(reps) < 2:
+        return Noise(None, len(reps))
+    return noise_floor([answers(store, r.run_id) for r in reps])
+
+
+def pairing_warnings(run: Run, baseline: Run, force: bool) -> list[str]:
+    """Why the pair may mislead; raises unless ``force`` when they answered different
+    questions (task, prompts, data, model)."""
+    hard = hard_differences(run, baseline)
+    if hard and not force:
+        raise EvalpipeError(
+            f"runs {run.run_id} and {baseline.run_id} did not answer the same questions the "
+            f"same way, so a paired comparison would mislead: {'; '.join(hard)}. Pass --force "
+            "to compare anyway."
+        )
+    warnings = [f"forced despite {d}" for d in hard]
+    warnings += [
+        f"configs differ in {d}"
+        for d in key_differences(run, baseline)
+        if d.split(":")[0] not in HARD_KEYS
+    ]
+    return warnings
+
+
+def shard_period_of(run: Run, explicit: int | None = None) -> ShardPeriod:
+    """The shard period to locate ``run``'s prompts against: ``explicit`` (``given``), else
+    the layout's dcp x interleave (``layout``); none for a layout without DCP."""
+    if explicit is not None:
+        if explicit < 1:
+            raise EvalpipeError(
+                f"--shard-period must be a positive number of tokens, not {explicit}"
+            )
+        return ShardPeriod(explicit, "given")
+    try:
+        period = shard_period(parse(run.config.layout), run.config.engine_args, run.config.platform)
+    except (ValueError, EvalpipeError):
+        return ShardPeriod()
+    return ShardPeriod(period, "layout" if period else None)
+
+
+def compare_runs(
+    store: Store,
+    run: Run,
+    baseline: Run,
+    *,
+    margin: float = 0.01,
+    alpha: float = 0.05,
+    min_n: int = 100,
+    force: bool = False,
+    length_edges: Sequence[int] = DEFAULT_LENGTH_EDGES,
+    shard_period: int | None = None,
+) -> Comparison:
+    """The paired comparison of ``run`` against ``baseline``.
+
+    Prompts are located relative to the shard boundaries of ``shard_period`` tokens, or by
+    default of the run's own layout (``dcp x interleave``; none for a layout without DCP).
+    """
+    warnings = pairing_warnings(run, baseline, force)
+    return compare_answers(
+        run,
+        baseline,
+        answers(store, run.run_id),
+        answers(store, baseline.run_id),
+        settings=Settings(margin, alpha, min_n, tuple(length_edges)),
+        noise=store_noise(store, baseline),
+        shard=shard_period_of(run, shard_period),
+        warnings=warnings,
+    )
