@@ -1,0 +1,83 @@
+"""Comparisons: a run against its baseline, or every run carrying a tag."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from evalpipe.errors import EvalpipeError
+
+
+def compare(
+    store: str | None,
+    run_ids: Sequence[str],
+    baseline: str | None = None,
+    baseline_layout: str | None = None,
+    margin: float = 0.01,
+    alpha: float = 0.05,
+    min_n: int = 100,
+    force: bool = False,
+    shard_period: int | None = None,
+) -> list[dict[str, Any]]:
+    """Compare each run with its baseline (``baseline`` run id, or the automatic one on
+    ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given.
+    ``shard_period`` overrides the layout's shard period for the boundary breakdown."""
+    from evalpipe.compare.core import adjust
+    from evalpipe.compare.jsonout import to_json
+    from evalpipe.compare.pairing import find_baseline
+    from evalpipe.compare.runs import compare_runs
+    from evalpipe.store import open_store
+
+    with open_store(store) as s:
+        results = []
+        for rid in run_ids:
+            r = s.get_run(rid)
+            if baseline and baseline != "auto":
+                b = s.get_run(baseline)
+            else:
+                b = find_baseline(s, r, baseline_layout)
+            results.append(
+                compare_runs(
+                    s,
+                    r,
+                    b,
+                    margin=margin,
+                    alpha=alpha,
+                    min_n=min_n,
+                    force=force,
+                    shard_period=shard_period,
+                )
+            )
+        return [to_json(c) for c in adjust(results)]
+
+
+def tagged_comparisons(
+    store: str | None,
+    tag: str | None = None,
+    run_ids: Sequence[str] = (),
+    baseline_layout: str | None = None,
+    margin: float = 0.01,
+) -> list[dict[str, Any]]:
+    """Comparisons of the given runs, or of the finished context-parallel runs carrying
+    ``tag`` (each with its automatic baseline; with ``baseline_layout`` every tagged run not
+    on that layout is compared with it)."""
+    from evalpipe.layout import parse
+    from evalpipe.store import open_store
+
+    if not run_ids:
+        if not tag:
+            raise EvalpipeError("select runs with --run RUN_ID or --tag TAG")
+        with open_store(store) as s:
+            tagged = [r for r in s.list_runs(status="finished") if tag in r.tags]
+        run_ids = [
+            r.run_id
+            for r in tagged
+            if (r.config.layout != baseline_layout)
+            and (baseline_layout is not None or parse(r.config.layout).is_cp)
+        ]
+        if not run_ids:
+            raise EvalpipeError(
+                f"no finished run tagged {tag!r} to compare (tag runs with "
+                "`evalpipe run … --tag TAG`; non-CP runs count only with --baseline-layout)"
+            )
+    return compare(store, run_ids, baseline_layout=baseline_layout, margin=margin)

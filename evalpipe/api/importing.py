@@ -1,0 +1,46 @@
+"""Other harnesses' output as runs: lm-eval and AISBench."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from evalpipe.records import Run
+
+
+def import_lmeval(
+    store: str | None,
+    path: str,
+    layout: str | None = None,
+    model_path: str | None = None,
+    primary: str | None = None,
+) -> list[tuple[Any, bool]]:
+    """``evalpipe import lm-eval DIR``: one run per task; (ImportedRun, written now) each."""
+    from evalpipe.importers.lmeval.build import import_lmeval as _import
+    from evalpipe.store import open_store
+
+    with open_store(store) as s:
+        return _import(s, path, layout=layout, model_path=model_path, primary=primary)
+
+
+def import_aisbench(
+    store: str | None,
+    path: str,
+    layout: str | None = None,
+    model_path: str | None = None,
+    datasets: Sequence[str] | None = None,
+) -> list[Run]:
+    """``evalpipe import aisbench DIR``: one run per (model, dataset); notes go to stderr."""
+    from evalpipe.importers.aisbench.build import import_aisbench as _import
+    from evalpipe.store import open_store
+
+    with open_store(store) as s:
+        return _import(
+            s,
+            path,
+            layout=layout,
+            model_path=model_path,
+            datasets=datasets,
+            log=lambda m: print(m, file=sys.stderr),
+        )

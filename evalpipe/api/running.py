@@ -1,0 +1,77 @@
+"""Runs: evaluate a task on a layout, with its baseline and repeats."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from evalpipe.errors import EvalpipeError
+from evalpipe.options import RunOptions
+from evalpipe.records import Run
+
+
+def resolve_model(model: str) -> str:
+    """A built-in model name (``smollm2``, ``gemma3-270m``) → its local folder, built on
+    first use; anything else is returned unchanged (a path or a served/hub name)."""
+    from evalpipe.engine import models
+
+    if model in models.MODELS and not Path(model).exists():
+        return str(models.fetch(model, log=lambda m: print(m, file=sys.stderr)))
+    return model
+
+
+def run(options: RunOptions) -> Run:
+    """Evaluate ``options.task`` on ``options.model`` with ``options.layout``; see
+    :func:`evalpipe.run.native.execute` for what happens on failure and resume. A task named
+    ``lm-eval:NAME`` runs lm-eval's task NAME instead (:mod:`evalpipe.run.lmeval`)."""
+    from evalpipe.run import native as runner
+
+    if options.engine != "endpoint":
+        options = dataclasses.replace(options, model=resolve_model(options.model))
+    if options.task.startswith("lm-eval:"):
+        from evalpipe.run import lmeval as lmeval_run
+
+        return lmeval_run.execute(options)
+    return runner.execute(options)
+
+
+def run_with_baseline(
+    options: RunOptions, baseline_layout: str | None = None, repeat: int = 1
+) -> tuple[list[Run], list[Run]]:
+    """Run the baseline layout first (reusing a finished run of the same config), then the
+    layout itself; each ``repeat`` times. Returns (baseline runs, runs).
+
+    ``baseline_layout`` defaults to the layout's non-CP baseline; pass it for layouts that
+    are not context-parallel (e.g. tp1 for tp2).
+    """
+    from evalpipe.layout import parse
+
+    layout = parse(options.layout)
+    base = baseline_layout or (layout.baseline().canonical if layout.is_cp else None)
+    if base is None:
+        raise EvalpipeError(
+            f"{layout.canonical} is not context-parallel, so it has no automatic baseline; "
+            "pass --baseline-layout L (e.g. tp1)"
+        )
+    # The baseline's generated long-context items straddle the CP run's shard boundaries.
+    shard_layout = options.shard_layout or options.layout
+    base_options = dataclasses.replace(options, layout=base, shard_layout=shard_layout)
+    base_runs = run_repeated(base_options, repeat, reuse=True)
+    return base_runs, run_repeated(options, repeat, reuse=True)
+
+
+def run_repeated(options: RunOptions, repeat: int = 1, reuse: bool | None = None) -> list[Run]:
+    """``repeat`` runs of one config (repeat_index 0..K-1).
+
+    With ``reuse`` (default: when repeating), a finished run of the same config and repeat
+    index is returned instead of run again, so ``--repeat 3`` after ``--repeat 2`` adds one.
+    A single plain run always runs.
+    """
+    if repeat < 1:
+        raise EvalpipeError("--repeat must be at least 1")
+    reuse = repeat > 1 if reuse is None else reuse
+    return [
+        run(dataclasses.replace(options, repeat_index=i, reuse_finished=reuse))
+        for i in range(repeat)
+    ]
