@@ -1,0 +1,202 @@
+"""``evalpipe compare``, ``comment``, ``gate`` and ``dashboard``: verdicts and reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from evalpipe.cli.common import add, store_arg
+from evalpipe.cli.running import print_comparisons
+from evalpipe.errors import EvalpipeError
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    comparisons = api.compare(
+        args.store,
+        args.runs,
+        baseline=args.baseline,
+        baseline_layout=args.baseline_layout,
+        margin=args.margin / 100,
+        alpha=args.alpha,
+        min_n=args.min_n,
+        force=args.force,
+        shard_period=args.shard_period,
+    )
+    if args.json:
+        print(json.dumps(comparisons[0] if len(comparisons) == 1 else comparisons))
+    else:
+        print_comparisons(comparisons)
+    return 0
+
+
+def cmd_comment(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    print(
+        api.comment(
+            args.store,
+            args.repo,
+            args.pr,
+            tag=args.tag,
+            run_ids=args.run,
+            baseline_layout=args.baseline_layout,
+            dashboard_url=args.dashboard_url,
+            token_env=args.token_env,
+            github_url=args.github_url,
+            dry_run=args.dry_run,
+            marker_key=args.marker_key,
+        )
+    )
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from evalpipe.gate.decide import evaluate_gate, summarize
+    from evalpipe.gate.policy import EXIT_BAD_POLICY, load_policy
+    from evalpipe.report.gate import render_junit, render_markdown
+    from evalpipe.store import open_store
+
+    if args.tag is not None and args.select not in (None, "latest"):
+        raise EvalpipeError("give --select latest or --tag TAG, not both", EXIT_BAD_POLICY)
+    policy = load_policy(args.policy)
+    with open_store(args.store) as store:
+        decision = evaluate_gate(store, policy, tag=args.tag)
+    for path, render in ((args.junit, render_junit), (args.markdown, render_markdown)):
+        if path:
+            Path(path).write_text(render(decision), encoding="utf-8")
+    print(json.dumps(decision.to_dict()) if args.json else summarize(decision))
+    return decision.exit_code
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    summary = api.dashboard(
+        args.store, args.out, pairs=args.pair, title=args.title, shard_period=args.shard_period
+    )
+    print(
+        f"{summary.pages} pages ({summary.runs} runs, {summary.comparisons} comparisons) "
+        f"in {summary.seconds:.1f} s",
+        file=sys.stderr,
+    )
+    print(summary.index)
+    return 0
+
+
+def register(sub: Any) -> None:
+    _compare(sub)
+    _comment(sub)
+    _gate(sub)
+    _dashboard(sub)
+
+
+def _compare(sub: Any) -> None:
+    cmp = add(
+        sub,
+        "compare",
+        cmd_compare,
+        "paired comparison of runs with their baselines: table, CI, McNemar, MDE, verdict, flips",
+        "evalpipe compare RUN_ID --baseline auto --json",
+    )
+    cmp.add_argument("runs", nargs="+", help="run ids (several: Holm-adjusted together)")
+    cmp.add_argument(
+        "--baseline",
+        default="auto",
+        help="baseline run id, or auto: the latest finished run that pairs (default)",
+    )
+    cmp.add_argument(
+        "--baseline-layout", help="with auto: pair with this layout instead of the non-CP one"
+    )
+    cmp.add_argument("--margin", type=float, default=1.0, help="in points (default 1.0)")
+    cmp.add_argument("--alpha", type=float, default=0.05)
+    cmp.add_argument("--min-n", type=int, default=100, help="fewer paired items: inconclusive")
+    cmp.add_argument(
+        "--force", action="store_true", help="compare runs that differ in prompts, data or model"
+    )
+    cmp.add_argument(
+        "--shard-period",
+        type=int,
+        metavar="TOKENS",
+        help="locate prompt lengths relative to multiples of this many tokens (default: "
+        "dcp x interleave of the run's layout)",
+    )
+    cmp.add_argument("--json", action="store_true")
+    store_arg(cmp)
+
+
+def _comment(sub: Any) -> None:
+    com = add(
+        sub,
+        "comment",
+        cmd_comment,
+        "post (or update) one sticky PR comment with the verdicts of the PR's runs",
+        "evalpipe comment --repo vllm-project/vllm-ascend --pr 1234 --dashboard-url URL",
+    )
+    com.add_argument("--repo", required=True, help="OWNER/NAME")
+    com.add_argument("--pr", type=int, required=True)
+    com.add_argument("--tag", help="compare the runs with this tag (default: pr-N)")
+    com.add_argument("--run", action="append", default=[], help="compare these runs instead")
+    com.add_argument("--baseline-layout", help="pair with this layout instead of the non-CP one")
+    com.add_argument("--dashboard-url")
+    com.add_argument("--token-env", default="GITHUB_TOKEN", help="env var holding the token")
+    com.add_argument("--github-url", help="API base URL (GitHub Enterprise; $GITHUB_API_URL)")
+    com.add_argument("--marker-key", help="several evalpipe comments per PR: one per key")
+    com.add_argument("--dry-run", action="store_true", help="print the body, send nothing")
+    store_arg(com)
+
+
+def _gate(sub: Any) -> None:
+    gate = add(
+        sub,
+        "gate",
+        cmd_gate,
+        "release gate: exit 0 pass, 1 drift/failed, 2 incomplete (run or baseline missing), "
+        "3 bad policy or usage",
+        "evalpipe gate --policy examples/release.yaml --tag rc1 --junit gate.xml",
+    )
+    gate.add_argument("--policy", required=True, help="policy YAML (see examples/release.yaml)")
+    gate.add_argument(
+        "--select", choices=["latest"], default=None, help="newest finished matching runs (default)"
+    )
+    gate.add_argument("--tag", help="runs tagged with `evalpipe run … --tag TAG` instead")
+    gate.add_argument(
+        "--junit", metavar="FILE", help="write JUnit XML (a test case per comparison)"
+    )
+    gate.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
+    gate.add_argument("--json", action="store_true", help="print the decision as JSON")
+    store_arg(gate)
+
+
+def _dashboard(sub: Any) -> None:
+    dash = add(
+        sub,
+        "dashboard",
+        cmd_dashboard,
+        "render the store into a static HTML dashboard (offline; open index.html from disk)",
+        "evalpipe dashboard --out site --pair tp2=tp1",
+    )
+    dash.add_argument(
+        "--out", default="evalpipe-dashboard", help="directory (default ./evalpipe-dashboard)"
+    )
+    dash.add_argument(
+        "--pair",
+        action="append",
+        default=[],
+        metavar="LAYOUT=BASELINE",
+        help="also compare a non-CP layout with another (repeatable), e.g. tp2=tp1",
+    )
+    dash.add_argument(
+        "--shard-period",
+        type=int,
+        metavar="TOKENS",
+        help="shard-boundary panel for every comparison, at multiples of this many tokens "
+        "(default: DCP runs only, at their dcp x interleave)",
+    )
+    dash.add_argument("--title", help="page title (default: evalpipe dashboard)")
+    store_arg(dash)

@@ -1,0 +1,255 @@
+"""``evalpipe runs``, ``import`` and ``store``: stored runs, other harnesses' output, the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from evalpipe.cli.common import add, store_arg
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    runs = api.list_runs(args.store, task=args.task, layout=args.layout, limit=args.limit)
+    if args.json:
+        print(json.dumps([api.run_to_dict(r) for r in runs]))
+    else:
+        print(api.format_runs_table(runs))
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    run = api.get_run(args.store, args.run)
+    print(json.dumps(api.run_to_dict(run), indent=None if args.json else 2))
+    return 0
+
+
+def cmd_runs_export(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    if args.output in (None, "-"):
+        api.export_run(args.store, args.run, sys.stdout)
+    else:
+        with open(args.output, "w", encoding="utf-8") as out:
+            api.export_run(args.store, args.run, out)
+    return 0
+
+
+def cmd_runs_import(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    run_id = api.import_run(args.store, args.file)
+    print(json.dumps({"run_id": run_id}) if args.json else run_id)
+    return 0
+
+
+def cmd_import_aisbench(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    runs = api.import_aisbench(
+        args.store, args.dir, layout=args.layout, model_path=args.model_path, datasets=args.dataset
+    )
+    for r in runs:
+        print(
+            json.dumps(api.run_to_dict(r)) if args.json else api.format_run_summary(r, args.store)
+        )
+    return 0
+
+
+def cmd_import_lmeval(args: argparse.Namespace) -> int:
+    from evalpipe import api
+
+    imported = api.import_lmeval(
+        args.store, args.dir, layout=args.layout, model_path=args.model_path, primary=args.primary
+    )
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        **api.run_to_dict(item.run),
+                        "created": created,
+                        "accuracy_by_filter": item.accuracy_by_filter,
+                    }
+                    for item, created in imported
+                ]
+            )
+        )
+    else:
+        from evalpipe.importers.lmeval.build import describe
+
+        for item, created in imported:
+            print(describe(item, created))
+    return 0
+
+
+def cmd_store_migrate(args: argparse.Namespace) -> int:
+    from evalpipe.store.maintenance import migrate_store
+
+    report = migrate_store(args.store)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "store": report.store,
+                    "schema_version": report.version,
+                    "created": report.created,
+                    "applied": list(report.applied),
+                }
+            )
+        )
+    else:
+        print(report.summary())
+    return 0
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    from evalpipe.importers.transfer import copy_runs
+    from evalpipe.store import open_store
+
+    with open_store(args.src, create=False) as src, open_store(args.dst) as dst:
+        report = copy_runs(src, dst, args.run or None)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "copied": list(report.copied),
+                    "merged": list(report.merged),
+                    "skipped_identical": list(report.skipped_identical),
+                    "conflicts": [
+                        {"run_id": c.run_id, "reason": c.reason} for c in report.conflicts
+                    ],
+                }
+            )
+        )
+    else:
+        print(report.summary())
+        for c in report.conflicts:
+            print(f"conflict: {c.reason}", file=sys.stderr)
+    return 1 if report.conflicts else 0
+
+
+def register(sub: Any) -> None:
+    _runs(sub)
+    _imports(sub)
+    _store(sub)
+
+
+def _runs(sub: Any) -> None:
+    runs = sub.add_parser("runs", help="stored runs").add_subparsers(
+        dest="runs_command", metavar="COMMAND"
+    )
+    ls = add(runs, "list", cmd_runs_list, "list stored runs, newest first", "evalpipe runs list")
+    ls.add_argument("--task")
+    ls.add_argument("--layout")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true")
+    store_arg(ls)
+    show = add(runs, "show", cmd_runs_show, "show one run", "evalpipe runs show 2026 --json")
+    show.add_argument("run", help="run id or a unique prefix")
+    show.add_argument("--json", action="store_true", help="one line of JSON")
+    store_arg(show)
+    export = add(
+        runs,
+        "export",
+        cmd_runs_export,
+        "write a run and its samples as JSONL",
+        "evalpipe runs export RUN_ID -o run.jsonl",
+    )
+    export.add_argument("run")
+    export.add_argument("-o", "--output", help="file (default: stdout)")
+    store_arg(export)
+    imp = add(
+        runs,
+        "import",
+        cmd_runs_import,
+        "store a run from JSONL (an export, or another harness's output)",
+        "evalpipe runs import run.jsonl --json",
+    )
+    imp.add_argument("file", help="JSONL file, or - for stdin")
+    imp.add_argument("--json", action="store_true")
+    store_arg(imp)
+
+
+def _imports(sub: Any) -> None:
+    """``evalpipe import HARNESS …``: other harnesses' output folders as runs (one subcommand
+    per harness)."""
+    group = sub.add_parser(
+        "import", help="store other harnesses' output folders as runs"
+    ).add_subparsers(dest="import_command", metavar="HARNESS")
+    lm = add(
+        group,
+        "lm-eval",
+        cmd_import_lmeval,
+        "store an lm-eval output folder (--output_path DIR --log_samples) as one run per "
+        "task; importing it again writes nothing",
+        "evalpipe import lm-eval lm-eval-out --layout tp8 --model-path /models/m --json",
+    )
+    lm.add_argument("dir", help="lm-eval's --output_path folder (or its model subfolder)")
+    lm.add_argument(
+        "--layout",
+        help="layout that produced it (default: from the parallel sizes in the model args)",
+    )
+    lm.add_argument(
+        "--model-path", help="local weights, fingerprinted so the run pairs with native runs"
+    )
+    lm.add_argument(
+        "--primary",
+        metavar="FILTER",
+        help="lm-eval filter of the primary verdict (default: strict-match, else the first)",
+    )
+    lm.add_argument("--json", action="store_true", help="print the stored runs as JSON")
+    store_arg(lm)
+    ais = add(
+        group,
+        "aisbench",
+        cmd_import_aisbench,
+        "store an AISBench output folder (outputs/default/TIMESTAMP) as one run per model "
+        "and dataset; importing it again writes nothing",
+        "evalpipe import aisbench outputs/default/20261128_065414 --layout dp2tp8dcp8",
+    )
+    ais.add_argument("dir", help="AISBench's timestamped output folder")
+    ais.add_argument(
+        "--layout", required=True, help="layout of the server it ran against (AISBench has none)"
+    )
+    ais.add_argument(
+        "--model-path", help="local weights, fingerprinted so the run pairs with native runs"
+    )
+    ais.add_argument(
+        "--dataset", action="append", metavar="ABBR", help="only this dataset (repeatable)"
+    )
+    ais.add_argument("--json", action="store_true", help="print the stored runs as JSON")
+    store_arg(ais)
+
+
+def _store(sub: Any) -> None:
+    store_cmd = sub.add_parser("store", help="the store itself").add_subparsers(
+        dest="store_command", metavar="COMMAND"
+    )
+    mig = add(
+        store_cmd,
+        "migrate",
+        cmd_store_migrate,
+        "bring a store (SQLite file or PostgreSQL) to the current schema",
+        "evalpipe store migrate --store postgresql://ci@db.internal/evalpipe",
+    )
+    mig.add_argument("--json", action="store_true")
+    store_arg(mig)
+    cp = add(
+        store_cmd,
+        "copy",
+        cmd_store_copy,
+        "copy runs between stores; copying again creates nothing new (exit 1 on conflicts)",
+        "evalpipe store copy ./evalpipe.db postgresql://ci@db.internal/evalpipe",
+    )
+    cp.add_argument("src", help="source store: SQLite path or URL")
+    cp.add_argument("dst", help="destination store (created/migrated if needed)")
+    cp.add_argument(
+        "--run", action="append", metavar="ID", help="run id or prefix (repeatable; default all)"
+    )
+    cp.add_argument("--json", action="store_true")
