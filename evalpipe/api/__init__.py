@@ -4,9 +4,10 @@ Every CLI command is a call into this package, so everything the CLI does is scr
 """
 
 from evalpipe.api.comparing import compare, tagged_comparisons
+from evalpipe.api.dashboard import dashboard
 from evalpipe.api.importing import import_aisbench, import_lmeval
 from evalpipe.api.layouts import explain_layout, format_layout
-from evalpipe.api.reporting import comment, dashboard
+from evalpipe.api.reporting import comment
 from evalpipe.api.running import resolve_model, run, run_repeated, run_with_baseline
 from evalpipe.api.stored import (
     export_run,

@@ -1,0 +1,31 @@
+"""The static dashboard of a store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evalpipe.errors import EvalpipeError
+
+
+def dashboard(
+    store: str | None,
+    out: str | Path,
+    pairs: Sequence[str] = (),
+    title: str | None = None,
+    shard_period: int | None = None,
+) -> Any:
+    """Render the store into a static site under ``out``; ``pairs`` are ``LAYOUT=BASELINE``
+    reference pairs for layouts that are not context-parallel (e.g. ``tp2=tp1``)."""
+    from evalpipe.report.dashboard import render_dashboard
+    from evalpipe.store import open_store
+
+    mapping: dict[str, str] = {}
+    for item in pairs:
+        run_layout, sep, base_layout = item.partition("=")
+        if not sep or not run_layout or not base_layout:
+            raise EvalpipeError(f"--pair takes LAYOUT=BASELINE_LAYOUT (e.g. tp2=tp1), got {item!r}")
+        mapping[run_layout] = base_layout
+    with open_store(store, create=False) as s:
+        return render_dashboard(s, Path(out), pairs=mapping, title=title, shard_period=shard_period)
