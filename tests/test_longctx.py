@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from builders import run_config
 
-from evalpipe.compare import stats
+from evalpipe.compare import breakdown
 from evalpipe.compare.jsonout import to_json
 from evalpipe.compare.runs import compare_runs
 from evalpipe.engine.tokens import token_counter
@@ -179,7 +179,7 @@ def test_all_of_scores_each_needle() -> None:
 
 def test_boundary_groups_exact_lengths_and_buckets() -> None:
     rows = [(240, True, True), (240, False, True), (272, True, False), (496, True, True)]
-    groups = stats.boundary_groups(rows, 256)
+    groups = breakdown.boundary_groups(rows, 256)
     assert [(g.label, g.n, g.only_run, g.only_baseline) for g in groups] == [
         ("1×256-16", 2, 0, 1),
         ("1×256+16", 1, 1, 0),
@@ -187,12 +187,12 @@ def test_boundary_groups_exact_lengths_and_buckets() -> None:
     ]
     assert groups[0].delta == -0.5
     many = [(t, True, True) for t in range(100, 1100, 10)]
-    bucketed = stats.boundary_groups(many, 256, exact_limit=10)
+    bucketed = breakdown.boundary_groups(many, 256, exact_limit=10)
     assert sum(g.n for g in bucketed) == len(many)
     at = next(g for g in bucketed if g.label == "at 2×256")
     assert (at.offset_low, at.offset_high) == (-12, 8)
     with pytest.raises(ValueError):
-        stats.boundary_groups(rows, 0)
+        breakdown.boundary_groups(rows, 0)
 
 
 def _run(store_path: Path, layout: str, correct: list[bool], tokens: list[int]) -> Run:

@@ -20,16 +20,18 @@ from statsmodels.stats.proportion import (
     proportions_ztest,
 )
 
+from evalpipe.compare.breakdown import (
+    agreement,
+    first_difference,
+    first_token_difference,
+    length_buckets,
+)
 from evalpipe.compare.power import decide, holm, mde, verdict
 from evalpipe.compare.stats import (
     PairedTable,
-    agreement,
     compare,
     compare_table,
-    first_difference,
-    first_token_difference,
     holm_adjust,
-    length_buckets,
     mcnemar_exact_p,
     newcombe_paired_ci,
     noise_floor,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from evalpipe.compare import stats
+from evalpipe.compare import breakdown, stats
 from evalpipe.compare.power import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_MIN_N
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import MIN_PERIOD
@@ -123,11 +123,11 @@ class Comparison:
     first_difference_chars: tuple[int, ...]
     flips: Mapping[Direction, tuple[str, ...]]
     flip_examples: tuple[Flip, ...]
-    buckets: tuple[stats.BucketResult, ...]
+    buckets: tuple[breakdown.BucketResult, ...]
     noise: Noise = Noise()
     warnings: tuple[str, ...] = ()
     shard: ShardPeriod = ShardPeriod()
-    boundaries: tuple[stats.BoundaryGroup, ...] = ()
+    boundaries: tuple[breakdown.BoundaryGroup, ...] = ()
     per_verdict: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
@@ -198,7 +198,7 @@ def compare_answers(
         min_n=settings.min_n,
         noise_discordance=noise.floor,
     )
-    diffs = [stats.first_difference(a.output, b.output) for a, b in joined]
+    diffs = [breakdown.first_difference(a.output, b.output) for a, b in joined]
     rows = [(_tokens(a, b), a.correct, b.correct) for a, b in joined]
     flips = [(a, b, d) for (a, b), d in zip(joined, diffs, strict=True) if a.correct != b.correct]
     period = shard.period
@@ -214,12 +214,12 @@ def compare_answers(
             for direction in DIRECTIONS
         },
         flip_examples=tuple(_flip(a, b, d) for a, b, d in flips[: settings.max_flips]),
-        buckets=tuple(stats.length_buckets(rows, settings.length_edges)),
+        buckets=tuple(breakdown.length_buckets(rows, settings.length_edges)),
         noise=noise,
         warnings=tuple(warnings),
         shard=shard,
         boundaries=(
-            tuple(stats.boundary_groups(rows, period))
+            tuple(breakdown.boundary_groups(rows, period))
             if period is not None and period >= MIN_PERIOD
             else ()
         ),

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from evalpipe.compare import stats
+from evalpipe.compare import breakdown, stats
 from evalpipe.compare.core import DEFAULT_LENGTH_EDGES, EXAMPLE_CHARS
 from evalpipe.compare.pairing import baseline_layout, pairing_key
 from evalpipe.compare.pairing import find_baseline as _find_baseline
@@ -62,13 +62,13 @@ class Cell:
     result: stats.PairedResult | None = None
     agreement: float | None = None
     excluded: Mapping[str, int] = field(default_factory=dict)
-    buckets: tuple[stats.BucketResult, ...] = ()
+    buckets: tuple[breakdown.BucketResult, ...] = ()
     flips: tuple[Flip, ...] = ()
     n_flips: Mapping[str, int] = field(default_factory=dict)
     noise_floor: float | None = None
     noise_repeats: int = 0
     shard_period: int | None = None
-    boundaries: tuple[stats.BoundaryGroup, ...] = ()
+    boundaries: tuple[breakdown.BoundaryGroup, ...] = ()
 
     @property
     def verdict(self) -> str:
@@ -207,8 +207,8 @@ def _tables(j: pd.DataFrame) -> pd.DataFrame:
     return cols.groupby("pid").sum()
 
 
-def _buckets(j: pd.DataFrame, scored: pd.Series) -> dict[int, tuple[stats.BucketResult, ...]]:
-    """Length buckets per pair, as ``stats.length_buckets`` with compare's default edges."""
+def _buckets(j: pd.DataFrame, scored: pd.Series) -> dict[int, tuple[breakdown.BucketResult, ...]]:
+    """Length buckets per pair, as ``breakdown.length_buckets`` with compare's default edges."""
     s = j[scored]
     tokens = s["prompt_tokens_r"].fillna(s["prompt_tokens_b"]).fillna(0).to_numpy()
     edges = list(DEFAULT_LENGTH_EDGES)
@@ -224,7 +224,7 @@ def _buckets(j: pd.DataFrame, scored: pd.Series) -> dict[int, tuple[stats.Bucket
     )
     counts = frame.groupby(["pid", "bucket"]).sum()
     bounds = [0, *edges]
-    out: dict[int, tuple[stats.BucketResult, ...]] = {}
+    out: dict[int, tuple[breakdown.BucketResult, ...]] = {}
     for pid in frame["pid"].unique():
         rows = []
         for i, low in enumerate(bounds):
@@ -234,7 +234,7 @@ def _buckets(j: pd.DataFrame, scored: pd.Series) -> dict[int, tuple[stats.Bucket
                 n, gain, loss = int(row["n"]), int(row["gain"]), int(row["loss"])
             high = bounds[i + 1] if i + 1 < len(bounds) else None
             delta = (gain - loss) / n if n else None
-            rows.append(stats.BucketResult(low, high, n, gain, loss, delta))
+            rows.append(breakdown.BucketResult(low, high, n, gain, loss, delta))
         out[int(pid)] = tuple(rows)
     return out
 
@@ -262,7 +262,7 @@ def _flips(j: pd.DataFrame, scored: pd.Series) -> dict[int, list[Flip]]:
                 target=None if pd.isna(row.target_r) else str(row.target_r),
                 run_output=a[:EXAMPLE_CHARS],
                 baseline_output=b[:EXAMPLE_CHARS],
-                first_difference=stats.first_difference(a, b),
+                first_difference=breakdown.first_difference(a, b),
             )
         )
     # Dataset order, as compare lists them; then keep the first MAX_FLIPS.
@@ -337,7 +337,7 @@ def load(
             cell = _finish(cell, pid, tables, buckets, flips, noise)
             period = shard_period_of(cell.run, shard_period).period
             if period and period >= MIN_PERIOD and cell.result is not None:
-                bgroups = tuple(stats.boundary_groups(lengths.get(pid, []), period))
+                bgroups = tuple(breakdown.boundary_groups(lengths.get(pid, []), period))
                 cell = replace(cell, shard_period=period, boundaries=bgroups)
             done[cell.run.run_id] = cell
     return DashboardData(runs=runs, cells=done)
@@ -347,7 +347,7 @@ def _finish(
     cell: Cell,
     pid: int,
     tables: pd.DataFrame,
-    buckets: dict[int, tuple[stats.BucketResult, ...]],
+    buckets: dict[int, tuple[breakdown.BucketResult, ...]],
     flips: dict[int, list[Flip]],
     noise: dict[str, tuple[float | None, int]],
 ) -> Cell:

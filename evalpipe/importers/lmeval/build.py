@@ -20,14 +20,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.importers.common import sample_key, store_imported
+from evalpipe.importers.lmeval.config import (
+    LAYOUT_ARGS,
+    data_source,
+    int_or_none,
+    layout_from_model_args,
+    limit_of,
+    model_name,
+    provenance,
+    sampling,
+    times,
+)
 from evalpipe.importers.lmeval.read import LmevalDoc, LmevalOutput, LmevalTask, read_output
-from evalpipe.layout import Layout, LayoutError, parse
 from evalpipe.records import Run, RunConfig, Sample, canonical_json, config_to_dict, sha256_text
 
 if TYPE_CHECKING:
@@ -52,16 +61,7 @@ DEFAULT_PRIMARY = "strict-match"
 INVALID = "[invalid]"
 """What lm-eval's regex filters answer when nothing matches."""
 
-LAYOUT_ARGS = {
-    "data_parallel_size": "dp",
-    "tensor_parallel_size": "tp",
-    "pipeline_parallel_size": "pp",
-    "prefill_context_parallel_size": "pcp",
-    "decode_context_parallel_size": "dcp",
-}
 """Model args (vLLM's own names, as lm-eval's vllm backend takes them) → layout sizes."""
-_EP_ARG = "enable_expert_parallel"
-_SECRET_ARGS = {"api_key", "auth_token", "token", "header", "headers"}
 
 
 @dataclass(frozen=True)
@@ -83,50 +83,6 @@ class ImportedRun:
 
 
 # --- layout -----------------------------------------------------------------------------
-
-
-def layout_from_model_args(args: Mapping[str, Any], given: str | None = None) -> str:
-    """The canonical layout: from the parallel sizes in ``args``, else ``given``.
-
-    Both present must agree. Neither is an error telling the user to pass ``--layout``.
-    """
-    sizes: dict[str, int] = {}
-    for arg, key in LAYOUT_ARGS.items():
-        if arg not in args or args[arg] is None:
-            continue
-        value = args[arg]
-        if isinstance(value, str) and value.isdecimal():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise EvalpipeError(
-                f"lm-eval model arg {arg}={value!r} is not a positive integer; pass --layout"
-            )
-        sizes[key] = value
-    ep = str(args.get(_EP_ARG, "")).lower() in ("true", "1")
-    derived = Layout(**sizes, ep=ep).canonical if sizes or ep else None
-    if given is not None:
-        try:
-            canonical = parse(given).canonical
-        except LayoutError as exc:
-            raise EvalpipeError(f"--layout: {exc.message}") from None
-        if derived is not None and derived != canonical:
-            raise EvalpipeError(
-                f"--layout {canonical} contradicts lm-eval's model args, which give "
-                f"{derived} ({_sizes_text(args)}); drop --layout or fix it"
-            )
-        return canonical
-    if derived is None:
-        raise EvalpipeError(
-            "lm-eval's model args name no parallel sizes ("
-            + ", ".join(LAYOUT_ARGS)
-            + "), so the layout that produced these results is unknown: pass --layout "
-            "(e.g. --layout tp8 or dp2tp8dcp8)"
-        )
-    return derived
-
-
-def _sizes_text(args: Mapping[str, Any]) -> str:
-    return ", ".join(f"{a}={args[a]}" for a in (*LAYOUT_ARGS, _EP_ARG) if a in args)
 
 
 # --- records ----------------------------------------------------------------------------
@@ -204,28 +160,28 @@ def _build(
         samples.append(sample)
     accuracy = {f: _mean(s.correct_by[f] for s in samples) for f in task.filters}
     _check_aggregates(task, metric, accuracy, out)
-    model = _model_name(out)
-    data_source, data_sha256, data_note = _data(task)
+    model = model_name(out)
+    source, data_sha256, data_note = data_source(task)
     config = RunConfig(
         model=model,
         model_fingerprint=fingerprint or f"name:{model}",
         task=TASK_PREFIX + task.name,
         task_version=task.version,
         prompt_hash=prompts_hash(listed) if len(listed) == len(samples) else "unknown",
-        data_source=data_source,
+        data_source=source,
         data_sha256=data_sha256,
         layout=layout,
         platform=platform or "unknown",
         engine_kind="import",
         engine_args=engine_args,
-        sampling=_sampling(task, out),
-        seed=_int(out.config.get("random_seed")) or 0,
-        limit=_limit(out.config.get("limit")),
-        concurrency=_int(out.model_args.get("num_concurrent")) or 1,
+        sampling=sampling(task, out),
+        seed=int_or_none(out.config.get("random_seed")) or 0,
+        limit=limit_of(out.config.get("limit")),
+        concurrency=int_or_none(out.model_args.get("num_concurrent")) or 1,
         engine_versions=engine_versions,
         repeat_index=repeat_index,
     )
-    started, finished = _times(out)
+    started, finished = times(out)
     run = Run(
         run_id="",
         config=config,
@@ -235,7 +191,7 @@ def _build(
         n_items=len(samples),
         duration_s=out.total_seconds,
         tags=tags,
-        provenance=_provenance(out, task, chosen, metric, accuracy, data_note),
+        provenance=provenance(out, task, chosen, metric, accuracy, data_note),
         **summary_of(samples),
     )
     digest = sha256_text(
@@ -357,129 +313,6 @@ def _aggregates_by_mean(config: Mapping[str, Any], metric: str) -> bool:
         if isinstance(entry, Mapping) and entry.get("metric") == metric:
             return bool(entry.get("aggregation", "mean") == "mean")
     return True
-
-
-def _model_name(out: LmevalOutput) -> str:
-    for key in ("model", "pretrained"):
-        value = out.model_args.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return out.model_name or "unknown"
-
-
-def _data(task: LmevalTask) -> tuple[str, str | None, str]:
-    """(data_source, data_sha256, note). The sha256 is that of a local data file, and only
-    when every logged document equals the file's record at its doc_id (the same check an
-    evalpipe run's data hash stands for); hub data gets none."""
-    cfg = task.config
-    split = cfg.get("test_split") or cfg.get("validation_split") or "test"
-    kwargs = cfg.get("dataset_kwargs") or {}
-    files = kwargs.get("data_files") if isinstance(kwargs, Mapping) else None
-    file = files.get(split) if isinstance(files, Mapping) else files
-    if isinstance(file, str):
-        path = Path(file).expanduser()
-        return f"file:{path}", *_file_sha256(path, task.docs)
-    name = cfg.get("dataset_name") or "default"
-    return f"hf:{cfg.get('dataset_path')}@{name}/{split}", None, "hub data: not hashed"
-
-
-def _file_sha256(path: Path, docs: Sequence[LmevalDoc]) -> tuple[str | None, str]:
-    from evalpipe.tasks.data import read_rows
-
-    if not path.is_file():
-        return None, f"{path} is not on this machine: data not hashed"
-    try:
-        rows, digest = read_rows(path)
-    except EvalpipeError as exc:
-        return None, f"data not hashed: {exc.message}"
-    for doc in docs:
-        if doc.doc_id >= len(rows) or rows[doc.doc_id][1] != doc.doc:
-            return None, f"document {doc.doc_id} differs from {path}: data not hashed"
-    return digest, f"every document equals its record in {path}"
-
-
-def _sampling(task: LmevalTask, out: LmevalOutput) -> dict[str, Any]:
-    sampling = dict(task.config.get("generation_kwargs") or {})
-    cli = out.config.get("gen_kwargs")
-    if isinstance(cli, Mapping):
-        sampling.update(cli)
-    for key in ("max_gen_toks", "seed"):
-        if key not in sampling and key in out.model_args:
-            sampling[key] = out.model_args[key]
-    return sampling
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.isdecimal():
-        return int(value)
-    return None
-
-
-def _limit(value: Any) -> int | None:
-    # lm-eval's --limit is a count, or a fraction of the task when below 1 (kept in provenance).
-    n = _int(value)
-    return n if n is not None and n >= 1 else None
-
-
-def _times(out: LmevalOutput) -> tuple[str, str]:
-    if out.date is not None:
-        start = datetime.fromtimestamp(out.date, timezone.utc)
-        end = datetime.fromtimestamp(out.date + (out.total_seconds or 0.0), timezone.utc)
-        return start.isoformat(timespec="seconds"), end.isoformat(timespec="seconds")
-    try:  # results_2026-11-28T06-53-27.925180
-        stamp = datetime.strptime(out.stamp, "%Y-%m-%dT%H-%M-%S.%f").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return "unknown", "unknown"
-    text = stamp.isoformat(timespec="seconds")
-    return text, text
-
-
-def _provenance(
-    out: LmevalOutput,
-    task: LmevalTask,
-    primary: str,
-    metric: str,
-    accuracy: Mapping[str, float | None],
-    data_note: str,
-) -> dict[str, Any]:
-    args = {k: ("<redacted>" if k in _SECRET_ARGS else v) for k, v in out.model_args.items()}
-    invocation = {k: v for k, v in out.config.items() if k != "model_args"}
-    return {
-        "importer": "lm-eval",
-        "task": task.name,
-        "n_shot": task.n_shot,
-        "lm_eval": {
-            "version": out.lm_eval_version,
-            "task": task.name,
-            "task_version": task.version,
-            "n_shot": task.n_shot,
-            "task_hash": task.task_hash,
-            "task_config": dict(task.config),
-            "results": dict(task.results),
-            "n_samples": dict(task.n_samples),
-            "filters": list(task.filters),
-            "primary_filter": primary,
-            "metric": metric,
-            "accuracy_by_filter": dict(accuracy),
-            "model_source": out.model_source,
-            "model_args": args,
-            "invocation": invocation,
-            "date": out.date,
-            "total_evaluation_time_seconds": out.total_seconds,
-            "results_file": out.results_file,
-            "results_sha256": out.results_sha256,
-            "samples_file": task.samples_file,
-            "samples_sha256": task.samples_sha256,
-            **dict(out.extra),
-        },
-        "data": {"check": data_note},
-    }
 
 
 def _run_dict(run: Run) -> dict[str, Any]:

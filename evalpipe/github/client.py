@@ -1,4 +1,4 @@
-"""The only module that talks to GitHub: keep one sticky comment per pull request up to date.
+"""The HTTP transport to GitHub's REST API: the client, its retries and its secrets.
 
 Four REST calls (``GET /user``, list issue comments, create, update) over the standard
 library's ``urllib``, on purpose. The maintained clients were weighed:
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 import urllib.error
@@ -46,30 +45,15 @@ MAX_PAGES = 100
 SECONDARY_LIMIT_WAIT_S = 60.0  # GitHub: "wait at least one minute" when it gives no header
 _REDIRECTS = (301, 302, 303, 307, 308)
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
-_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 # Credentials an echoing proxy or server could send back: "Bearer x", "token <40 chars>",
 # and the shapes of GitHub's tokens. Scrubbed even when they are not ours.
+_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _TOKENISH = re.compile(
     r"(?i)\b(bearer|token)\s+[A-Za-z0-9_.\-]{20,}|\b(bearer)\s+\S+"
     r"|\bgh[pousr]_[A-Za-z0-9]{16,}|\bgithub_pat_\w{16,}"
 )
 
 logger = logging.getLogger(__name__)
-
-
-MARKER_NAME = "evalpipe:sticky"
-_MARKER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def marker(key: str | None = None) -> str:
-    """The hidden HTML comment that identifies the sticky comment (one per ``key``)."""
-    if key is None:
-        return f"<!-- {MARKER_NAME} -->"
-    if not _MARKER_KEY.fullmatch(key):
-        raise EvalpipeError(
-            f"marker key {key!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-'"
-        )
-    return f"<!-- {MARKER_NAME}:{key} -->"
 
 
 @dataclass(frozen=True)
@@ -310,7 +294,7 @@ class GitHubClient:
 
     def list_issue_comments(self, repo: str, pr: int) -> Iterator[dict[str, Any]]:
         """Comments on the PR's conversation, oldest first, following ``Link: rel="next"``."""
-        url = f"/repos/{_check_repo(repo)}/issues/{int(pr)}/comments?per_page={PER_PAGE}"
+        url = f"/repos/{check_repo(repo)}/issues/{int(pr)}/comments?per_page={PER_PAGE}"
         for _ in range(MAX_PAGES):
             resp = self.request("GET", url, ok=(200,))
             if not isinstance(page := resp.json(), list):
@@ -340,7 +324,7 @@ class GitHubClient:
         """Edit this bot's comment marked ``marker`` on the PR, or create it."""
         if marker not in body:
             raise EvalpipeError(f"the comment body lacks its marker {marker}")
-        _check_repo(repo)
+        check_repo(repo)
         author, posted, attempt = self.current_user(), False, 0
         while True:
             found = self.find_sticky(repo, pr, marker, author)
@@ -371,43 +355,7 @@ def _lower(items: Any) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in items}
 
 
-def _check_repo(repo: str) -> str:
+def check_repo(repo: str) -> str:
     if not _REPO.fullmatch(repo) or ".." in repo:
         raise EvalpipeError(f"--repo must be OWNER/NAME, got {repo!r}")
     return repo
-
-
-def post_comment(
-    repo: str,
-    pr: int,
-    body: str,
-    *,
-    token_env: str = "GITHUB_TOKEN",
-    github_url: str | None = None,
-    dry_run: bool = False,
-    marker_key: str | None = None,
-) -> str:
-    """Upsert ``body`` as the sticky comment on ``repo`` PR ``pr``; returns what happened.
-
-    The marker for ``marker_key`` is prepended if the body lacks it. With ``dry_run`` nothing
-    is sent (no token needed) and the body itself is returned, for the CLI to print.
-    The API URL is ``github_url``, else ``$GITHUB_API_URL``, else api.github.com.
-    """
-    _check_repo(repo)
-    if int(pr) <= 0:
-        raise EvalpipeError(f"--pr must be a pull request number, got {pr}")
-    mark = marker(marker_key)
-    if mark not in body:
-        body = f"{mark}\n{body}"
-    if dry_run:
-        return body
-    token = os.environ.get(token_env, "").strip()
-    if not token:
-        raise EvalpipeError(
-            f"${token_env} is empty: export a token that may write pull-request comments "
-            f"(in Actions: `env: {token_env}: ${{{{ secrets.GITHUB_TOKEN }}}}`)"
-        )
-    base = github_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
-    client = GitHubClient(base, token, token_name=token_env)
-    done = client.upsert_sticky_comment(repo, int(pr), body, mark)
-    return f"{done.action} comment {done.comment_id}: {done.url}"
