@@ -6,16 +6,22 @@ injected tag shows up as a parser token, not as a string that merely looks right
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from typing import Any
 
 import pytest
+from builders import run_config
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from evalpipe.compare import stats
+from evalpipe.compare.core import Answer, Comparison, Direction, Flip, Noise, compare_answers
 from evalpipe.errors import EvalpipeError
 from evalpipe.github import marker
-from evalpipe.report.comment import MAX_BODY_CHARS, CommentComparison, render_comment
+from evalpipe.records import Run
+from evalpipe.report.comment import MAX_BODY_CHARS, GateOutcome, render_comment
 from evalpipe.report.markdown import delta_ci, md_escape, p_value, percent, pts, signed_pts
 from evalpipe.report.templates import template_dirs
 
@@ -49,57 +55,78 @@ def flat(tokens: list[Token]) -> list[Token]:
     return out
 
 
-def comparison(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
+def flip(item_id: str, direction: Direction = "correct_to_wrong", **changes: Any) -> Flip:
+    """A flip example; unspecified fields are empty, as a sample without them stores."""
+    fields: dict[str, Any] = {
+        "target": None,
+        "run_output": "",
+        "baseline_output": "",
+        "run_extracted": {},
+        "baseline_extracted": {},
+        "first_difference": None,
+        **changes,
+    }
+    return Flip(item_id=item_id, direction=direction, **fields)
+
+
+def comparison(**changes: Any) -> Comparison:
+    """A typed comparison with literal figures; keyword names as ``compare --json`` spells
+    them (``layout``, ``n``, ``delta``, ``noise_floor`` ...), each overriding one field."""
+    c: dict[str, Any] = {
         "run_id": "20261128-031642-ab12cd",
         "baseline_run_id": "20261128-021642-ff00aa",
         "model": "Qwen/Qwen3-8B",
         "task": "gsm8k",
-        "task_version": "1",
         "layout": "dp2tp8dcp8",
         "baseline_layout": "dp2tp8",
-        "n": 1319,
-        "both_correct": 1200,
-        "only_run": 10,
-        "only_baseline": 26,
-        "both_wrong": 83,
-        "run_accuracy": 0.9174,
-        "baseline_accuracy": 0.9295,
-        "delta": -0.0121,
-        "ci_low": -0.0203,
-        "ci_high": -0.0041,
-        "p_value": 0.0161,
-        "mde": 0.0082,
+        "engine_versions": {"vllm": "0.32.0", "vllm-ascend": "0.11.0"},
         "agreement": 0.812,
         "excluded": 2,
-        "verdict": "drift",
         "flips": {
-            "correct_to_wrong": [f"gsm8k-{i}" for i in range(26)],
-            "wrong_to_correct": [f"gsm8k-{i}" for i in range(100, 110)],
+            "correct_to_wrong": tuple(f"gsm8k-{i}" for i in range(26)),
+            "wrong_to_correct": tuple(f"gsm8k-{i}" for i in range(100, 110)),
         },
         "flip_examples": [
-            {
-                "item_id": f"gsm8k-{i}",
-                "direction": "correct_to_wrong",
-                "target": "42",
-                "run_output": f"Step {i}. The answer is 41",
-                "baseline_output": f"Step {i}. The answer is 42",
-                "run_extracted": {"strict": "41"},
-                "baseline_extracted": {"strict": "42"},
-                "first_difference": 23,
-            }
+            flip(
+                f"gsm8k-{i}",
+                target="42",
+                run_output=f"Step {i}. The answer is 41",
+                baseline_output=f"Step {i}. The answer is 42",
+                run_extracted={"strict": "41"},
+                baseline_extracted={"strict": "42"},
+                first_difference=23,
+            )
             for i in range(8)
         ],
-        "engine_versions": {"vllm": "0.32.0", "vllm-ascend": "0.11.0"},
         "noise_floor": 0.004,
-        "margin": 0.01,
-        "alpha": 0.05,
-        # Keys the comment does not show are ignored, as compare --json has many.
-        "warnings": [],
-        "length_buckets": [],
     }
-    base.update(changes)
-    return base
+    figures: dict[str, Any] = {"run_accuracy": 0.9174, "baseline_accuracy": 0.9295,
+                               "delta": -0.0121, "ci_low": -0.0203, "ci_high": -0.0041,
+                               "p_value": 0.0161, "mde": 0.0082, "verdict": "drift"}  # fmt: skip
+    for key, value in changes.items():
+        (figures if key in PAIRED_FIELDS else c)[key] = value
+    config = run_config(c["layout"], model=c["model"], task=c["task"],
+                        engine_versions=c["engine_versions"])  # fmt: skip
+    base_config = dataclasses.replace(config, layout=c["baseline_layout"])
+    return Comparison(
+        run=Run(run_id=c["run_id"], config=config, status="finished", started_at=""),
+        baseline=Run(
+            run_id=c["baseline_run_id"], config=base_config, status="finished", started_at=""
+        ),
+        result=dataclasses.replace(TABLE_RESULT, **figures),
+        excluded={"error": c["excluded"]},
+        agreement=c["agreement"],
+        first_difference_chars=(),
+        flips=c["flips"],
+        flip_examples=tuple(c["flip_examples"]),
+        buckets=(),
+        noise=Noise(c["noise_floor"], 2),
+    )
+
+
+# The statistics module's own result for the literal table, so a renamed field there fails here.
+TABLE_RESULT = stats.compare_table(stats.PairedTable(1200, 10, 26, 83))
+PAIRED_FIELDS = {f.name for f in dataclasses.fields(stats.PairedResult)}
 
 
 # --- numbers ------------------------------------------------------------------------------
@@ -130,7 +157,7 @@ def test_table_row_shows_verdict_delta_ci_mde_and_flips() -> None:
 def test_inconclusive_and_gate_are_symbol_and_word() -> None:
     body = render_comment(
         [comparison(verdict="inconclusive")],
-        gate={"status": "incomplete", "reasons": ["gsm8k has no dp2tp8dcp8 run"]},
+        gate=GateOutcome("incomplete", ("gsm8k has no dp2tp8dcp8 run",)),
     )
     assert "| ⚠️ inconclusive |" in body
     assert "**Gate: ⚠️ incomplete**\n- gsm8k has no dp2tp8dcp8 run" in body
@@ -170,20 +197,21 @@ def test_excerpts_are_one_line_and_cut_to_length() -> None:
 
 def test_every_untrusted_field_is_escaped_and_the_markdown_keeps_its_shape() -> None:
     evil = " ".join(HOSTILE)
+    directions: list[Direction] = ["correct_to_wrong", "wrong_to_correct"]
     examples = [
-        {"item_id": f"id-{i} {evil}", "direction": d, "target": evil, "run_output": evil,
-         "baseline_output": evil, "run_extracted": {"s": evil}, "baseline_extracted": {"s": evil}}
-        for i, d in enumerate(["correct_to_wrong", "wrong_to_correct"])
+        flip(f"id-{i} {evil}", d, target=evil, run_output=evil, baseline_output=evil,
+             run_extracted={"s": evil}, baseline_extracted={"s": evil})
+        for i, d in enumerate(directions)
     ]  # fmt: skip
     rows = [
         comparison(model=evil, task=evil, layout=evil, baseline_layout=evil, reason=evil,
                    flip_examples=examples, engine_versions={"vllm": evil}),
-        comparison(engine_versions={"vllm": "0.31.0"}, flips={"correct_to_wrong": [evil],
-                   "wrong_to_correct": []}, flip_examples=[]),
+        comparison(engine_versions={"vllm": "0.31.0"}, flips={"correct_to_wrong": (evil,),
+                   "wrong_to_correct": ()}, flip_examples=[]),
     ]  # fmt: skip
     body = render_comment(
         rows, dashboard_url="https://ci.example/dash/1/index.html",
-        gate={"status": "fail", "reasons": [evil]},
+        gate=GateOutcome("fail", (evil,)),
     )  # fmt: skip
 
     mark = marker()
@@ -212,9 +240,14 @@ def test_every_untrusted_field_is_escaped_and_the_markdown_keeps_its_shape() -> 
 
 def test_flip_excerpts_start_where_the_outputs_diverge() -> None:
     common = "The same long reasoning. " * 20
-    example = {"item_id": "q1", "direction": "correct_to_wrong", "target": "7",
-               "run_output": common + "So it is 8", "baseline_output": common + "So it is 7",
-               "first_difference": len(common) + 9}  # fmt: skip
+    example = flip(
+        "q1",
+        "correct_to_wrong",
+        target="7",
+        run_output=common + "So it is 8",
+        baseline_output=common + "So it is 7",
+        first_difference=len(common) + 9,
+    )
     body = render_comment([comparison(flip_examples=[example])], excerpt_chars=60)
     row = next(line for line in body.splitlines() if line.startswith("| q1 |"))
     cells = [c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]]
@@ -232,8 +265,7 @@ def test_max_flips_limits_examples_and_lists_the_rest_by_id() -> None:
 
 def test_body_is_shrunk_under_githubs_limit() -> None:
     long = "x" * 5000
-    example = {"item_id": "i", "direction": "wrong_to_correct", "target": long,
-               "run_output": long, "baseline_output": long}  # fmt: skip
+    example = flip("i", "wrong_to_correct", target=long, run_output=long, baseline_output=long)
     rows = [comparison(flip_examples=[example] * 5, run_id=f"r{i}") for i in range(60)]
     body = render_comment(rows, max_flips=5, excerpt_chars=400)
     assert len(body) <= MAX_BODY_CHARS
@@ -243,15 +275,12 @@ def test_body_is_shrunk_under_githubs_limit() -> None:
 # --- inputs -------------------------------------------------------------------------------
 
 
-def test_missing_keys_and_unknown_verdicts_are_clear_errors() -> None:
-    bad = comparison()
-    del bad["mde"], bad["flips"]
-    with pytest.raises(EvalpipeError, match="lacks mde, flips"):
-        render_comment([bad])
+def test_unknown_verdicts_gate_statuses_and_no_comparisons_are_clear_errors() -> None:
+    # A missing figure cannot reach the renderer any more: a Comparison has every field.
     with pytest.raises(EvalpipeError, match="verdict 'great'"):
         render_comment([comparison(verdict="great")])
     with pytest.raises(EvalpipeError, match="gate status 'maybe'"):
-        render_comment([comparison()], gate={"status": "maybe"})
+        render_comment([comparison()], gate=GateOutcome("maybe"))
     with pytest.raises(EvalpipeError, match="no comparisons"):
         render_comment([])
 
@@ -274,25 +303,38 @@ def test_marker_keys() -> None:
             marker(bad)
 
 
-def test_dataclasses_and_optional_fields() -> None:
-    data = comparison(mde=None, agreement=None, p_value=None, noise_floor=None, margin=None)
-    for key in ("flip_examples", "engine_versions", "alpha"):
-        del data[key]
-    c = CommentComparison.from_dict(data)
-    body = render_comment([c])
+def test_optional_fields() -> None:
+    # Nothing detectable (an infinite MDE), no agreement measured, no noise floor, no examples,
+    # no engine versions; and comparisons at different alphas share no CI level.
+    bare = {"mde": math.inf, "agreement": None, "noise_floor": None, "flip_examples": [],
+            "engine_versions": {}}  # fmt: skip
+    body = render_comment([comparison(**bare), comparison(**bare, alpha=0.1)])
     assert "| — | 26 / 10 |" in body and "Δ [CI]" in body and "Engine" not in body
+    assert "Identical outputs — · margin 1.0 pts" in body and "noise floor" not in body
+    assert "| Item |" not in body and "Flipped items: ✓→✗ gsm8k-0" in body
 
 
 def test_template_is_found_in_the_checkout() -> None:
     assert any(d.name == "dashboards" for d in template_dirs("comment.md.jinja"))
 
 
-def test_accepts_the_statistics_modules_own_result() -> None:
-    # The real PairedResult.to_dict(), so a renamed field there fails here, not on a PR.
-    from evalpipe.compare import stats
-
-    result = stats.compare_table(stats.PairedTable(1200, 10, 26, 83)).to_dict()
-    data = {k: v for k, v in comparison().items() if k not in result}
-    body = render_comment([{**data, **result}])
+def test_renders_the_statistics_modules_own_result() -> None:
+    # The real PairedResult, not literal figures, so a renamed field there fails here.
+    result = TABLE_RESULT
+    c = dataclasses.replace(comparison(), result=result)
+    body = render_comment([c])
     assert "| ❌ drift | dp2tp8dcp8 vs dp2tp8 |" in body
-    assert "−1.2 pts [" in body and result["reason"] in body
+    assert "−1.2 pts [" in body and md_escape(result.reason) in body
+
+
+def test_renders_the_comparison_cores_own_record() -> None:
+    # Straight from compare.core: its flips, extracted answers and exclusions.
+    runs = [comparison().run, comparison().baseline]
+    run, base = ({str(i): Answer(str(i), ok=i != 3, correct=i % 2 == j, output=f"out {i}{j}",
+                                 target="7", extracted={"strict": f"{i}{j}"})
+                  for i in range(4)} for j in (0, 1))  # fmt: skip
+    c = compare_answers(*runs, run, base)
+    body = render_comment([c], max_flips=1)
+    assert c.n_excluded == 1 and ", 1 excluded (engine errors" in body
+    assert "| 0 | ✗→✓ | 7 | 00 / 01 | out 00 | out 01 |" in body
+    assert "Other flipped items: ✓→✗ 1; ✗→✓ 0, 2" in body

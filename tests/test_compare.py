@@ -215,8 +215,9 @@ def test_several_runs_are_holm_adjusted(tmp_path: Path) -> None:
         r2 = add_run(s, config("dp2tp8dcp2"), ok)
     single = api.compare(url, [r1.run_id])[0]
     both = api.compare(url, [r1.run_id, r2.run_id])
-    assert both[0]["p_adjusted"] >= single["p_value"]
-    assert "Holm" in both[0]["reason"]
+    assert both[0].result.p_adjusted >= single.result.p_value
+    assert "Holm" in both[0].result.reason
+    assert api.comparison_json(both[0])["p_adjusted"] == both[0].result.p_adjusted
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

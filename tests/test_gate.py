@@ -3,7 +3,11 @@ stored decisions, loosened-policy notices, tag selection, and the schema-2 migra
 
 from __future__ import annotations
 
+import json
+import math
 import sqlite3
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +16,11 @@ from typing import Any
 import pytest
 from builders import run_config
 
-from evalpipe.gate.decide import GateDecision, evaluate_gate
+from evalpipe import api
+from evalpipe.compare.core import Answer, compare_answers
+from evalpipe.gate.decide import GateDecision, Prepared, decide
 from evalpipe.gate.policy import Policy, parse_policy
+from evalpipe.gate.select import evaluate_gate
 from evalpipe.records import Run, RunConfig, Sample, new_run_id
 from evalpipe.report.gate import render_junit, render_markdown
 from evalpipe.store import Store, open_store
@@ -301,7 +308,9 @@ def test_a_schema_1_store_gets_the_gate_table_on_open(tmp_path: Path) -> None:
         conn.execute("INSERT INTO migrations VALUES ('create_schema_1', '2026-01-01T00:00:00')")
     conn.close()
     with open_store(path) as s:
-        assert s.migrations_applied == [m.name for m in MIGRATIONS] == ["m002_gate_decisions"]
+        # Every later migration runs too; the gate table is the first.
+        assert s.migrations_applied == [m.name for m in MIGRATIONS]
+        assert s.migrations_applied[0] == "m002_gate_decisions"
         assert len(s.list_runs()) == 1
         assert s.last_gate_decision("nothing") is None
         full_store(s)
@@ -309,11 +318,73 @@ def test_a_schema_1_store_gets_the_gate_table_on_open(tmp_path: Path) -> None:
         assert d.decision_id == 1
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
-            "2",
+            str(MIGRATIONS[-1].version),
         )
         assert conn.execute("SELECT status, margin FROM gate_decisions").fetchall() == [
             ("pass", 10.0)
         ]
         names = [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY name")]
-    assert names == ["create_schema_1", "m002_gate_decisions"]
+    assert names == ["create_schema_1", *(m.name for m in MIGRATIONS)]
     conn.close()
+
+
+def test_the_rule_is_pure_on_literal_prepared_requirements() -> None:
+    # No store: one requirement missing, one compared on four literal answers.
+    p = policy(min_n=3)
+    missing, compared = p.requirements
+    run, base = (Run(run_id=rid, config=config(layout), status="finished", started_at="")
+                 for rid, layout in (("r", "tp8dcp8"), ("b", "tp8")))  # fmt: skip
+    answers = {str(i): Answer(str(i), ok=True, correct=i != 0, output=str(i)) for i in range(4)}
+    c = compare_answers(run, base, answers, answers)
+    d = decide(
+        p,
+        [Prepared(missing, missing="missing run: none"), Prepared(compared, run, base,
+                                                                  comparison=c)],
+        previous=None,
+        selection="latest",
+        decided_at="2026-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    assert (d.status, d.exit_code) == ("fail", 1)  # inconclusive blocks by default
+    assert [i.outcome for i in d.items] == ["missing", "inconclusive"]
+    summary = d.items[1].comparison
+    assert summary is not None and math.isinf(summary.result.mde)
+    stored = d.to_dict()["items"][1]["comparison"]
+    assert list(stored) == ["n", "run_accuracy", "baseline_accuracy", "delta", "ci_low",
+                            "ci_high", "p_value", "p_adjusted", "noninferiority_p_adjusted",
+                            "mde", "margin", "alpha", "min_n", "verdict", "reason", "excluded",
+                            "agreement", "noise_floor", "warnings"]  # fmt: skip
+    assert stored["mde"] is None and stored["n"] == 4 and stored["agreement"] == 1.0
+
+
+POLICY_YAML = """\
+name: release
+requirements:
+  - model: deepseek-v3.2
+    task: gsm8k
+    layouts: [dp2tp8dcp8, tp8dcp8]
+margin: 10.0
+alpha: 0.05
+"""
+
+
+def test_the_api_and_the_cli_gate_write_reports_and_exit_with_the_status(tmp_path: Path) -> None:
+    path = tmp_path / "gate.db"
+    with open_store(path) as s:
+        full_store(s, drift=True)
+    release = tmp_path / "release.yaml"
+    release.write_text(POLICY_YAML)
+    xml, md = tmp_path / "gate.xml", tmp_path / "gate.md"
+    d = api.gate(str(path), release, junit=xml, markdown=md, record=False)
+    assert (d.status, d.exit_code) == ("fail", 1)
+    assert ET.parse(xml).getroot().get("failures") == "1" and "❌ drift" in md.read_text()
+    assert api.format_gate(d).startswith("gate release: FAIL (exit 1); latest runs")
+
+    def gate(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "evalpipe", "gate", "--store", str(path), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    proc = gate("--policy", str(release), "--json")
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(proc.stdout)["items"] == api.gate_json(d)["items"]
+    bad = gate("--policy", str(tmp_path / "nope.yaml"))
+    assert bad.returncode == 3 and "nope.yaml" in bad.stderr

@@ -1,11 +1,15 @@
-"""Comparisons: a run against its baseline, or every run carrying a tag."""
+"""Comparisons: a run against its baseline, or every run carrying a tag; and their renderings
+(the terminal text, and the JSON that ``evalpipe compare --json`` prints)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalpipe.errors import EvalpipeError
+
+if TYPE_CHECKING:
+    from evalpipe.compare.core import Comparison
 
 
 def compare(
@@ -18,12 +22,11 @@ def compare(
     min_n: int = 100,
     force: bool = False,
     shard_period: int | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Comparison]:
     """Compare each run with its baseline (``baseline`` run id, or the automatic one on
     ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given.
     ``shard_period`` overrides the layout's shard period for the boundary breakdown."""
     from evalpipe.compare.core import adjust
-    from evalpipe.compare.jsonout import to_json
     from evalpipe.compare.pairing import find_baseline
     from evalpipe.compare.runs import compare_runs
     from evalpipe.store import open_store
@@ -48,7 +51,7 @@ def compare(
                     shard_period=shard_period,
                 )
             )
-        return [to_json(c) for c in adjust(results)]
+        return adjust(results)
 
 
 def tagged_comparisons(
@@ -57,7 +60,7 @@ def tagged_comparisons(
     run_ids: Sequence[str] = (),
     baseline_layout: str | None = None,
     margin: float = 0.01,
-) -> list[dict[str, Any]]:
+) -> list[Comparison]:
     """Comparisons of the given runs, or of the finished context-parallel runs carrying
     ``tag`` (each with its automatic baseline; with ``baseline_layout`` every tagged run not
     on that layout is compared with it)."""
@@ -81,3 +84,17 @@ def tagged_comparisons(
                 "`evalpipe run … --tag TAG`; non-CP runs count only with --baseline-layout)"
             )
     return compare(store, run_ids, baseline_layout=baseline_layout, margin=margin)
+
+
+def comparison_json(c: Comparison) -> dict[str, Any]:
+    """``c`` as ``evalpipe compare --json`` prints it (keys are only ever added)."""
+    from evalpipe.compare.jsonout import to_json
+
+    return to_json(c)
+
+
+def format_comparison(c: Comparison, max_flips: int = 5) -> str:
+    """``c`` as ``evalpipe compare`` prints it: table, figures, flips, breakdowns, verdict."""
+    from evalpipe.report.text import format_comparison as render
+
+    return render(c, max_flips)

@@ -8,8 +8,6 @@ import sys
 from typing import Any
 
 from evalpipe.cli.common import add, store_arg
-from evalpipe.cli.running import print_comparisons
-from evalpipe.errors import EvalpipeError
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -27,9 +25,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         shard_period=args.shard_period,
     )
     if args.json:
-        print(json.dumps(comparisons[0] if len(comparisons) == 1 else comparisons))
+        data = [api.comparison_json(c) for c in comparisons]
+        print(json.dumps(data[0] if len(data) == 1 else data))
     else:
-        print_comparisons(comparisons)
+        print("\n\n".join(api.format_comparison(c) for c in comparisons))
     return 0
 
 
@@ -55,22 +54,17 @@ def cmd_comment(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from evalpipe import api
 
-    from evalpipe.gate.decide import evaluate_gate, summarize
-    from evalpipe.gate.policy import EXIT_BAD_POLICY, load_policy
-    from evalpipe.report.gate import render_junit, render_markdown
-    from evalpipe.store import open_store
-
-    if args.tag is not None and args.select not in (None, "latest"):
-        raise EvalpipeError("give --select latest or --tag TAG, not both", EXIT_BAD_POLICY)
-    policy = load_policy(args.policy)
-    with open_store(args.store) as store:
-        decision = evaluate_gate(store, policy, tag=args.tag)
-    for path, render in ((args.junit, render_junit), (args.markdown, render_markdown)):
-        if path:
-            Path(path).write_text(render(decision), encoding="utf-8")
-    print(json.dumps(decision.to_dict()) if args.json else summarize(decision))
+    decision = api.gate(
+        args.store,
+        args.policy,
+        tag=args.tag,
+        select=args.select,
+        junit=args.junit,
+        markdown=args.markdown,
+    )
+    print(json.dumps(api.gate_json(decision)) if args.json else api.format_gate(decision))
     return decision.exit_code
 
 

@@ -13,10 +13,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from evalpipe import api
-    from evalpipe.options import RunOptions
 
     engine = "endpoint" if args.endpoint else args.engine
-    options = RunOptions(
+    options = api.RunOptions(
         task=args.task,
         model=args.model,
         layout=args.layout,
@@ -59,14 +58,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                     {
                         "runs": [api.run_to_dict(r) for r in runs],
                         "baseline_runs": [api.run_to_dict(r) for r in base_runs],
-                        "comparisons": comparisons,
+                        "comparisons": [api.comparison_json(c) for c in comparisons],
                     }
                 )
             )
         else:
             for r in (*base_runs, *runs):
                 print(api.format_run_summary(r, options.store))
-            print_comparisons(comparisons)
+            print("\n\n".join(api.format_comparison(c) for c in comparisons))
         return 0
     runs = api.run_repeated(options, args.repeat)
     for r in runs:
@@ -75,12 +74,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             print(api.format_run_summary(r, options.store))
     return 0
-
-
-def print_comparisons(comparisons: list[dict[str, Any]]) -> None:
-    from evalpipe.report.text import format_comparison
-
-    print("\n\n".join(format_comparison(c) for c in comparisons))
 
 
 def register(sub: Any) -> None:

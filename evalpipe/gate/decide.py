@@ -18,48 +18,74 @@ Exit codes and their precedence (the most actionable state wins):
 Every decision is stored with the policy's hash and settings. The previous decision for the
 same scope (policy name + requirements) is compared with the current policy, and any loosened
 setting becomes a notice in every output: a gate relaxed in passing is how regressions ship.
-The rule (:func:`gate_status`, :func:`loosening_notices`) is pure; rendering is in
+This module is the rule, and pure: from the prepared requirements (:class:`Prepared`) and the
+previous decision to a :class:`GateDecision` (:func:`decide`). Reading the store (selecting
+runs, finding baselines, comparing) is :mod:`evalpipe.gate.select`; rendering is
 :mod:`evalpipe.report.gate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from evalpipe.errors import EvalpipeError
+from evalpipe.compare.core import Comparison, adjust
+from evalpipe.compare.stats import PairedResult
 from evalpipe.gate.policy import Policy, Requirement
-from evalpipe.records import GateRecord, JsonDict, Run, utcnow
-from evalpipe.store import Store
+from evalpipe.records import GateRecord, Run
 
 Outcome = Literal["pass", "drift", "inconclusive", "failed", "missing"]
 Status = Literal["pass", "fail", "incomplete"]
 EXIT_CODES: dict[str, int] = {"pass": 0, "fail": 1, "incomplete": 2}
 
-# What a gate item keeps of a comparison: the numbers behind the verdict, not flip examples
-# (those can hold 2 000 characters of model output each; `evalpipe compare` shows them).
-_SUMMARY_KEYS = (
-    "n",
-    "run_accuracy",
-    "baseline_accuracy",
-    "delta",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_adjusted",
-    "noninferiority_p_adjusted",
-    "mde",
-    "margin",
-    "alpha",
-    "min_n",
-    "verdict",
-    "reason",
-    "excluded",
-    "agreement",
-    "noise_floor",
-    "warnings",
-)
+
+@dataclass(frozen=True)
+class GateSummary:
+    """What a gate item keeps of a comparison: the numbers behind the verdict, not flip
+    examples (those can hold 2 000 characters of model output each; `evalpipe compare`
+    shows them)."""
+
+    result: PairedResult  # Holm-adjusted over the whole gate
+    excluded: int
+    agreement: float | None
+    noise_floor: float | None
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, c: Comparison) -> GateSummary:
+        return cls(c.result, c.n_excluded, c.agreement, c.noise_floor, c.warnings)
+
+    @property
+    def mde(self) -> float | None:
+        """The MDE; None when infinite (nothing this many items could detect)."""
+        return self.result.mde if math.isfinite(self.result.mde) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored and ``--json`` shape: these keys, in this order."""
+        r = self.result
+        return {
+            "n": r.n,
+            "run_accuracy": r.run_accuracy,
+            "baseline_accuracy": r.baseline_accuracy,
+            "delta": r.delta,
+            "ci_low": r.ci_low,
+            "ci_high": r.ci_high,
+            "p_value": r.p_value,
+            "p_adjusted": r.p_adjusted,
+            "noninferiority_p_adjusted": r.noninferiority_p_adjusted,
+            "mde": self.mde,
+            "margin": r.margin,
+            "alpha": r.alpha,
+            "min_n": r.min_n,
+            "verdict": r.verdict,
+            "reason": r.reason,
+            "excluded": self.excluded,
+            "agreement": self.agreement,
+            "noise_floor": self.noise_floor,
+            "warnings": list(self.warnings),
+        }
 
 
 @dataclass(frozen=True)
@@ -67,8 +93,8 @@ class GateItem:
     """The outcome of one required comparison.
 
     ``blocks`` is True when this item alone makes the gate fail. ``comparison`` holds the
-    Holm-adjusted statistics (``_SUMMARY_KEYS`` of ``Comparison.to_dict()``) when the runs
-    were compared. ``error_rates`` maps ``run`` / ``baseline`` to infrastructure-error rates.
+    Holm-adjusted statistics when the runs were compared. ``error_rates`` maps ``run`` /
+    ``baseline`` to infrastructure-error rates.
     """
 
     requirement: Requirement
@@ -78,8 +104,8 @@ class GateItem:
     run_id: str | None = None
     baseline_run_id: str | None = None
     run_model: str | None = None
-    comparison: JsonDict | None = None
-    error_rates: JsonDict = field(default_factory=dict)
+    comparison: GateSummary | None = None
+    error_rates: dict[str, float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -95,7 +121,7 @@ class GateItem:
             "baseline_run_id": self.baseline_run_id,
             "run_model": self.run_model,
             "error_rates": dict(self.error_rates),
-            "comparison": None if self.comparison is None else dict(self.comparison),
+            "comparison": None if self.comparison is None else self.comparison.to_dict(),
         }
 
 
@@ -208,142 +234,57 @@ def error_rate(run: Run) -> float:
     return 1.0 if total == 0 else run.n_errors / total
 
 
-# --- evaluation ---------------------------------------------------------------------------
-
-
-def evaluate_gate(
-    store: Store, policy: Policy, *, tag: str | None = None, record: bool = True
-) -> GateDecision:
-    """Decide the gate on the runs in ``store``: the newest finished matching runs, or with
-    ``tag`` the newest carrying it. With ``record`` the decision is stored (and numbered).
-
-    Example::
-
-        with open_store("evalpipe.db") as store:
-            decision = evaluate_gate(store, load_policy("release.yaml"), tag="rc1")
-        print(decision.status, decision.exit_code)
-    """
-    from evalpipe.compare.core import adjust
-    from evalpipe.compare.jsonout import to_json
-
-    pending = [_prepare(store, policy, req, tag) for req in policy.requirements]
-    compared = [p.comparison for p in pending if p.comparison is not None]
-    # Holm over the whole gate: k comparisons must all pass, so each is tested at a share.
-    adjusted = iter(adjust(compared))
-    items = tuple(
-        _item(policy, p, to_json(next(adjusted)) if p.comparison is not None else None)
-        for p in pending
-    )
-    status, exit_code = gate_status(items)
-    previous = store.last_gate_decision(policy.scope_key)
-    decision = GateDecision(
-        policy=policy,
-        selection="latest" if tag is None else f"tag:{tag}",
-        items=items,
-        status=status,
-        exit_code=exit_code,
-        notices=tuple(loosening_notices(previous, policy)),
-        decided_at=utcnow(),
-    )
-    if record:
-        stored = store.put_gate_decision(decision.to_record())
-        decision = replace(decision, decision_id=stored.decision_id)
-    return decision
+# --- from prepared requirements to a decision ---------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Pending:
-    """A requirement's runs before the gate-wide Holm adjustment."""
+class Prepared:
+    """A requirement's runs and comparison before the gate-wide Holm adjustment.
+
+    ``missing`` says which run or baseline is missing; ``failures`` why the runs fail (error
+    rates, a comparison that could not be made); else ``comparison`` is set.
+    """
 
     requirement: Requirement
     run: Run | None = None
     baseline: Run | None = None
     missing: str | None = None
     failures: tuple[str, ...] = ()
-    comparison: Any = None  # compare.Comparison; Any keeps compare's imports lazy
+    comparison: Comparison | None = None
 
 
-def select_run(store: Store, requirement: Requirement, tag: str | None = None) -> Run | None:
-    """The newest finished run of the requirement's model, task and layout (with ``tag``)."""
-    for run in store.list_runs(task=requirement.task, status="finished"):  # newest first
-        if tag is not None and tag not in run.tags:
-            continue
-        if _canonical(run.config.layout) == requirement.layout and requirement.matches_model(
-            run.config.model
-        ):
-            return run
-    return None
+def decide(
+    policy: Policy,
+    prepared: Sequence[Prepared],
+    previous: GateRecord | None,
+    selection: str,
+    decided_at: str,
+) -> GateDecision:
+    """The gate's decision on the prepared requirements; ``previous`` is the last stored
+    decision of the same scope (for loosening notices)."""
+    compared = [p.comparison for p in prepared if p.comparison is not None]
+    # Holm over the whole gate: k comparisons must all pass, so each is tested at a share.
+    adjusted = iter(adjust(compared))
+    items = tuple(
+        gate_item(policy, p, next(adjusted) if p.comparison is not None else None) for p in prepared
+    )
+    status, exit_code = gate_status(items)
+    return GateDecision(
+        policy=policy,
+        selection=selection,
+        items=items,
+        status=status,
+        exit_code=exit_code,
+        notices=tuple(loosening_notices(previous, policy)),
+        decided_at=decided_at,
+    )
 
 
-def _canonical(layout: str) -> str | None:
-    from evalpipe.layout import parse
-
-    try:
-        return parse(layout).canonical
-    except EvalpipeError:  # an imported run with a foreign layout name: never a match
-        return None
-
-
-def find_gate_baseline(store: Store, run: Run, requirement: Requirement, tag: str | None) -> Run:
-    """The baseline of ``run``: with ``tag``, the newest tagged run that pairs, if any (the
-    CI job that made the run usually made its baseline); else the newest that pairs."""
-    from evalpipe.compare.pairing import find_baseline, pairing_key
-
-    if tag is not None:
-        key = pairing_key(run)
-        for r in store.list_runs(task=run.config.task, status="finished"):
-            if (
-                tag in r.tags
-                and r.run_id != run.run_id
-                and _canonical(r.config.layout) == requirement.baseline_layout
-                and pairing_key(r) == key
-            ):
-                return r
-    return find_baseline(store, run, requirement.baseline_layout)
-
-
-def _prepare(store: Store, policy: Policy, req: Requirement, tag: str | None) -> _Pending:
-    from evalpipe.compare.runs import compare_runs
-
-    run = select_run(store, req, tag)
-    if run is None:
-        tagged = "" if tag is None else f" tagged {tag!r}"
-        flag = "" if tag is None else f" --tag {tag}"
-        return _Pending(
-            req,
-            missing=(
-                f"missing run: no finished {req.layout} run of model {req.model!r} on "
-                f"{req.task}{tagged} in {store.name}; make it with: evalpipe run {req.task} "
-                f"--layout {req.layout} --model MODEL{flag}"
-            ),
-        )
-    try:
-        baseline = find_gate_baseline(store, run, req, tag)
-    except EvalpipeError as exc:
-        return _Pending(req, run=run, missing=f"missing baseline: {exc.message}")
-    failures = [
-        f"{which} {r.run_id} has an infrastructure-error rate of {error_rate(r):.2%} "
-        f"({r.n_errors} of {r.n_items or r.n_samples} items) > max_error_rate "
-        f"{policy.max_error_rate:.2%}"
-        for which, r in (("run", run), ("baseline", baseline))
-        if error_rate(r) > policy.max_error_rate
-    ]
-    try:
-        comparison = compare_runs(
-            store,
-            run,
-            baseline,
-            margin=policy.margin / 100,  # the policy speaks points, compare fractions
-            alpha=policy.alpha,
-            min_n=policy.min_n,
-        )
-    except EvalpipeError as exc:
-        return _Pending(req, run, baseline, failures=(*failures, exc.message))
-    return _Pending(req, run, baseline, failures=tuple(failures), comparison=comparison)
-
-
-def _item(policy: Policy, p: _Pending, compared: JsonDict | None) -> GateItem:
+def gate_item(policy: Policy, p: Prepared, adjusted: Comparison | None) -> GateItem:
+    """The outcome of one requirement: missing, failed, or the (adjusted) comparison's verdict
+    (inconclusive blocks only if the policy says so)."""
     req, run, baseline = p.requirement, p.run, p.baseline
+    summary = None if adjusted is None else GateSummary.of(adjusted)
     common: dict[str, Any] = {
         "run_id": run.run_id if run else None,
         "baseline_run_id": baseline.run_id if baseline else None,
@@ -351,14 +292,14 @@ def _item(policy: Policy, p: _Pending, compared: JsonDict | None) -> GateItem:
         "error_rates": {
             k: error_rate(r) for k, r in (("run", run), ("baseline", baseline)) if r is not None
         },
-        "comparison": None if compared is None else {k: compared.get(k) for k in _SUMMARY_KEYS},
+        "comparison": summary,
     }
     if p.missing is not None:
         return GateItem(req, "missing", blocks=False, reason=p.missing, **common)
     if p.failures:
         return GateItem(req, "failed", blocks=True, reason="; ".join(p.failures), **common)
-    assert compared is not None  # every requirement is missing, failed or compared
-    verdict, why = str(compared["verdict"]), str(compared["reason"])
+    assert summary is not None  # every requirement is missing, failed or compared
+    verdict, why = summary.result.verdict, summary.result.reason
     if verdict == "ok":
         return GateItem(req, "pass", blocks=False, reason=why, **common)
     if verdict == "drift":

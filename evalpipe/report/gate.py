@@ -18,7 +18,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from evalpipe.gate.decide import GateDecision, GateItem
+from evalpipe.gate.decide import GateDecision, GateItem, summarize
 from evalpipe.report.markdown import delta_ci, gate_label, md_escape, p_value, pts
 
 OUTCOME_LABELS = {
@@ -79,7 +79,7 @@ def render_junit(decision: GateDecision) -> str:
         ET.SubElement(props, "property", name="notice", value=_x(notice))
     for item in decision.items:
         _testcase(suite, item, decision.notices)
-    ET.SubElement(suite, "system-out").text = _x(_summary_text(decision))
+    ET.SubElement(suite, "system-out").text = _x(summarize(decision))
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -101,10 +101,18 @@ def _testcase(suite: ET.Element, item: GateItem, notices: tuple[str, ...]) -> No
         "run_model": item.run_model,
         **{f"error_rate.{k}": v for k, v in item.error_rates.items()},
     }
-    c = item.comparison or {}
-    for key in ("n", "delta", "ci_low", "ci_high", "mde", "p_value", "p_adjusted", "verdict"):
-        if key in c:
-            values[key] = c[key]
+    if item.comparison is not None:
+        r = item.comparison.result
+        values.update(
+            n=r.n,
+            delta=r.delta,
+            ci_low=r.ci_low,
+            ci_high=r.ci_high,
+            mde=item.comparison.mde,
+            p_value=r.p_value,
+            p_adjusted=r.p_adjusted,
+            verdict=r.verdict,
+        )
     for key, value in values.items():
         if value is not None:
             ET.SubElement(props, "property", name=key, value=_fmt(value))
@@ -119,27 +127,21 @@ def _testcase(suite: ET.Element, item: GateItem, notices: tuple[str, ...]) -> No
 
 
 def _item_text(item: GateItem) -> str:
-    c = item.comparison
     lines = [f"{item.requirement.label}: {item.outcome}", f"reason: {item.reason}"]
     if item.run_id:
         lines.append(f"run {item.run_id} ({item.run_model}), baseline {item.baseline_run_id}")
-    if c and c.get("delta") is not None:
-        mde = "none detectable" if c.get("mde") is None else f"{c['mde'] * 100:.2f} points"
+    if item.comparison is not None:
+        r, mde = item.comparison.result, item.comparison.mde
+        shown = "none detectable" if mde is None else f"{mde * 100:.2f} points"
         lines.append(
-            f"delta {c['delta'] * 100:+.2f} points, CI [{c['ci_low'] * 100:+.2f}, "
-            f"{c['ci_high'] * 100:+.2f}], MDE {mde}, n {c['n']}, "
-            f"p {c['p_value']:.3g} (Holm {c['p_adjusted']:.3g})"
+            f"delta {r.delta * 100:+.2f} points, CI [{r.ci_low * 100:+.2f}, "
+            f"{r.ci_high * 100:+.2f}], MDE {shown}, n {r.n}, "
+            f"p {r.p_value:.3g} (Holm {r.p_adjusted:.3g})"
         )
     if item.error_rates:
         rates = ", ".join(f"{k} {v:.2%}" for k, v in item.error_rates.items())
         lines.append(f"infrastructure-error rates: {rates}")
     return "\n".join(lines)
-
-
-def _summary_text(decision: GateDecision) -> str:
-    from evalpipe.gate.decide import summarize
-
-    return summarize(decision)
 
 
 def render_markdown(decision: GateDecision) -> str:
@@ -176,12 +178,10 @@ def render_markdown(decision: GateDecision) -> str:
 
 
 def _row(item: GateItem) -> str:
-    req, c = item.requirement, item.comparison or {}
+    req, c = item.requirement, item.comparison
     label = OUTCOME_LABELS[item.outcome]
     if item.outcome == "inconclusive" and not item.blocks:
         label += " (not blocking)"
-    has_delta = c.get("delta") is not None
-    delta = delta_ci(c["delta"], c["ci_low"], c["ci_high"]) if has_delta else "—"
     runs = " / ".join(md_escape(r) for r in (item.run_id, item.baseline_run_id) if r)
     cells = [
         md_escape(req.model),
@@ -189,10 +189,16 @@ def _row(item: GateItem) -> str:
         md_escape(req.layout),
         md_escape(req.baseline_layout),
         label,
-        delta,
-        pts(c.get("mde")) if has_delta else "—",
-        p_value(c.get("p_adjusted")),
-        str(c.get("n", "—")),
+        *(
+            ["—", "—", "—", "—"]
+            if c is None
+            else [
+                delta_ci(c.result.delta, c.result.ci_low, c.result.ci_high),
+                pts(c.mde),
+                p_value(c.result.p_adjusted),
+                str(c.result.n),
+            ]
+        ),
         runs or "—",
     ]
     return "| " + " | ".join(cells) + " |"

@@ -8,6 +8,7 @@ anything else that reaches a template is escaped by :func:`md_escape`. Pure.
 from __future__ import annotations
 
 import html
+import math
 import re
 
 VERDICT_LABELS = {"ok": "✅ ok", "drift": "❌ drift", "inconclusive": "⚠️ inconclusive"}
@@ -89,8 +90,11 @@ def delta_ci(delta: float, low: float, high: float) -> Trusted:
 
 
 def pts(fraction: float | None) -> Trusted:
-    """An unsigned size in points (MDE, margin); ``—`` when there is none."""
-    return Trusted("—" if fraction is None else f"{fraction * 100:.1f} pts")
+    """An unsigned size in points (MDE, margin); ``—`` when there is none (an infinite MDE:
+    nothing this many items could detect)."""
+    if fraction is None or not math.isfinite(fraction):
+        return Trusted("—")
+    return Trusted(f"{fraction * 100:.1f} pts")
 
 
 def percent(fraction: float | None) -> Trusted:

@@ -1,4 +1,4 @@
-"""Plain-text rendering of a comparison for the terminal; works on ``Comparison.to_dict()``.
+"""Plain-text rendering of a :class:`~evalpipe.compare.core.Comparison` for the terminal.
 
 Model outputs are untrusted: control characters (terminal escape sequences) are shown
 escaped, never written raw.
@@ -6,9 +6,14 @@ escaped, never written raw.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import statistics
+
+from evalpipe.compare.core import DIRECTIONS, Comparison
 
 SYMBOL = {"ok": "✓ OK", "drift": "✗ DRIFT", "inconclusive": "? INCONCLUSIVE"}
+_FLIP_LABELS = {"correct_to_wrong": "right→wrong", "wrong_to_correct": "wrong→right"}
+_SHARD_SOURCES = {"layout": "the run's dcp x interleave", "given": "--shard-period"}
 
 
 def safe(text: str, limit: int = 160) -> str:
@@ -25,91 +30,109 @@ def safe(text: str, limit: int = 160) -> str:
 
 
 def pts(x: float | None, signed: bool = True) -> str:
-    if x is None:
+    """A fraction in points; ``n/a`` for none (or an infinite MDE: nothing detectable)."""
+    if x is None or not math.isfinite(x):
         return "n/a"
     return f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
 
 
-def format_comparison(c: dict[str, Any], max_flips: int = 5) -> str:
-    lines = [
-        f"{c['layout']} (run {c['run_id']}) vs {c['baseline_layout']} (baseline "
-        f"{c['baseline_run_id']}): {c['task']} v{c['task_version']}, n={c['n']} "
-        f"(excluded {c['excluded']})",
+def format_comparison(c: Comparison, max_flips: int = 5) -> str:
+    """The comparison as the terminal shows it: table, figures, flips, breakdowns, verdict."""
+    return "\n".join([*_figures(c), *_flips(c, max_flips), *_breakdowns(c), *_verdict(c)])
+
+
+def _figures(c: Comparison) -> list[str]:
+    r, run, base = c.result, c.run.config, c.baseline.config
+    noise = c.noise
+    return [
+        f"{run.layout} (run {c.run.run_id}) vs {base.layout} (baseline "
+        f"{c.baseline.run_id}): {run.task} v{run.task_version}, n={r.n} "
+        f"(excluded {c.n_excluded})",
         "                 baseline right  baseline wrong",
-        f"  run right      {c['both_correct']:>14}  {c['only_run']:>14}",
-        f"  run wrong      {c['only_baseline']:>14}  {c['both_wrong']:>14}",
-        f"accuracy {c['run_accuracy']:.2%} vs {c['baseline_accuracy']:.2%}: delta "
-        f"{pts(c['delta'])} pts, {1 - c['alpha']:.0%} CI [{pts(c['ci_low'])}, "
-        f"{pts(c['ci_high'])}]; exact McNemar p={c['p_value']:.3g}",
-        f"non-inferiority (margin {pts(c['margin'], False)} pts) p={c['noninferiority_p']:.3g}; "
-        f"MDE {pts(c['mde'], False)} pts; noise floor "
+        f"  run right      {r.both_correct:>14}  {r.only_run:>14}",
+        f"  run wrong      {r.only_baseline:>14}  {r.both_wrong:>14}",
+        f"accuracy {r.run_accuracy:.2%} vs {r.baseline_accuracy:.2%}: delta "
+        f"{pts(r.delta)} pts, {1 - r.alpha:.0%} CI [{pts(r.ci_low)}, "
+        f"{pts(r.ci_high)}]; exact McNemar p={r.p_value:.3g}",
+        f"non-inferiority (margin {pts(r.margin, False)} pts) p={r.noninferiority_p:.3g}; "
+        f"MDE {pts(r.mde, False)} pts; noise floor "
         + (
-            f"{c['noise_floor']:.2%} ({c['noise_repeats']} repeats)"
-            if c["noise_floor"] is not None
+            f"{noise.floor:.2%} ({noise.repeats} repeats)"
+            if noise.floor is not None
             else "unknown (run the baseline with --repeat 2 to measure it)"
         ),
-        f"unpaired reference CI [{pts(c['unpaired_ci_low'])}, {pts(c['unpaired_ci_high'])}] "
-        f"pts, p={c['unpaired_p']:.3g}",
+        f"unpaired reference CI [{pts(r.unpaired_ci_low)}, {pts(r.unpaired_ci_high)}] "
+        f"pts, p={r.unpaired_p:.3g}",
     ]
-    if c["agreement"] is not None:
-        fd = c["first_difference_chars"]
+
+
+def _flips(c: Comparison, max_flips: int) -> list[str]:
+    lines = []
+    if c.agreement is not None:
+        fd = c.first_difference_chars
         where = (
-            f"; first difference at char median {fd['median']}, min {fd['min']}" if fd["n"] else ""
+            f"; first difference at char median {statistics.median(fd)}, min {min(fd)}"
+            if fd
+            else ""
         )
-        lines.append(f"identical outputs {c['agreement']:.1%}{where}")
-    for direction, label in (
-        ("correct_to_wrong", "right→wrong"),
-        ("wrong_to_correct", "wrong→right"),
-    ):
-        ids = c["flips"][direction]
+        lines.append(f"identical outputs {c.agreement:.1%}{where}")
+    for direction in DIRECTIONS:
+        ids = c.flips[direction]
+        label = _FLIP_LABELS[direction]
         shown = ", ".join(ids[:20]) + (" …" if len(ids) > 20 else "")
         lines.append(f"flips {label} ({len(ids)}): {shown or '-'}")
-    examples = [e for e in c["flip_examples"] if e["direction"] == "correct_to_wrong"]
+    examples = [e for e in c.flip_examples if e.direction == "correct_to_wrong"]
     for e in examples[:max_flips]:
-        lines.append(f"  item {e['item_id']} (target {safe(str(e['target']), 40)}):")
-        lines.append(f"    run:      {safe(e['run_output'])}")
-        lines.append(f"    baseline: {safe(e['baseline_output'])}")
-    buckets = [b for b in c["length_buckets"] if b["n"]]
+        lines.append(f"  item {e.item_id} (target {safe(str(e.target), 40)}):")
+        lines.append(f"    run:      {safe(e.run_output)}")
+        lines.append(f"    baseline: {safe(e.baseline_output)}")
+    return lines
+
+
+def _breakdowns(c: Comparison) -> list[str]:
+    lines = []
+    buckets = [b for b in c.buckets if b.n]
     if buckets:
         parts = [
-            f"[{b['low']},{b['high'] if b['high'] is not None else '∞'}) n={b['n']} "
-            f"−{b['only_baseline']}/+{b['only_run']}"
+            f"[{b.low},{b.high if b.high is not None else '∞'}) n={b.n} "
+            f"−{b.only_baseline}/+{b.only_run}"
             for b in buckets
         ]
         lines.append("by prompt tokens: " + "; ".join(parts))
     lines += format_boundaries(c)
-    per = c.get("accuracy_by_verdict", {})
-    if len(per) > 1:
+    if len(c.per_verdict) > 1:
         lines.append(
             "accuracy by verdict: "
-            + "; ".join(f"{k} {v['run']:.1%} vs {v['baseline']:.1%}" for k, v in per.items())
+            + "; ".join(f"{k} {a:.1%} vs {b:.1%}" for k, (a, b) in c.per_verdict.items())
         )
-    lines += [f"warning: {w}" for w in c["warnings"]]
-    lines.append(f"verdict: {SYMBOL[c['verdict']]} — {c['reason']}")
-    return "\n".join(lines)
+    return lines
 
 
-def format_boundaries(c: dict[str, Any]) -> list[str]:
+def _verdict(c: Comparison) -> list[str]:
+    return [
+        *(f"warning: {w}" for w in c.warnings),
+        f"verdict: {SYMBOL[c.verdict]} — {c.result.reason}",
+    ]
+
+
+def format_boundaries(c: Comparison) -> list[str]:
     """The shard-boundary table of a comparison: one line per length (or distance) group."""
-    groups = c.get("shard_boundaries") or []
-    if not groups:
+    if not c.boundaries:
         return []
-    source = {"layout": "the run's dcp x interleave", "given": "--shard-period"}.get(
-        c.get("shard_period_source") or "", "?"
-    )
+    source = _SHARD_SOURCES.get(c.shard.source or "", "?")
     lines = [
-        f"by position vs shard boundaries (period {c['shard_period']} tokens, {source}):",
+        f"by position vs shard boundaries (period {c.shard.period} tokens, {source}):",
         "  group            tokens        n   run   base  delta pts  −/+",
     ]
-    for g in groups:
+    for g in c.boundaries:
         span = (
-            str(g["tokens_low"])
-            if g["tokens_low"] == g["tokens_high"]
-            else f"{g['tokens_low']}-{g['tokens_high']}"
+            str(g.tokens_low)
+            if g.tokens_low == g.tokens_high
+            else f"{g.tokens_low}-{g.tokens_high}"
         )
         lines.append(
-            f"  {g['label']:<16} {span:<12} {g['n']:>3} {g['run_correct'] / g['n']:>5.0%} "
-            f"{g['baseline_correct'] / g['n']:>5.0%} {pts(g['delta']):>10}  "
-            f"−{g['only_baseline']}/+{g['only_run']}"
+            f"  {g.label:<16} {span:<12} {g.n:>3} {g.run_correct / g.n:>5.0%} "
+            f"{g.baseline_correct / g.n:>5.0%} {pts(g.delta):>10}  "
+            f"−{g.only_baseline}/+{g.only_run}"
         )
     return lines
