@@ -69,6 +69,47 @@ def test_help_imports_neither_vllm_nor_torch() -> None:
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("module", ["evalpipe.cli", "evalpipe.api"])
+def test_importing_the_cli_or_the_api_loads_no_heavy_module(module: str) -> None:
+    # Every command imports evalpipe.api; only the use case it calls may pay for more.
+    code = (
+        f"import sys, {module}\n"
+        "heavy = [m for m in ('vllm', 'torch', 'sqlalchemy', 'transformers') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_setup_commands_do_not_open_a_store() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from evalpipe.cli import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    codes = [main(['model', 'list']), main(['tasks', 'list'])]\n"
+        "print(codes, 'sqlalchemy' in sys.modules)\n"
+        "print(out.getvalue(), end='')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    first, *listed = proc.stdout.splitlines()
+    assert first == "[0, 0] False", proc.stdout + proc.stderr
+    models = [line.split()[0] for line in listed[:2]]
+    assert models == ["smollm2", "gemma3-270m"] and listed[0].split()[1] in ("built", "-")
+    tasks = {line.split()[0]: line.split()[1:3] for line in listed[2:]}
+    assert tasks["gsm8k"] == ["v1.0", "completion"] and tasks["gsm8k-chat"][1] == "chat"
+
+
+def test_help_lists_daily_commands_first_and_setup_last() -> None:
+    import argparse
+
+    (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert list(action.choices) == [
+        *("run", "compare", "comment", "gate", "dashboard", "layout"),
+        *("runs", "import", "store", "model", "data", "tasks"),
+    ]
+
+
 def test_layout_explain_json_exact_keys_and_exit_codes() -> None:
     ok = cli("layout", "explain", "DCP8dp2TP8", "--json")
     assert ok.returncode == 0
@@ -166,3 +207,55 @@ def test_export_import_through_the_cli(tmp_path: Path) -> None:
     exported = cli("runs", "export", run_id, "-o", str(out2), "--store", str(tmp_path / "b.db"))
     assert exported.returncode == 0, exported.stderr
     assert out2.read_text() == out.read_text()
+
+
+def _jsonl(run_id: str, verdicts: list[bool]) -> str:
+    run = {"run_id": run_id, "model": "m", "task": "gsm8k", "task_version": "1.0", "layout": "tp1"}
+    samples = [
+        {"item_id": str(i), "output": f"The answer is {i}.", "correct": ok}
+        for i, ok in enumerate(verdicts)
+    ]
+    return "".join(json.dumps(line) + "\n" for line in [{"run": run}, *samples])
+
+
+def test_store_migrate_and_copy_through_the_cli(tmp_path: Path) -> None:
+    src, dst = tmp_path / "a.db", tmp_path / "b.db"
+    (tmp_path / "r1.jsonl").write_text(_jsonl("r1", [True, False]))
+    (tmp_path / "r2.jsonl").write_text(_jsonl("r2", [True]))
+    for name in ("r1", "r2"):
+        imported = cli("runs", "import", str(tmp_path / f"{name}.jsonl"), "--store", str(src))
+        assert imported.returncode == 0, imported.stderr
+    migrated = cli("store", "migrate", "--store", str(src), "--json")
+    assert migrated.returncode == 0, migrated.stderr
+    report = json.loads(migrated.stdout)
+    assert list(report) == ["store", "schema_version", "created", "applied"]
+    assert report["store"] == str(src) and report["created"] is False and report["applied"] == []
+    missing = cli("store", "migrate", "--store", str(tmp_path / "none.db"))
+    assert missing.returncode == 1 and "no evalpipe store" in missing.stderr
+    assert not (tmp_path / "none.db").exists()
+
+    first = cli("store", "copy", str(src), str(dst), "--run", "r1")
+    assert (first.returncode, first.stdout) == (
+        0,
+        "copied 1, merged 0, already there 0, conflicts 0\n",
+    )
+    again = cli("store", "copy", str(src), str(dst), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == {
+        "copied": ["r2"],
+        "merged": [],
+        "skipped_identical": ["r1"],
+        "conflicts": [],
+    }
+
+    # r1 finished with other verdicts in a third store: a conflict, left alone, exit 1.
+    other = tmp_path / "c.db"
+    (tmp_path / "r1b.jsonl").write_text(_jsonl("r1", [False, False]))
+    assert cli("runs", "import", str(tmp_path / "r1b.jsonl"), "--store", str(other)).returncode == 0
+    clash = cli("store", "copy", str(src), str(other))
+    assert clash.returncode == 1
+    assert clash.stdout == "copied 1, merged 0, already there 0, conflicts 1\n"
+    assert clash.stderr.startswith("conflict: run r1 ")
+    clash_json = json.loads(cli("store", "copy", str(src), str(other), "--json").stdout)
+    assert [c["run_id"] for c in clash_json["conflicts"]] == ["r1"]
+    assert clash_json["skipped_identical"] == ["r2"]

@@ -3,12 +3,20 @@
 Every CLI command is a call into this package, so everything the CLI does is scriptable.
 """
 
-from evalpipe.api.comparing import compare, tagged_comparisons
+from evalpipe.api.comparing import (
+    compare,
+    comparison_json,
+    format_comparison,
+    tagged_comparisons,
+)
 from evalpipe.api.dashboard import dashboard
-from evalpipe.api.importing import import_aisbench, import_lmeval
+from evalpipe.api.gating import format_gate, gate, gate_json
+from evalpipe.api.importing import describe_lmeval_import, import_aisbench, import_lmeval
 from evalpipe.api.layouts import explain_layout, format_layout
 from evalpipe.api.reporting import comment
 from evalpipe.api.running import resolve_model, run, run_repeated, run_with_baseline
+from evalpipe.api.setup import ModelInfo, TaskInfo, fetch_data, fetch_model, iter_tasks, list_models
+from evalpipe.api.store import copy_store, migrate_store
 from evalpipe.api.stored import (
     export_run,
     format_run_summary,
@@ -21,20 +29,34 @@ from evalpipe.api.stored import (
 from evalpipe.options import RunOptions
 
 __all__ = [
+    "ModelInfo",
     "RunOptions",
+    "TaskInfo",
     "comment",
     "compare",
+    "comparison_json",
+    "copy_store",
     "dashboard",
+    "describe_lmeval_import",
     "explain_layout",
     "export_run",
+    "fetch_data",
+    "fetch_model",
+    "format_comparison",
+    "format_gate",
     "format_layout",
     "format_run_summary",
     "format_runs_table",
+    "gate",
+    "gate_json",
     "get_run",
     "import_aisbench",
     "import_lmeval",
     "import_run",
+    "iter_tasks",
+    "list_models",
     "list_runs",
+    "migrate_store",
     "resolve_model",
     "run",
     "run_repeated",

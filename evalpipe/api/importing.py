@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from evalpipe.records import Run
+
+if TYPE_CHECKING:
+    # It imports SQLAlchemy, which `evalpipe --help` must not pay for.
+    from evalpipe.importers.lmeval.build import ImportedRun
 
 
 def import_lmeval(
@@ -15,13 +19,21 @@ def import_lmeval(
     layout: str | None = None,
     model_path: str | None = None,
     primary: str | None = None,
-) -> list[tuple[Any, bool]]:
+) -> list[tuple[ImportedRun, bool]]:
     """``evalpipe import lm-eval DIR``: one run per task; (ImportedRun, written now) each."""
     from evalpipe.importers.lmeval.build import import_lmeval as _import
     from evalpipe.store import open_store
 
     with open_store(store) as s:
         return _import(s, path, layout=layout, model_path=model_path, primary=primary)
+
+
+def describe_lmeval_import(item: ImportedRun, created: bool) -> str:
+    """One line for people: what :func:`import_lmeval` stored (or found already stored),
+    with lm-eval's accuracy per filter, primary first."""
+    from evalpipe.importers.lmeval.build import describe
+
+    return describe(item, created)
 
 
 def import_aisbench(

@@ -1,7 +1,8 @@
 """Command line: parses arguments and calls :mod:`evalpipe.api`; nothing else lives here.
 
 One module per command group (``running``, ``reporting``, ``stored``, ``setup``), each with
-its handlers and a ``register(sub)`` that adds its parsers.
+its handlers and a ``register(sub)`` that adds its parsers (``setup`` also has
+``register_layout``, so ``layout`` keeps its place in ``evalpipe --help``).
 
 Imports stay at module level only for the standard library, so ``evalpipe --help`` costs
 milliseconds and never loads vllm, torch or SQLAlchemy.
@@ -37,10 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"evalpipe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # The order of `evalpipe --help`: evaluate and report, then stored runs, then setup.
     running.register(sub)
     reporting.register(sub)
-    setup.register(sub)
+    setup.register_layout(sub)
     stored.register(sub)
+    setup.register(sub)
     return parser
 
 

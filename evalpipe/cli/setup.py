@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from evalpipe.cli.common import add
+from evalpipe.cli.common import add, group
 
 
 def cmd_layout_explain(args: argparse.Namespace) -> int:
@@ -24,42 +24,39 @@ def cmd_layout_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_model_fetch(args: argparse.Namespace) -> int:
-    from evalpipe.engine import models
+    from evalpipe import api
 
-    path = models.fetch(args.name, log=lambda m: print(m, file=sys.stderr))
-    print(path)
+    print(api.fetch_model(args.name, log=lambda m: print(m, file=sys.stderr)))
     return 0
 
 
 def cmd_model_list(args: argparse.Namespace) -> int:
-    from evalpipe.engine import models
+    from evalpipe import api
 
-    for name, (source, _) in models.MODELS.items():
-        built = (models.model_dir(name) / "evalpipe-model.json").exists()
-        print(f"{name:12} {'built' if built else '-':6} {source.description}")
+    for m in api.list_models():
+        print(f"{m.name:12} {'built' if m.built else '-':6} {m.description}")
     return 0
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from evalpipe.tasks import datafetch
+    from evalpipe import api
 
-    print(datafetch.fetch(args.name))
+    print(api.fetch_data(args.name))
     return 0
 
 
 def cmd_tasks_list(args: argparse.Namespace) -> int:
-    from evalpipe.tasks.load import list_tasks, load_task
+    from evalpipe import api
 
-    for name in list_tasks():
-        task = load_task(name)
+    for task in api.iter_tasks():
         print(f"{task.name:14} v{task.version:6} {task.request:10} {task.description}")
     return 0
 
 
-def register(sub: Any) -> None:
-    layout = sub.add_parser("layout", help="parallel layouts").add_subparsers(
-        dest="layout_command", metavar="COMMAND"
-    )
+def register_layout(sub: Any) -> None:
+    """``evalpipe layout``: registered apart from the rest so that ``evalpipe --help`` keeps
+    its order, daily commands first and one-time setup (model, data, tasks) last."""
+    layout = group(sub, "layout", "parallel layouts")
     explain = add(
         layout,
         "explain",
@@ -73,9 +70,10 @@ def register(sub: Any) -> None:
     explain.add_argument("--model", help="also run vLLM's own config check for this model")
     explain.add_argument("--json", action="store_true")
 
-    model = sub.add_parser("model", help="built-in tiny models").add_subparsers(
-        dest="model_command", metavar="COMMAND"
-    )
+
+def register(sub: Any) -> None:
+    """``evalpipe model``, ``data`` and ``tasks``."""
+    model = group(sub, "model", "built-in tiny models")
     fetch = add(
         model,
         "fetch",
@@ -86,9 +84,7 @@ def register(sub: Any) -> None:
     fetch.add_argument("name", choices=["smollm2", "gemma3-270m"])
     add(model, "list", cmd_model_list, "list built-in models", "evalpipe model list")
 
-    data = sub.add_parser("data", help="evaluation data").add_subparsers(
-        dest="data_command", metavar="COMMAND"
-    )
+    data = group(sub, "data", "evaluation data")
     dfetch = add(
         data,
         "fetch",
@@ -98,7 +94,5 @@ def register(sub: Any) -> None:
     )
     dfetch.add_argument("name", choices=["gsm8k"])
 
-    tasks = sub.add_parser("tasks", help="task files").add_subparsers(
-        dest="tasks_command", metavar="COMMAND"
-    )
+    tasks = group(sub, "tasks", "task files")
     add(tasks, "list", cmd_tasks_list, "list the available tasks", "evalpipe tasks list")

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from evalpipe.cli.common import add, store_arg
+from evalpipe.cli.common import add, group, store_arg
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
@@ -81,17 +81,15 @@ def cmd_import_lmeval(args: argparse.Namespace) -> int:
             )
         )
     else:
-        from evalpipe.importers.lmeval.build import describe
-
         for item, created in imported:
-            print(describe(item, created))
+            print(api.describe_lmeval_import(item, created))
     return 0
 
 
 def cmd_store_migrate(args: argparse.Namespace) -> int:
-    from evalpipe.store.maintenance import migrate_store
+    from evalpipe import api
 
-    report = migrate_store(args.store)
+    report = api.migrate_store(args.store)
     if args.json:
         print(
             json.dumps(
@@ -109,11 +107,9 @@ def cmd_store_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_store_copy(args: argparse.Namespace) -> int:
-    from evalpipe.importers.transfer import copy_runs
-    from evalpipe.store import open_store
+    from evalpipe import api
 
-    with open_store(args.src, create=False) as src, open_store(args.dst) as dst:
-        report = copy_runs(src, dst, args.run or None)
+    report = api.copy_store(args.src, args.dst, args.run or None)
     if args.json:
         print(
             json.dumps(
@@ -141,9 +137,7 @@ def register(sub: Any) -> None:
 
 
 def _runs(sub: Any) -> None:
-    runs = sub.add_parser("runs", help="stored runs").add_subparsers(
-        dest="runs_command", metavar="COMMAND"
-    )
+    runs = group(sub, "runs", "stored runs")
     ls = add(runs, "list", cmd_runs_list, "list stored runs, newest first", "evalpipe runs list")
     ls.add_argument("--task")
     ls.add_argument("--layout")
@@ -179,11 +173,11 @@ def _runs(sub: Any) -> None:
 def _imports(sub: Any) -> None:
     """``evalpipe import HARNESS …``: other harnesses' output folders as runs (one subcommand
     per harness)."""
-    group = sub.add_parser(
-        "import", help="store other harnesses' output folders as runs"
-    ).add_subparsers(dest="import_command", metavar="HARNESS")
+    harnesses = group(
+        sub, "import", "store other harnesses' output folders as runs", metavar="HARNESS"
+    )
     lm = add(
-        group,
+        harnesses,
         "lm-eval",
         cmd_import_lmeval,
         "store an lm-eval output folder (--output_path DIR --log_samples) as one run per "
@@ -206,7 +200,7 @@ def _imports(sub: Any) -> None:
     lm.add_argument("--json", action="store_true", help="print the stored runs as JSON")
     store_arg(lm)
     ais = add(
-        group,
+        harnesses,
         "aisbench",
         cmd_import_aisbench,
         "store an AISBench output folder (outputs/default/TIMESTAMP) as one run per model "
@@ -228,9 +222,7 @@ def _imports(sub: Any) -> None:
 
 
 def _store(sub: Any) -> None:
-    store_cmd = sub.add_parser("store", help="the store itself").add_subparsers(
-        dest="store_command", metavar="COMMAND"
-    )
+    store_cmd = group(sub, "store", "the store itself")
     mig = add(
         store_cmd,
         "migrate",
