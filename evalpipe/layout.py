@@ -15,7 +15,7 @@ import importlib.util
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -46,6 +46,8 @@ _ENGINE_FIELD = {
     "dcp": "decode_context_parallel_size",
 }
 _EP_FIELD = "enable_expert_parallel"
+LAYOUT_ENGINE_KEYS = frozenset({*_ENGINE_FIELD.values(), _EP_FIELD})
+"""The EngineArgs fields a layout sets; any other engine argument is not the layout's."""
 
 # Keywords are matched at the current position, never found by splitting on letters or
 # digits: "dcp8" must not become "d" + "cp8" and "pcp2" not "p" + "cp2". No keyword is a
@@ -320,6 +322,7 @@ def current_platform() -> str:
 __all__ = [
     "ATTENTIONS",
     "GRAMMAR",
+    "LAYOUT_ENGINE_KEYS",
     "PLATFORMS",
     "SIZE_KEYS",
     "Layout",
@@ -341,36 +344,35 @@ __all__ = [
 # (an off-by-one chunk, a wrong local length) show first. ``evalpipe compare`` locates every
 # prompt relative to the nearest boundary, and the long-context generators build their
 # default length grid around them.
-INTERLEAVE_FLAGS = ("--cp-kv-cache-interleave-size", "--dcp-kv-cache-interleave-size")
-"""vLLM 0.32's flag and its deprecated predecessor (vllm/engine/arg_utils.py)."""
+INTERLEAVE_KEYS = ("cp_kv_cache_interleave_size", "dcp_kv_cache_interleave_size")
+"""vLLM 0.32's engine argument and its deprecated predecessor (vllm/engine/arg_utils.py); the
+first one given wins."""
 
 MIN_PERIOD = 64
 """Below this a boundary falls every few tokens (dcp8 with interleave 1: every 8), so every
 prompt is "near" one: no length grid is built around it and no breakdown is shown."""
 
 DEFAULT_INTERLEAVE = {"ascend": 128}
-"""Platform defaults when no flag is given: vLLM's own default is 1; vllm-ascend's SFA path
-keeps the KV cache in 128-token blocks and interleaves by block."""
+"""Platform defaults when no argument is given: vLLM's own default is 1; vllm-ascend's SFA
+path keeps the KV cache in 128-token blocks and interleaves by block."""
 
 
-def interleave_size(engine_flags: Sequence[str], platform: str) -> int:
-    """The interleave size an engine started with ``engine_flags`` on ``platform`` uses."""
-    value: int | None = None
-    for i, flag in enumerate(engine_flags):
-        name, sep, inline = flag.partition("=")
-        if name in INTERLEAVE_FLAGS:
-            raw = inline if sep else (engine_flags[i + 1] if i + 1 < len(engine_flags) else "")
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ValueError(f"{name} needs an integer, not {raw!r}") from None
+def interleave_size(engine_args: Mapping[str, Any], platform: str) -> int:
+    """The interleave size of an engine started with ``engine_args`` (EngineArgs field names
+    to values, as stored with a run) on ``platform``."""
+    for key in INTERLEAVE_KEYS:
+        if key in engine_args:
+            value = engine_args[key]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{key} needs an integer, not {value!r}")
             if value < 1:
-                raise ValueError(f"{name} must be at least 1, not {value}")
-    return value if value is not None else DEFAULT_INTERLEAVE.get(platform, 1)
+                raise ValueError(f"{key} must be at least 1, not {value}")
+            return value
+    return DEFAULT_INTERLEAVE.get(platform, 1)
 
 
-def shard_period(layout: Layout, engine_flags: Sequence[str], platform: str) -> int | None:
+def shard_period(layout: Layout, engine_args: Mapping[str, Any], platform: str) -> int | None:
     """``dcp x interleave`` tokens, or None when the layout does not split the KV cache."""
     if layout.dcp == 1:
         return None
-    return layout.dcp * interleave_size(engine_flags, platform)
+    return layout.dcp * interleave_size(engine_args, platform)

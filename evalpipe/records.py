@@ -10,19 +10,23 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the store's tables. Bumped with a migration.
 
-2 added the ``gate_decisions`` table (migration ``m002_gate_decisions``)."""
+2 added the ``gate_decisions`` table (migration ``m002_gate_decisions``); 3 stores a run's
+engine arguments as a mapping instead of a flag list (``m003_structured_engine_args``)."""
 
-EXCHANGE_VERSION = 1
+EXCHANGE_VERSION = 2
 """Version of the JSONL run format (``runs export``/``import``, ``store copy``); moves only when
-that format changes, so a store migration does not make exports unreadable to older evalpipes."""
+that format changes, so a store migration does not make exports unreadable to older evalpipes.
+
+2 writes ``engine_args`` as an object (field name → value); version 1 files, with a list of
+``vllm serve`` flags, still import."""
 
 RUN_STATUSES = ("running", "finished", "failed", "aborted")
 
@@ -53,6 +57,47 @@ def new_run_id() -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
+def engine_arg_value(raw: str) -> Any:
+    """An engine argument's text read as YAML (``4096`` a number, ``true`` a boolean), as
+    ``--engine-arg KEY=VALUE`` values are; text that YAML reads as something JSON cannot hold
+    (a date) stays text, so every stored value is JSON."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(raw)
+        json.dumps(value)
+    except (yaml.YAMLError, TypeError, ValueError):
+        return raw
+    return value
+
+
+def engine_args_from_flags(flags: Sequence[str]) -> dict[str, Any]:
+    """The flag-list form of engine arguments stored before schema 3 (and in version 1 JSONL
+    files) as the mapping stored now; the only reader of that form.
+
+    ``--max-model-len 4096`` → ``max_model_len: 4096``; a bare ``--enforce-eager`` → ``True``;
+    ``--no-enable-prefix-caching`` → ``enable_prefix_caching: False``; ``--key=value`` too.
+    Never raises: a stray token becomes ``token: True`` rather than make a store unreadable.
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(flags):
+        token = flags[i]
+        i += 1
+        name, sep, inline = token.partition("=")
+        key = name.strip().lstrip("-").replace("-", "_")
+        if sep:
+            out[key] = engine_arg_value(inline)
+        elif i < len(flags) and not flags[i].startswith("--"):
+            out[key] = engine_arg_value(flags[i])
+            i += 1
+        elif key.startswith("no_") and token.startswith("--"):
+            out[key.removeprefix("no_")] = False
+        else:
+            out[key] = True
+    return {k: out[k] for k in sorted(out)}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run's outputs; two runs with equal configs are repeats.
@@ -60,6 +105,10 @@ class RunConfig:
     ``config_hash`` over these fields finds an unfinished run to resume automatically. Fields
     that identify *what was asked* live here; what was observed (timings, server-reported
     config) lives on :class:`Run`.
+
+    ``engine_args`` maps EngineArgs field names to JSON values, sorted by key (see
+    :class:`evalpipe.engine.args.EngineArgs`); a flag list, the form stored before, is read
+    with :func:`engine_args_from_flags`.
     """
 
     model: str
@@ -72,13 +121,21 @@ class RunConfig:
     layout: str
     platform: str
     engine_kind: str  # "serve" | "endpoint" | "offline" | "import"
-    engine_args: tuple[str, ...]
+    engine_args: JsonDict
     sampling: JsonDict
     seed: int
     limit: int | None
     concurrency: int
     engine_versions: JsonDict = field(default_factory=dict)
     repeat_index: int = 0
+
+    def __post_init__(self) -> None:
+        args: Any = self.engine_args
+        if isinstance(args, Mapping):
+            args = {k: args[k] for k in sorted(args)}
+        else:
+            args = engine_args_from_flags(args)
+        object.__setattr__(self, "engine_args", args)
 
     def key(self) -> dict[str, Any]:
         return {
@@ -90,7 +147,7 @@ class RunConfig:
             "layout": self.layout,
             "platform": self.platform,
             "engine_kind": self.engine_kind,
-            "engine_args": list(self.engine_args),
+            "engine_args": dict(self.engine_args),
             "sampling": dict(self.sampling),
             "seed": self.seed,
             "limit": self.limit,
@@ -106,17 +163,17 @@ class RunConfig:
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     """Every field of ``config`` as plain JSON values, in field order (tuples → lists)."""
     out = {f.name: getattr(config, f.name) for f in fields(RunConfig)}
-    out["engine_args"] = list(config.engine_args)
+    out["engine_args"] = dict(config.engine_args)
     out["sampling"] = dict(config.sampling)
     out["engine_versions"] = dict(config.engine_versions)
     return out
 
 
 def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
-    """Inverse of :func:`config_to_dict`; unknown or missing keys raise ``TypeError``."""
-    values = dict(data)
-    values["engine_args"] = tuple(values.get("engine_args", ()))
-    return RunConfig(**values)
+    """Inverse of :func:`config_to_dict`; unknown or missing keys raise ``TypeError``.
+
+    ``engine_args`` may also be the flag list of schema 2 stores and version 1 JSONL."""
+    return RunConfig(**{"engine_args": {}, **data})
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def full_run() -> Run:
         layout="dp2tp2",
         platform="cpu",
         engine_kind="serve",
-        engine_args=("--enforce-eager",),
+        engine_args={"enforce_eager": True},
         sampling={"temperature": 0.0, "max_tokens": 256},
         seed=1234,
         limit=3,
@@ -203,7 +203,7 @@ def test_minimal_import_gets_documented_defaults(tmp_path: Path) -> None:
     assert c.model_fingerprint == "name:gpt-x"
     assert c.engine_kind == "import" and c.data_source == "import" and c.platform == "unknown"
     assert c.prompt_hash == "unknown"
-    assert (c.seed, c.concurrency, c.limit, c.engine_args, dict(c.sampling)) == (0, 1, None, (), {})
+    assert (c.seed, c.concurrency, c.limit, c.engine_args, dict(c.sampling)) == (0, 1, None, {}, {})
     assert run.status == "finished" and run.finished_at == run.started_at
     assert (run.n_items, run.n_samples, run.n_correct, run.n_errors) == (3, 3, 1, 1)
     assert run.accuracy == 0.5 and run.accuracy_flexible is None
@@ -320,7 +320,7 @@ def test_error_messages_name_the_source(tmp_path: Path) -> None:
 def test_run_to_dict_is_flat_json(store: Store) -> None:
     d = run_to_dict(store.get_run(RUN_ID))
     assert json.loads(json.dumps(d)) == d
-    assert d["engine_args"] == ["--enforce-eager"] and d["tags"] == ["nightly"]
+    assert d["engine_args"] == {"enforce_eager": True} and d["tags"] == ["nightly"]
     assert "config" not in d
 
 

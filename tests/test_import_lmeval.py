@@ -26,6 +26,7 @@ from evalpipe.importers.lmeval.build import build_runs, import_lmeval, layout_fr
 from evalpipe.importers.lmeval.read import read_output
 from evalpipe.options import RunOptions
 from evalpipe.run import lmeval as lmeval_run
+from evalpipe.run import lmeval_task
 from evalpipe.store import open_store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lmeval"
@@ -349,8 +350,8 @@ def test_compare_refuses_lmeval_against_native_and_says_why(store_path: str) -> 
     assert "prompts differ: lm-eval task gsm8k (5-shot) vs evalpipe task gsm8k" in message
     assert "--force" in message
     (forced,) = api.compare(store_path, [lm_id], baseline=native_id, force=True)
-    assert any(w.startswith("forced despite prompts differ") for w in forced["warnings"])
-    assert forced["n"] + forced["excluded"] == N  # the same 10 questions, paired by id
+    assert any(w.startswith("forced despite prompts differ") for w in forced.warnings)
+    assert forced.result.n + forced.n_excluded == N  # the same 10 questions, paired by id
     # Through the CLI: exit 1 with the reason, and --force prints the warning.
     proc = cli("compare", lm_id, "--baseline", native_id, "--store", store_path)
     assert proc.returncode == 1 and "prompts differ: lm-eval task gsm8k" in proc.stderr
@@ -399,7 +400,7 @@ def test_run_stores_lmevals_output_as_an_import(
         copy = f"import shutil; shutil.copytree({str(LMEVAL_OUT)!r}, {str(output)!r})"
         return [sys.executable, "-c", copy]
 
-    monkeypatch.setattr(lmeval_run, "lmeval_command", fake_command)
+    monkeypatch.setattr(lmeval_task, "lmeval_command", fake_command)
     data = str(shared_data / "gsm8k" / "test.jsonl")
     with FakeOpenAI(model="smollm2") as srv:
         run = api.run(lmeval_options(srv.url, tmp_path, shared_data))
@@ -417,7 +418,7 @@ def test_when_lmeval_fails_the_run_fails_and_nothing_is_scored(
     tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     crash = "import sys; print('RuntimeError: the engine went away'); sys.exit(3)"
-    monkeypatch.setattr(lmeval_run, "lmeval_command", lambda *a: [sys.executable, "-c", crash])
+    monkeypatch.setattr(lmeval_task, "lmeval_command", lambda *a: [sys.executable, "-c", crash])
     with FakeOpenAI(model="smollm2") as srv, pytest.raises(EvalpipeError) as info:
         api.run(lmeval_options(srv.url, tmp_path, shared_data))
     assert "lm-eval failed (exit code 3): RuntimeError: the engine went away" in info.value.message
@@ -492,9 +493,8 @@ def test_run_lmeval_gsm8k_on_the_real_engine(
     assert run["status"] == "finished" and run["task"] == "lm-eval:gsm8k"
     assert run["n_samples"] == 4 and run["n_errors"] == 0 and run["layout"] == "tp1"
     assert run["engine_kind"] == "import" and run["task_version"] == "3.0"
-    assert (
-        "--tensor-parallel-size" in run["engine_args"] and "--enforce-eager" in run["engine_args"]
-    )
+    assert run["engine_args"]["tensor_parallel_size"] == 1
+    assert run["engine_args"]["enforce_eager"] is True
     assert run["engine_versions"]["vllm"].startswith("0.32")
     assert run["model_fingerprint"] == model_fingerprint(smollm2)
     assert run["data_sha256"] == GSM8K_SHA256

@@ -19,7 +19,7 @@ from evalpipe.layout import interleave_size, parse, shard_period
 from evalpipe.options import RunOptions, parse_params
 from evalpipe.records import Run, Sample, new_run_id, utcnow
 from evalpipe.report.text import format_comparison
-from evalpipe.run.native import plan
+from evalpipe.run.plan import plan
 from evalpipe.store import open_store
 from evalpipe.tasks import generators
 from evalpipe.tasks.generators import longctx
@@ -151,14 +151,16 @@ def test_params_override_generators_only() -> None:
 
 
 def test_shard_period_is_dcp_times_interleave() -> None:
-    assert shard_period(parse("tp1"), (), "cuda") is None
-    assert shard_period(parse("dp2tp8dcp8"), (), "cuda") == 8
-    assert shard_period(parse("dp2tp8dcp8"), (), "ascend") == 1024
-    flags = ("--cp-kv-cache-interleave-size", "16")
-    assert shard_period(parse("tp8dcp4"), flags, "cuda") == 64
-    assert interleave_size(("--dcp-kv-cache-interleave-size=32",), "cuda") == 32
+    assert shard_period(parse("tp1"), {}, "cuda") is None
+    assert shard_period(parse("dp2tp8dcp8"), {}, "cuda") == 8
+    assert shard_period(parse("dp2tp8dcp8"), {}, "ascend") == 1024
+    args = {"cp_kv_cache_interleave_size": 16, "tensor_parallel_size": 8}
+    assert shard_period(parse("tp8dcp4"), args, "cuda") == 64
+    assert interleave_size({"dcp_kv_cache_interleave_size": 32}, "cuda") == 32
     with pytest.raises(ValueError, match="integer"):
-        interleave_size(("--cp-kv-cache-interleave-size", "x"), "cuda")
+        interleave_size({"cp_kv_cache_interleave_size": "x"}, "cuda")
+    with pytest.raises(ValueError, match="at least 1"):
+        interleave_size({"cp_kv_cache_interleave_size": 0}, "cuda")
 
 
 def test_all_of_scores_each_needle() -> None:
@@ -232,7 +234,7 @@ def test_compare_locates_prompts_relative_to_the_cp_layouts_boundaries(tmp_path:
     assert set(by) == {"1×1024-16", "1×1024+16", "2×1024-16", "2×1024+16"}
     assert by["1×1024+16"]["only_baseline"] == 10 and by["1×1024-16"]["only_baseline"] == 0
     assert d["accuracy_by_verdict"]["key"]["baseline"] == 1.0
-    text = format_comparison(d)
+    text = format_comparison(c)
     assert "period 1024 tokens" in text and "1×1024+16" in text
     with open_store(str(tmp_path / "s.db")) as store:
         forced = to_json(compare_runs(store, run, base, shard_period=512))

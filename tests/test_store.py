@@ -35,7 +35,7 @@ def make_config(**changes: Any) -> RunConfig:
         "layout": "tp2",
         "platform": "cpu",
         "engine_kind": "serve",
-        "engine_args": ("--enforce-eager", "--max-model-len", "4096"),
+        "engine_args": {"enforce_eager": True, "max_model_len": 4096},
         "sampling": {"temperature": 0.0, "max_tokens": 256, "seed": 1234},
         "seed": 1234,
         "limit": None,
@@ -224,7 +224,12 @@ def test_an_older_store_is_migrated_on_open_once(
         names = [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY name")]
         columns = [r[1] for r in conn.execute("PRAGMA table_info(samples)")]
     conn.close()
-    assert names == [f"create_schema_{current}", "m002_gate_decisions", "m999_sample_note"]
+    assert names == [
+        f"create_schema_{current}",
+        "m002_gate_decisions",
+        "m003_structured_engine_args",
+        "m999_sample_note",
+    ]
     assert "note" in columns
     with open_store(path) as s:
         assert s.migrations_applied == []
@@ -257,7 +262,12 @@ def test_a_new_store_records_every_migration_as_included(
     with sqlite3.connect(tmp_path / "new.db") as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY name")]
     conn.close()
-    assert names == [f"create_schema_{current + 1}", "m002_gate_decisions", "m999"]
+    assert names == [
+        f"create_schema_{current + 1}",
+        "m002_gate_decisions",
+        "m003_structured_engine_args",
+        "m999",
+    ]
 
 
 # --- runs ------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from test_store import make_run, make_sample
+from test_engine_args import as_schema_2
+from test_store import make_config, make_run, make_sample
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.importers.jsonl import export_run, import_run
@@ -158,6 +159,23 @@ def test_an_older_postgres_store_is_migrated_once(
     assert migrate_store(pg_database).applied == ()
     with open_store(pg_database) as s:
         assert s.get_run("r1").run_id == "r1"
+
+
+def test_flag_lists_stored_at_schema_2_become_the_mapping_once(store_url: str) -> None:
+    with open_store(store_url) as s:
+        s.create_run(make_run("r1"))
+        s.create_run(make_run("r2", config=make_config(engine_args={})))
+        as_schema_2(s, "r1", ["--enforce-eager", "--max-model-len", "4096"])
+    with open_store(store_url) as s:
+        assert s.migrations_applied == ["m003_structured_engine_args"]
+        run = s.get_run("r1")
+        assert run.config.engine_args == {"enforce_eager": True, "max_model_len": 4096}
+        assert run == make_run("r1")
+        found = s.find_unfinished(make_run("r1").config.config_hash())
+        assert found is not None and found.run_id == "r1"
+        assert s.get_run("r2").config.engine_args == {}
+    with open_store(store_url) as s:
+        assert s.migrations_applied == []
 
 
 def test_export_import_round_trip_pg_sqlite_pg(

@@ -9,39 +9,20 @@ CPU engine the same 32 GSM8K prompts gave 2 951 output tokens with all requests 
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
+from evalpipe.engine.args import EngineArgs
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import parse
 from evalpipe.records import Run
 from evalpipe.store import Store
 
-# Flags that describe the layout itself (or follow from it); every other engine argument —
-# dtype, quantization, KV-cache dtype, batching — must match for two runs to pair.
-LAYOUT_FLAGS = {
-    "--tensor-parallel-size": 1,
-    "--data-parallel-size": 1,
-    "--pipeline-parallel-size": 1,
-    "--decode-context-parallel-size": 1,
-    "--prefill-context-parallel-size": 1,
-    "--enable-expert-parallel": 0,
-    "--distributed-executor-backend": 1,
-}
 
-
-def non_layout_args(run: Run) -> list[str]:
-    """The run's engine arguments without the layout's own flags (and their values)."""
-    args = list(run.config.engine_args)
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        skip = LAYOUT_FLAGS.get(args[i])
-        if skip is None:
-            out.append(args[i])
-            i += 1
-        else:
-            i += 1 + skip
-    return out
+def non_layout_args(run: Run) -> dict[str, Any]:
+    """The run's engine arguments without the layout's own (and what follows from it): dtype,
+    quantization, KV-cache dtype, batching — everything that must match for two runs to pair."""
+    return EngineArgs(run.config.engine_args).non_layout()
 
 
 def pairing_key(run: Run) -> dict[str, Any]:
@@ -130,7 +111,8 @@ def find_baseline(store: Store, run: Run, layout_override: str | None = None) ->
     if candidates:
         diffs = key_differences(run, candidates[0])
         near = f"\nThe newest {wanted} run ({candidates[0].run_id}) differs in: " + "; ".join(diffs)
-    extra = " ".join(f"--engine-arg {a}" for a in _user_engine_args(run))
+    pairs = EngineArgs(c.engine_args).user_pairs()
+    extra = " ".join(f"--engine-arg {shlex.quote(a)}" for a in pairs)
     raise EvalpipeError(
         f"no finished {wanted} baseline pairs with run {run.run_id} (model "
         f"{c.model_fingerprint}, task {c.task} v{c.task_version}, prompts {c.prompt_hash}, data "
@@ -141,21 +123,6 @@ def find_baseline(store: Store, run: Run, layout_override: str | None = None) ->
         + (f" {extra}" if extra else "")
         + f"\n(or in one step: evalpipe run {c.task} --layout {c.layout} --with-baseline …)"
     )
-
-
-def _user_engine_args(run: Run) -> list[str]:
-    """The non-layout engine flags back in ``KEY=VALUE`` form, for the suggested command."""
-    args = non_layout_args(run)
-    out: list[str] = []
-    for i, a in enumerate(args):
-        if not a.startswith("--") or a == "--enforce-eager":  # eager is a platform default
-            continue
-        nxt = args[i + 1] if i + 1 < len(args) else None
-        key = a.removeprefix("--").replace("-", "_")
-        out.append(
-            f"{key}={nxt}" if nxt is not None and not nxt.startswith("--") else f"{key}=true"
-        )
-    return out
 
 
 def repeats(store: Store, run: Run) -> list[Run]:

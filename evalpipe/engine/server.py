@@ -32,32 +32,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def engine_arg_flags(pairs: Sequence[str]) -> list[str]:
-    """Turn ``--engine-arg KEY=VALUE`` extras into vLLM long flags.
-
-    ``dtype=float32`` → ``--dtype float32``; ``enforce_eager=true`` → ``--enforce-eager``;
-    ``enable_prefix_caching=false`` → ``--no-enable-prefix-caching`` (vLLM's argparse accepts
-    the ``--no-`` form for boolean options).
-    """
-    flags: list[str] = []
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().lstrip("-")
-        if not sep or not key:
-            raise EvalpipeError(
-                f"--engine-arg {pair!r} is not KEY=VALUE (example: --engine-arg dtype=float32)"
-            )
-        flag = "--" + key.replace("_", "-")
-        lowered = value.strip().lower()
-        if lowered == "true":
-            flags.append(flag)
-        elif lowered == "false":
-            flags.append("--no-" + key.replace("_", "-"))
-        else:
-            flags.extend([flag, value])
-    return flags
-
-
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)

@@ -60,6 +60,11 @@ _STRS: _Check = (
     lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "a list of strings",
 )
+# Version 2 writes an object (field name → value); version 1 files hold a flag list.
+_ENGINE_ARGS: _Check = (
+    lambda v: isinstance(v, dict) or _STRS[0](v),
+    'an object like {"max_model_len": 4096} (or, in version 1 files, a list of flags)',
+)
 _ANSWERS: _Check = (
     lambda v: isinstance(v, dict) and all(x is None or isinstance(x, str) for x in v.values()),
     'an object of answers like {"strict": "42", "flexible": null}',
@@ -81,7 +86,7 @@ RUN_KEYS: dict[str, _Check] = {
     **dict.fromkeys(("prompt_hash", "data_source"), _STR),
     "data_sha256": _opt(_STR),
     **dict.fromkeys(("layout", "platform", "engine_kind"), _STR),
-    "engine_args": _STRS,
+    "engine_args": _ENGINE_ARGS,
     "sampling": _OBJ,
     "seed": _INT,
     "limit": _opt(_INT),
@@ -126,7 +131,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "data_sha256": None,
     "platform": "unknown",
     "engine_kind": "import",
-    "engine_args": [],
+    "engine_args": {},
     "sampling": {},
     "seed": 0,
     "limit": None,

@@ -14,6 +14,7 @@ PostgreSQL hold the same bytes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,14 @@ from sqlalchemy.engine import Connection, Engine
 
 from evalpipe import __version__
 from evalpipe.errors import EvalpipeError
-from evalpipe.records import SCHEMA_VERSION, utcnow
+from evalpipe.records import (
+    SCHEMA_VERSION,
+    canonical_json,
+    config_from_dict,
+    config_to_dict,
+    engine_args_from_flags,
+    utcnow,
+)
 from evalpipe.store.connect import BEGIN_IMMEDIATE
 
 metadata = sa.MetaData()
@@ -149,6 +157,26 @@ def _m002_gate_decisions(conn: Connection) -> None:
     _gate_decisions_v2(sa.MetaData()).create(conn)
 
 
+def _m003_structured_engine_args(conn: Connection) -> None:
+    """Each run's engine arguments, stored as a ``vllm serve`` flag list up to schema 2, become
+    the mapping stored now; the config JSON and its hash (which finds a run to resume) are
+    rewritten together, so a run stored before still resumes and pairs with runs after it."""
+    table = sa.table("runs", sa.column("run_id"), sa.column("config"), sa.column("config_hash"))
+    rows = conn.execute(sa.select(table.c.run_id, table.c.config)).all()
+    for run_id, text in rows:
+        data = json.loads(text)
+        args = data.get("engine_args", [])
+        if isinstance(args, dict):
+            continue
+        data["engine_args"] = engine_args_from_flags(args)
+        config = config_from_dict(data)
+        conn.execute(
+            table.update()
+            .where(table.c.run_id == run_id)
+            .values(config=canonical_json(config_to_dict(config)), config_hash=config.config_hash())
+        )
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema step: ``apply`` turns a ``version - 1`` store into a ``version`` store."""
@@ -161,6 +189,7 @@ class Migration:
 # Schema 1 is the baseline (a new store is created at the current version directly).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=2, name="m002_gate_decisions", apply=_m002_gate_decisions),
+    Migration(version=3, name="m003_structured_engine_args", apply=_m003_structured_engine_args),
 )
 
 

@@ -113,7 +113,7 @@ def _build(
         layout=layout,
         platform=platform or "unknown",
         engine_kind="import",
-        engine_args=(),
+        engine_args={},
         sampling=rules.sampling(cfg),
         seed=rules.seed(cfg),
         limit=rules.limit(output.config),

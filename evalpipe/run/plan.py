@@ -1,0 +1,190 @@
+"""What a run decides before any engine starts: layout and platform, task, data, prompts,
+engine arguments, and the session that will serve it.
+
+Everything here can fail without an engine, so it fails first and clearly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evalpipe.engine.args import EngineArgs, platform_env
+from evalpipe.engine.fingerprint import model_fingerprint
+from evalpipe.engine.session import Generation, SessionSpec
+from evalpipe.engine.tokens import token_counter
+from evalpipe.errors import EvalpipeError
+from evalpipe.layout import Layout, current_platform, parse, shard_period, validate
+from evalpipe.options import ENGINE_KINDS, RunOptions, parse_params
+from evalpipe.records import RunConfig
+from evalpipe.tasks import generators
+from evalpipe.tasks.data import load_dataset
+from evalpipe.tasks.load import load_task
+from evalpipe.tasks.prompts import Prompt, prompts_hash, render
+from evalpipe.tasks.spec import Dataset, TaskSpec
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before the engine starts."""
+
+    options: RunOptions
+    layout: Layout
+    platform: str
+    task: TaskSpec
+    dataset: Dataset
+    prompts: tuple[Prompt, ...]
+    engine_args: EngineArgs
+    engine_env: dict[str, str]
+    sampling: dict[str, Any]
+
+
+def check_engine_options(options: RunOptions) -> None:
+    """The options every run path checks before anything else."""
+    if options.engine not in ENGINE_KINDS:
+        raise EvalpipeError(f"--engine must be one of {', '.join(ENGINE_KINDS)}")
+    if options.engine == "endpoint" and not options.endpoint:
+        raise EvalpipeError("--engine endpoint needs --endpoint URL")
+    if options.concurrency < 1:
+        raise EvalpipeError("--concurrency must be at least 1")
+
+
+def resolve_layout(options: RunOptions) -> tuple[Layout, str]:
+    """The run's layout and platform, checked against the platform's rules."""
+    layout = parse(options.layout)
+    # An endpoint's layout is declared, not enforced here; the platform evalpipe runs on is
+    # irrelevant to a remote server, so only the declared (or generic) rules apply.
+    platform = options.platform or (
+        "generic" if options.engine == "endpoint" else current_platform()
+    )
+    errors = validate(layout, None if platform == "generic" else platform, options.attention)
+    if errors:
+        raise EvalpipeError(
+            f"layout {layout.canonical} cannot run on platform {platform}:\n  - "
+            + "\n  - ".join(errors)
+            + "\n(`evalpipe layout explain LAYOUT --platform P` shows the rules)"
+        )
+    return layout, platform
+
+
+def engine_settings(
+    options: RunOptions, layout: Layout, platform: str
+) -> tuple[EngineArgs, dict[str, str]]:
+    """The engine's arguments (layout + user extras + platform defaults) and environment;
+    an endpoint gets only the user's extras and no environment (it is not ours to start)."""
+    remote = options.engine == "endpoint"
+    args = EngineArgs.build(layout, options.engine_args, platform, remote=remote)
+    return args, ({} if remote else platform_env(layout, platform))
+
+
+def plan(options: RunOptions) -> Plan:
+    """Validate everything that can be checked without an engine; fail early and clearly."""
+    check_engine_options(options)
+    if not 0.0 <= options.max_error_rate <= 1.0:
+        raise EvalpipeError("--max-error-rate is a fraction between 0 and 1 (e.g. 0.01)")
+    layout, platform = resolve_layout(options)
+    task = load_task(options.task, params=parse_params(options.params))
+    engine_args, engine_env = engine_settings(options, layout, platform)
+    dataset = load_dataset(
+        task,
+        data_path=options.data,
+        data_dir=options.data_dir,
+        limit=options.limit,
+        generator_context=_generator_context(options, task, layout, platform, engine_args),
+    )
+    if not dataset.items:
+        raise EvalpipeError(f"task {task.name}: the data source {dataset.source} has no items")
+    prompts = tuple(render(task, dataset.items))
+    sampling = dict(task.sampling)
+    sampling["seed"] = options.seed
+    return Plan(
+        options, layout, platform, task, dataset, prompts, engine_args, engine_env, sampling
+    )
+
+
+def _generator_context(
+    options: RunOptions, task: TaskSpec, layout: Layout, platform: str, args: EngineArgs
+) -> dict[str, Any] | None:
+    """What a generated task needs from the run: the model's token counter, the shard
+    period of ``--shard-layout`` (default: the run's layout)."""
+    if task.data.generator is None or options.data:
+        return None
+    needs = generators.get(task.data.generator).requires
+    context: dict[str, Any] = {}
+    if "count_tokens" in needs:
+        context["count_tokens"] = token_counter(options.model_path or options.model)
+    if "shard_period" in needs:
+        grid_layout = parse(options.shard_layout) if options.shard_layout else layout
+        try:
+            context["shard_period"] = shard_period(grid_layout, args.values, platform)
+        except ValueError as exc:
+            raise EvalpipeError(f"--engine-arg: {exc}") from exc
+    return context
+
+
+def run_config(p: Plan, engine_versions: dict[str, str]) -> RunConfig:
+    """The stored configuration of the run ``p`` plans."""
+    o = p.options
+    return RunConfig(
+        model=o.model,
+        model_fingerprint=model_fingerprint(o.model_path or o.model),
+        task=p.task.name,
+        task_version=p.task.version,
+        prompt_hash=prompts_hash(p.prompts),
+        data_source=p.dataset.source,
+        data_sha256=p.dataset.sha256,
+        layout=p.layout.canonical,
+        platform=p.platform,
+        engine_kind=o.engine,
+        engine_args=p.engine_args.values,
+        sampling=p.sampling,
+        seed=o.seed,
+        limit=o.limit,
+        concurrency=o.concurrency,
+        engine_versions=engine_versions,
+        repeat_index=o.repeat_index,
+    )
+
+
+def runs_dir(options: RunOptions) -> Path:
+    """Where run directories (engine logs, lm-eval output) go."""
+    base = options.runs_dir or Path(os.environ.get("EVALPIPE_RUNS_DIR", "evalpipe-runs"))
+    return base.expanduser().resolve()
+
+
+def session_spec(
+    options: RunOptions,
+    layout: Layout,
+    args: EngineArgs,
+    env: dict[str, str],
+    run_dir: Path,
+    generation: Generation,
+) -> SessionSpec:
+    """The engine session a run uses, its log in ``run_dir``."""
+    return SessionSpec(
+        kind=options.engine,
+        model=options.model,
+        args=args,
+        label=layout.canonical,
+        log_path=run_dir / "vllm.log",
+        generation=generation,
+        env=env,
+        health_timeout_s=options.health_timeout_s,
+        endpoint=options.endpoint,
+        served_model=options.served_model,
+    )
+
+
+def generation(p: Plan) -> Generation:
+    """How the native run generates: the task's sampling and stops, the run's batching."""
+    o = p.options
+    api_key = os.environ.get(o.api_key_env) if o.api_key_env else None
+    return Generation(
+        sampling=p.sampling,
+        stop=p.task.stop,
+        concurrency=o.concurrency,
+        request_timeout_s=o.request_timeout_s,
+        api_key=api_key,
+    )
