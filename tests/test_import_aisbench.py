@@ -194,6 +194,12 @@ def test_run_id_is_stable_and_dated() -> None:
     assert a[0].run.run_id.startswith(DETAILS.name.replace("_", "-") + "-")
 
 
+def test_run_id_did_not_change_when_engine_args_became_structured() -> None:
+    # The id the previous code gave this fixture (a store written then finds it again).
+    (item,) = build_runs(read_output(DETAILS), layout="tp1")
+    assert item.run.run_id == "20261128-072944-5bad3b5bc648"
+
+
 def test_a_different_stored_run_under_the_same_id_is_refused(store: Store) -> None:
     (item,) = build_runs(read_output(DETAILS), layout="tp1")
     store.create_run(item.run.with_(tags=("edited",)), item.samples, item.prompts)

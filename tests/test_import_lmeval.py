@@ -271,6 +271,13 @@ def test_the_run_id_is_derived_from_the_content(tmp_path: Path) -> None:
     assert c.run.run_id != a.run.run_id
 
 
+def test_the_run_id_did_not_change_when_engine_args_became_structured() -> None:
+    # The id the previous code gave this fixture: importing it again into a store written then
+    # must find that run, not store a second copy.
+    (a,) = build_runs(read_output(LMEVAL_OUT))
+    assert a.run.run_id == "20261128-073436-lma3ae40d83b"
+
+
 def test_model_path_gives_the_native_fingerprint(tmp_path: Path) -> None:
     weights = tmp_path / "weights"
     weights.mkdir()

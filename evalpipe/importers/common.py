@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.records import Run, Sample
+from evalpipe.records import Run, RunConfig, Sample, config_to_dict
 from evalpipe.store import Store
 
 
@@ -48,3 +48,16 @@ def sample_key(s: Sample) -> list[Any]:
         s.error,
         dict(s.meta),
     ]
+
+
+def content_config(config: RunConfig) -> dict[str, Any]:
+    """``config`` as the content an imported run's id hashes.
+
+    Ids were first computed when engine arguments were a list of flags, and an importer's run
+    had none: an empty mapping still hashes as that empty list, so importing a folder again
+    after the change finds the run stored before instead of storing a second copy.
+    """
+    out = config_to_dict(config)
+    if not out["engine_args"]:
+        out["engine_args"] = []
+    return out

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from evalpipe.importers.aisbench import rules
 from evalpipe.importers.aisbench.model import AisDataset, AisOutput, AisSample
 from evalpipe.importers.aisbench.read import read_output
-from evalpipe.importers.common import sample_key, store_imported
-from evalpipe.records import Run, RunConfig, Sample, canonical_json, config_to_dict, sha256_text
+from evalpipe.importers.common import content_config, sample_key, store_imported
+from evalpipe.records import Run, RunConfig, Sample, canonical_json, sha256_text
 
 if TYPE_CHECKING:
     from evalpipe.store import Store
@@ -139,7 +139,7 @@ def _build(
     digest = sha256_text(
         canonical_json(
             {
-                "run": {**config_to_dict(config), **_run_fields(run)},
+                "run": {**content_config(config), **_run_fields(run)},
                 "samples": [sample_key(s) for s in samples],
             }
         )

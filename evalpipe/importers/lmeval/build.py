@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.importers.common import sample_key, store_imported
+from evalpipe.importers.common import content_config, sample_key, store_imported
 from evalpipe.importers.lmeval.config import (
     LAYOUT_ARGS,
     data_source,
@@ -37,7 +37,7 @@ from evalpipe.importers.lmeval.config import (
     times,
 )
 from evalpipe.importers.lmeval.read import LmevalDoc, LmevalOutput, LmevalTask, read_output
-from evalpipe.records import Run, RunConfig, Sample, canonical_json, config_to_dict, sha256_text
+from evalpipe.records import Run, RunConfig, Sample, canonical_json, sha256_text
 
 if TYPE_CHECKING:
     from evalpipe.store import Store
@@ -197,7 +197,7 @@ def _build(
     digest = sha256_text(
         canonical_json(
             {
-                "config": config_to_dict(config),
+                "config": content_config(config),
                 "run": {k: v for k, v in _run_dict(run).items() if k != "run_id"},
                 "samples": [sample_key(s) for s in samples],
             }
@@ -316,10 +316,18 @@ def _aggregates_by_mean(config: Mapping[str, Any], metric: str) -> bool:
 
 
 def _run_dict(run: Run) -> dict[str, Any]:
+    """The run record as its content id hashes it: the exchange form, as ids were defined at
+    exchange version 1 (so a folder imported before is found again, not stored twice)."""
     from evalpipe.importers.jsonl import run_to_dict
 
     out = run_to_dict(run)
     out.pop("evalpipe_version", None)  # the content, not who imported it
+    config = content_config(run.config)
+    out["engine_args"] = config["engine_args"]
+    out["config_hash"] = sha256_text(
+        canonical_json({**run.config.key(), "engine_args": config["engine_args"]})
+    )[:16]
+    out["schema_version"] = 1
     return out
 
 
