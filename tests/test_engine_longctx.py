@@ -4,7 +4,7 @@ DCP cannot run on CPU, so the pair is tp2 against tp1 and the shard period is gi
 (128 tokens, lengths 112/144/240/272): small enough for CI, and the same machinery a DCP run
 gets from its own layout. What it pins down: the engine sees exactly the generated lengths,
 both layouts get the same items, and compare and the dashboard place every prompt relative
-to the boundaries.
+to the boundaries. Both layouts run on the session's shared servers (tests/engine_servers.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from engine_servers import Served
 from test_engine_e2e import cli, db_rows, workdir  # noqa: F401  (workdir is a fixture)
 
 pytestmark = pytest.mark.engine
@@ -22,26 +23,32 @@ pytestmark = pytest.mark.engine
 GRID = ("--param", "period=128", "--param", "multiples=[1, 2]")
 
 
-@pytest.mark.timeout(1800)  # two engine starts in one command
-def test_passkey_tp2_against_tp1_at_exact_lengths(gemma: str, workdir: dict[str, str]) -> None:  # noqa: F811
-    proc = cli(
-        "run",
-        "passkey",
-        "--model",
-        gemma,
-        "--layout",
-        "tp2",
-        "--with-baseline",
-        "--baseline-layout",
-        "tp1",
-        *GRID,
-        "--json",
+@pytest.mark.timeout(1800)  # may launch both shared Gemma servers first
+def test_passkey_tp2_against_tp1_at_exact_lengths(
+    gemma_tp1: Served,
+    gemma_tp2: Served,
+    workdir: dict[str, str],  # noqa: F811
+) -> None:
+    # Each layout runs on its own server, so the baseline goes first, on the tp1 server, with
+    # the items --with-baseline would give it (its shard layout is the run's, tp2); the tp2
+    # command then reuses that finished run instead of sending it to the tp2 server.
+    base_proc = cli(
+        "run", "passkey", *gemma_tp1.run_args(), "--shard-layout", "tp2", *GRID, "--json",
         env=workdir,
-        timeout=1800,
-    )
+    )  # fmt: skip
+    assert base_proc.returncode == 0, base_proc.stderr[-3000:]
+    proc = cli(
+        "run", "passkey", *gemma_tp2.run_args(), "--with-baseline", "--baseline-layout", "tp1",
+        *GRID, "--json",
+        env=workdir,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     run, base = out["runs"][0], out["baseline_runs"][0]
+    assert base["run_id"] == json.loads(base_proc.stdout)["run_id"]
+    assert f"reusing finished run {base['run_id']}" in proc.stderr
+    assert base["provenance"]["engine"]["base_url"] == gemma_tp1.url
+    assert run["provenance"]["engine"]["base_url"] == gemma_tp2.url
     for r in (run, base):
         assert r["status"] == "finished" and r["n_samples"] == 12 and r["n_errors"] == 0
         assert r["data_source"].startswith("generator:passkey@1?")
@@ -83,9 +90,12 @@ def test_passkey_tp2_against_tp1_at_exact_lengths(gemma: str, workdir: dict[str,
     assert "By position relative to the shard boundaries" in page and "1×128+16" in page
 
 
-def test_needle_multi_is_scored_per_needle(gemma: str, workdir: dict[str, str]) -> None:  # noqa: F811
+def test_needle_multi_is_scored_per_needle(
+    gemma_tp1: Served,
+    workdir: dict[str, str],  # noqa: F811
+) -> None:
     proc = cli(
-        "run", "needle-multi", "--model", gemma, "--layout", "tp1",
+        "run", "needle-multi", *gemma_tp1.run_args(),
         "--param", "period=256", "--param", "multiples=[1]", "--param", "n=2", "--json",
         env=workdir,
     )  # fmt: skip

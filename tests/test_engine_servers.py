@@ -1,0 +1,149 @@
+"""The shared-server pool of the engine tests (tests/engine_servers.py), without vLLM.
+
+What it pins down: a server is launched once per (model, layout) and reused, the cap on live
+servers never stops one a test is using, a failed launch fails later tests fast, a missing
+vLLM fails (never skips) a test, the launch flags match what ``evalpipe run`` adds on CPU,
+and tests are grouped by server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from engine_servers import Entry, Served, ServerPool, launch_settings, order_items
+
+from evalpipe.errors import EvalpipeError
+
+
+class FakeLaunches:
+    """Stands in for ServerPool._launch: records launches and stops, starts nothing."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.launched: list[tuple[str, str]] = []
+        self.stopped: list[tuple[str, str]] = []
+
+    def launch(self, model: str, layout: str) -> Entry:
+        self.launched.append((model, layout))
+        stack = contextlib.ExitStack()
+        stack.callback(self.stopped.append, (model, layout))
+        url = f"http://127.0.0.1:{len(self.launched)}"
+        served = Served(url, model, "/w", layout, self.tmp_path / "log")
+        return Entry(served, stack, 0.0)
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeLaunches:
+    launches = FakeLaunches(tmp_path)
+    monkeypatch.setattr(ServerPool, "_launch", lambda pool, m, lay: launches.launch(m, lay))
+    return launches
+
+
+def test_one_launch_per_model_and_layout(tmp_path: Path, fake: FakeLaunches) -> None:
+    pool = ServerPool(tmp_path, max_alive=2)
+    with pool.use("smollm2", "tp1") as a:
+        pass
+    with pool.use("smollm2", "tp1") as b:
+        assert b == a
+    with pool.use("gemma3-270m", "tp1") as c:
+        assert c.url != a.url
+    assert fake.launched == [("smollm2", "tp1"), ("gemma3-270m", "tp1")]
+    pool.close()
+    assert sorted(fake.stopped) == sorted(fake.launched) and pool.alive == {}
+
+
+def test_the_cap_stops_the_least_recently_used_idle_server(
+    tmp_path: Path, fake: FakeLaunches
+) -> None:
+    pool = ServerPool(tmp_path, max_alive=2)
+    with pool.use("smollm2", "tp1"):
+        pass
+    with pool.use("gemma3-270m", "tp1"), pool.use("gemma3-270m", "tp2"):
+        # smollm2 was idle and least recently used; tp1 is in use and stays up.
+        assert fake.stopped == [("smollm2", "tp1")]
+        assert set(pool.alive) == {("gemma3-270m", "tp1"), ("gemma3-270m", "tp2")}
+
+
+def test_servers_in_use_are_never_stopped_to_make_room(tmp_path: Path, fake: FakeLaunches) -> None:
+    pool = ServerPool(tmp_path, max_alive=1)
+    with pool.use("gemma3-270m", "tp1"), pool.use("gemma3-270m", "tp2"):
+        assert fake.stopped == [] and len(pool.alive) == 2  # over the cap, for this test
+    pool.close()
+
+
+def test_a_failed_launch_fails_later_tests_without_launching_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def broken(pool: ServerPool, model: str, layout: str) -> Entry:
+        calls.append(model)
+        raise EvalpipeError("the engine exited with code 1")
+
+    monkeypatch.setattr(ServerPool, "_launch", broken)
+    pool = ServerPool(tmp_path)
+    for _ in range(2):
+        with (
+            pytest.raises(pytest.fail.Exception, match="exited with code 1"),
+            pool.use("smollm2", "tp1"),
+        ):
+            pass
+    assert calls == ["smollm2"]
+
+
+def test_without_vllm_a_server_test_fails_instead_of_skipping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    pool = ServerPool(tmp_path)
+    with (
+        pytest.raises(pytest.fail.Exception, match="vLLM is not installed"),
+        pool.use("smollm2", "tp1"),
+    ):
+        pass
+    assert pool.launches == [] and pool.alive == {}
+
+
+def test_launch_flags_match_what_evalpipe_run_adds_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    command, env = launch_settings("/w/gemma", "tp2", "gemma3-270m", 8001)
+    flags = command[command.index("vllm.entrypoints.openai.api_server") + 1 :]
+    assert flags[flags.index("--model") + 1] == "/w/gemma"
+    assert flags[flags.index("--port") + 1] == "8001"
+    assert flags[flags.index("--tensor-parallel-size") + 1] == "2"
+    assert flags[flags.index("--distributed-executor-backend") + 1] == "mp"
+    assert flags[flags.index("--served-model-name") + 1] == "gemma3-270m"
+    assert "--enforce-eager" in flags
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] and env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    command, env = launch_settings("/w/smollm2", "tp1", "smollm2", 8002)
+    assert "--distributed-executor-backend" not in command
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in env
+
+
+def test_tests_are_grouped_by_model_and_run_after_the_others() -> None:
+    def item(name: str, *fixtures: str) -> Any:
+        return SimpleNamespace(name=name, fixturenames=["workdir", *fixtures])
+
+    items = [
+        item("launch", "gemma"),
+        item("kill9", "smollm2_tp1"),
+        item("pair", "gemma_tp1", "gemma_tp2"),
+        item("plain"),
+        item("needle", "gemma_tp1"),
+        item("lmeval", "smollm2_tp1"),
+        item("passkey", "gemma_tp1", "gemma_tp2"),
+    ]
+    order_items(cast(list[pytest.Item], items))
+    assert [i.name for i in items] == [
+        "launch",
+        "plain",
+        "pair",
+        "passkey",
+        "needle",
+        "kill9",
+        "lmeval",
+    ]
