@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from builders import run_config
 
+from evalpipe.compare.core import ShardPeriod
 from evalpipe.compare.runs import compare_runs
 from evalpipe.records import Run, RunConfig, Sample
+from evalpipe.report.compute import compute
 from evalpipe.report.dashboard import page_name, render_dashboard
 from evalpipe.report.data import load
 from evalpipe.store import Store, open_store
@@ -130,20 +132,44 @@ def test_bulk_figures_equal_compare_runs(store: Store) -> None:
     data = load(store, {"tp2": "tp1"})
     for name in ("ok", "drift", "inc", "tp2"):
         cell = data.cells[runs[name].run_id]
-        assert cell.baseline is not None and cell.result is not None
+        assert cell.baseline is not None and cell.comparison is not None
+        got = cell.comparison
         want = compare_runs(store, runs[name], cell.baseline)
         assert cell.baseline.run_id == runs[f"{name}_base" if name != "tp2" else "tp1"].run_id
-        assert cell.result == want.result
-        assert cell.agreement == pytest.approx(want.agreement)
-        assert list(cell.buckets) == list(want.buckets)
-        assert cell.excluded == want.excluded
-        assert [f.item_id for f in cell.flips] == [e.item_id for e in want.flip_examples]
+        assert got.result == want.result
+        assert got.agreement == pytest.approx(want.agreement)
+        assert got.buckets == want.buckets
+        assert got.excluded == want.excluded
+        assert got.flips == want.flips
+        assert got.noise == want.noise and got.shard == want.shard
+        assert got.boundaries == want.boundaries
+        assert got.first_difference_chars == want.first_difference_chars
+        # The flip examples too, target and extracted answers included (read afterwards).
+        assert got.flip_examples == want.flip_examples
     assert {data.cells[runs[k].run_id].verdict for k in ("ok", "drift", "inc", "nobase")} == {
         "ok",
         "drift",
         "inconclusive",
         "missing",
     }
+
+
+@pytest.mark.parametrize("db", ["sqlite", "pg"])
+def test_bulk_figures_from_forked_workers_equal_in_process(
+    request: pytest.FixtureRequest, tmp_path: Path, db: str
+) -> None:
+    # The comparisons spread over forked workers (each with its own connections to the
+    # same database) are the ones computed in this process.
+    url = request.getfixturevalue("pg_database") if db == "pg" else str(tmp_path / "s.db")
+    with open_store(url) as store:
+        build_store(store)
+        cells = load(store, {"tp2": "tp1"}).cells
+        jobs = [c.job for c in cells.values() if c.job is not None]
+        assert len(jobs) == 5
+        forked = compute(store, jobs, workers=2, runs_per_batch=2)
+        # The parent's own connections still work after the workers are gone.
+        assert len(store.list_runs()) == 11
+    assert forked == {c.run.run_id: c.comparison for c in cells.values() if c.job is not None}
 
 
 def test_overview_matrix(site: tuple[Path, dict[str, Run]]) -> None:
@@ -256,10 +282,12 @@ def test_a_dcp_run_gets_a_shard_boundary_panel(store: Store, tmp_path: Path) -> 
     rows = re.findall(r'<tr class="loss"><td>([^<]+)</td>', html_)
     assert rows == ["at 1×1024"]  # only the group at the boundary lost items
     data = load(store)
-    cell = data.cells[cp.run_id]
+    cell = data.cells[cp.run_id].comparison
+    assert cell is not None
     at = next(g for g in cell.boundaries if g.label == "at 1×1024")
     assert (at.only_baseline, at.offset_low, at.offset_high) == (6, -15, 15)
     # A non-CP pair has no panel unless a period is given.
-    assert not any(c.boundaries for c in data.cells.values() if c.run.run_id != cp.run_id)
-    forced = load(store, shard_period=256)
-    assert forced.cells[cp.run_id].shard_period == 256
+    others = [c.comparison for c in data.cells.values() if c.run.run_id != cp.run_id]
+    assert not any(c.boundaries for c in others if c is not None)
+    forced = load(store, shard_period=256).cells[cp.run_id].comparison
+    assert forced is not None and forced.shard == ShardPeriod(256, "given")

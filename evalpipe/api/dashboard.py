@@ -17,7 +17,10 @@ def dashboard(
     shard_period: int | None = None,
 ) -> Any:
     """Render the store into a static site under ``out``; ``pairs`` are ``LAYOUT=BASELINE``
-    reference pairs for layouts that are not context-parallel (e.g. ``tp2=tp1``)."""
+    reference pairs for layouts that are not context-parallel (e.g. ``tp2=tp1``).
+
+    Rendering into the folder of an earlier render redoes only what changed (comparisons
+    whose runs changed, pages whose content changed); the summary says how much."""
     from evalpipe.report.dashboard import render_dashboard
     from evalpipe.store import open_store
 

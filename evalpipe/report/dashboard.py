@@ -18,21 +18,25 @@ of HTML nobody reads; older runs' pages keep their provenance and link to the co
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
-import shutil
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from markupsafe import Markup
 
+from evalpipe import __version__
 from evalpipe.errors import EvalpipeError
-from evalpipe.records import utcnow
+from evalpipe.records import Run, sha256_text, utcnow
+from evalpipe.report import cache
 from evalpipe.report import data as report_data
+from evalpipe.report.fork import cores, forget_connections, fork_map
 from evalpipe.report.markdown import signed_pts
 from evalpipe.report.pages import (
     VERDICTS,
@@ -42,6 +46,7 @@ from evalpipe.report.pages import (
     run_context,
     trends_context,
 )
+from evalpipe.report.site import Entry, Site
 from evalpipe.report.templates import template_dirs
 from evalpipe.store import Store
 
@@ -51,7 +56,9 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 @dataclass(frozen=True)
 class DashboardSummary:
-    """What :func:`render_dashboard` wrote."""
+    """What :func:`render_dashboard` wrote: ``pages`` in the site, ``written`` of them this
+    time (the others were unchanged), ``computed`` comparisons (the others came from the
+    cache)."""
 
     out_dir: Path
     index: Path
@@ -59,6 +66,8 @@ class DashboardSummary:
     runs: int
     comparisons: int
     seconds: float
+    written: int = 0
+    computed: int = 0
 
 
 def page_name(run_id: str) -> str:
@@ -66,8 +75,6 @@ def page_name(run_id: str) -> str:
     if _SAFE_ID.fullmatch(run_id) and run_id not in (".", ".."):
         return f"{run_id}.html"
     # Imported runs may carry any id; a hash keeps the file name portable and unambiguous.
-    from evalpipe.records import sha256_text
-
     return f"run-{sha256_text(run_id)[:16]}.html"
 
 
@@ -129,8 +136,11 @@ def render_dashboard(
     ``{"tp2": "tp1"}``; context-parallel layouts are always compared with their non-CP twin.
     Each comparison of a DCP run gets a shard-boundary panel (``shard_period`` tokens, or the
     run's dcp x interleave).
-    Files written before under ``runs/`` and ``compare/`` are replaced, so a page never
-    survives its run.
+
+    Incremental: a render into the folder of an earlier one reuses its comparisons whose
+    inputs did not change, rewrites only the pages whose content changed and removes the
+    pages it wrote that no longer exist (a run deleted); files it did not write stay
+    (:mod:`evalpipe.report.site`).
 
     Example::
 
@@ -138,42 +148,113 @@ def render_dashboard(
             print(render_dashboard(store, Path("site")).index)
     """
     start = time.perf_counter()
-    data = report_data.load(store, pairs, shard_period)
+    site = Site(out_dir)
+    data = report_data.load(store, pairs, shard_period, cache.load(site.state_dir))
     env = _environment()
     css = Markup((Path(env.loader.searchpath[0]) / CSS_NAME).read_text())  # type: ignore[union-attr]
-    base = {"title": title or "evalpipe dashboard", "css": css, "generated_at": utcnow()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for sub in ("runs", "compare"):
-        shutil.rmtree(out_dir / sub, ignore_errors=True)
-        (out_dir / sub).mkdir()
-    writer = _Writer(env, out_dir, base)
+    title = title or "evalpipe dashboard"
+    base = {"title": title, "css": css, "generated_at": utcnow()}
+    writer = _Writer(env, site, base, _site_inputs(env, title))
     overview = overview_context(data)
-    writer.page("index.html.jinja", "index.html", "", overview)
-    writer.page("trends.html.jinja", "trends.html", "", trends_context(data))
-    writer.page(
-        "runs.html.jinja",
-        "runs.html",
-        "",
-        {"runs": data.runs, "cells": data.cells, "filters": filters_of(data.runs)},
-    )
+    runs_ctx = {"runs": data.runs, "cells": data.cells, "filters": filters_of(data.runs)}
+    pages = [
+        _Page("index.html.jinja", "index.html", "", "", lambda: overview),
+        _Page("trends.html.jinja", "trends.html", "", "", lambda: trends_context(data)),
+        _Page("runs.html.jinja", "runs.html", "", "", lambda: runs_ctx),
+    ]
     featured = _featured(overview["featured"], data)
     for run in data.runs:
-        ctx = run_context(store, run, data.cells.get(run.run_id), run.run_id in featured)
-        writer.page("run.html.jinja", f"runs/{page_name(run.run_id)}", "../", ctx)
-    for cell in data.cells.values():
-        if cell.result is not None:
-            ctx = comparison_context(cell)
-            writer.page(
-                "comparison.html.jinja", f"compare/{page_name(cell.run.run_id)}", "../", ctx
-            )
+        pages.append(_run_page(writer, store, run, data.cells.get(run.run_id), featured))
+    pages += _comparison_pages(writer, store, data)
+    writer.render([p for p in pages if not site.keep(p.path, p.inputs)], store)
+    cache.save(site.state_dir, data.entries)
+    site.finish()
     return DashboardSummary(
         out_dir=out_dir,
         index=out_dir / "index.html",
-        pages=writer.count,
+        pages=len(pages),
         runs=len(data.runs),
-        comparisons=sum(c.result is not None for c in data.cells.values()),
+        comparisons=sum(c.comparison is not None for c in data.cells.values()),
         seconds=time.perf_counter() - start,
+        written=len(site.written),
+        computed=data.computed,
     )
+
+
+@dataclass(frozen=True)
+class _Page:
+    """One page to render: ``context`` builds what its template needs, only if it must be
+    rendered (its ``inputs`` digest changed, or it has none)."""
+
+    template: str
+    path: str
+    root: str
+    inputs: str
+    context: Callable[[], Mapping[str, Any]]
+
+
+def _run_page(
+    writer: _Writer, store: Store, run: Run, cell: report_data.Cell | None, featured: set[str]
+) -> _Page:
+    shown = None if cell is None else (cell.key, cell.reason, cell.baseline_layout)
+    baseline = None if cell is None or cell.baseline is None else cell.baseline.run_id
+    with_samples = run.run_id in featured
+    inputs = writer.inputs("run", writer.digest(run), with_samples, shown, baseline)
+    return _Page(
+        "run.html.jinja",
+        f"runs/{page_name(run.run_id)}",
+        "../",
+        inputs,
+        lambda: run_context(store, run, cell, with_samples),
+    )
+
+
+def _comparison_pages(
+    writer: _Writer, store: Store, data: report_data.DashboardData
+) -> list[_Page]:
+    """A page per comparison; those to render again get their flip examples back first."""
+    pages: dict[str, _Page] = {}
+    redo: list[report_data.Cell] = []
+    for cell in data.cells.values():
+        c = cell.comparison
+        if c is None:
+            continue
+        inputs = writer.inputs(
+            "compare",
+            cell.key,
+            writer.digest(c.run),
+            writer.digest(c.baseline),
+            cell.baseline_layout,
+        )
+        page = _Page(
+            "comparison.html.jinja",
+            f"compare/{page_name(c.run.run_id)}",
+            "../",
+            inputs,
+            partial(comparison_context, cell),
+        )
+        pages[c.run.run_id] = page
+        if not writer.site.unchanged(page.path, page.inputs):
+            redo.append(cell)
+    for run_id, cell in report_data.complete(store, redo).items():
+        if cell.comparison is None:  # no longer comparable: unreachable for a stored run
+            del pages[run_id]
+        else:
+            pages[run_id] = replace(pages[run_id], context=partial(comparison_context, cell))
+    return list(pages.values())
+
+
+def _site_inputs(env: jinja2.Environment, title: str) -> str:
+    """What every page depends on: evalpipe, the templates, the stylesheet, the code that
+    builds the pages (a checkout's edits count too) and the title."""
+    folder = Path(env.loader.searchpath[0])  # type: ignore[union-attr]
+    parts = [__version__, title]
+    for path in [*sorted(folder.glob("*.html.jinja")), folder / CSS_NAME]:
+        parts.append(path.read_text(encoding="utf-8"))
+    here = Path(__file__).resolve().parent
+    for name in ("dashboard.py", "pages.py", "charts.py"):
+        parts.append((here / name).read_text(encoding="utf-8"))
+    return sha256_text("\0".join(parts))
 
 
 def _featured(latest: set[str], data: report_data.DashboardData) -> set[str]:
@@ -186,18 +267,53 @@ def _featured(latest: set[str], data: report_data.DashboardData) -> set[str]:
     return out
 
 
-class _Writer:
-    def __init__(self, env: jinja2.Environment, out_dir: Path, base: dict[str, Any]) -> None:
-        self.env, self.out_dir, self.base = env, out_dir, base
-        self.templates: dict[str, jinja2.Template] = {}
-        self.count = 0
+MIN_PAGES_PER_WORKER = 200
+"""Fewer pages than this per worker are rendered in this process: forking costs more."""
 
-    def page(self, template: str, path: str, root: str, context: Mapping[str, Any]) -> None:
-        if template not in self.templates:
-            self.templates[template] = self.env.get_template(template)
+
+class _Writer:
+    """Renders pages into a :class:`Site`, in forked workers when there are many."""
+
+    def __init__(
+        self, env: jinja2.Environment, site: Site, base: dict[str, Any], site_inputs: str
+    ) -> None:
+        self.env, self.site, self.base, self.site_inputs = env, site, base, site_inputs
+        self.templates: dict[str, jinja2.Template] = {}
+        self.digests: dict[str, str] = {}
+
+    def inputs(self, *parts: object) -> str:
+        """Digest of a page's inputs, the site-wide ones included."""
+        return sha256_text(json.dumps([self.site_inputs, *parts], default=str))
+
+    def digest(self, run: Run) -> str:
+        """Digest of a run's record: its repr, every field, maps in their stored order."""
+        if run.run_id not in self.digests:
+            self.digests[run.run_id] = sha256_text(repr(run))
+        return self.digests[run.run_id]
+
+    def render(self, pages: Sequence[_Page], store: Store) -> None:
+        """Render and write ``pages``; the workers' writes are recorded here."""
+        n = max(1, min(cores(), len(pages) // MIN_PAGES_PER_WORKER))
+        # Interleaved shares: the few heavy pages (sample tables) spread over the workers.
+        shares = [pages[i::n] for i in range(n)]
+        for done in fork_map(self._render_share, shares, n, partial(forget_connections, store)):
+            for path, entry, written in done:
+                self.site.record(path, entry, written)
+
+    def _render_share(self, pages: Sequence[_Page]) -> list[tuple[str, Entry, bool]]:
+        out = []
+        for p in pages:
+            written = self._page(p)
+            out.append((p.path, self.site.now[p.path], written))
+        return out
+
+    def _page(self, p: _Page) -> bool:
+        if p.template not in self.templates:
+            self.templates[p.template] = self.env.get_template(p.template)
         # A fresh nonce per page: the CSP admits only the script this page was rendered with.
-        html = self.templates[template].render(
-            **self.base, **context, root=root, nonce=secrets.token_urlsafe(16)
+        nonce = secrets.token_urlsafe(16)
+        html = self.templates[p.template].render(
+            **self.base, **p.context(), root=p.root, nonce=nonce
         )
-        (self.out_dir / path).write_text(html, encoding="utf-8")
-        self.count += 1
+        # The nonce and the time change on every render; the page changed only if the rest did.
+        return self.site.write(p.path, html, p.inputs, volatile=(nonce, self.base["generated_at"]))

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from evalpipe.compare.core import Flip
 from evalpipe.compare.power import DEFAULT_MARGIN
 from evalpipe.layout import parse
 from evalpipe.records import Run
 from evalpipe.report.charts import Chart, accuracy_chart, delta_chart
-from evalpipe.report.data import Cell, DashboardData, Flip
+from evalpipe.report.data import Cell, DashboardData
 from evalpipe.store import Store
 
 VERDICTS: Mapping[str, tuple[str, str]] = {
@@ -180,7 +181,7 @@ def trends_context(data: DashboardData) -> dict[str, Any]:
                 [r.ci_low if r else None for r in results],
                 [r.ci_high if r else None for r in results],
                 next((r.margin for r in results if r), DEFAULT_MARGIN),
-                [c.noise_floor if c is not None else None for c in cells],
+                [c.comparison.noise_floor if c and c.comparison else None for c in cells],
             )
         last = cells[-1]
         verdict = None if last is None else last.verdict
@@ -263,21 +264,31 @@ def split_at(text: str, index: int | None) -> tuple[str, str, str]:
 
 def comparison_context(cell: Cell) -> dict[str, Any]:
     """A comparison page: 2x2 table, figures, length buckets and the flips side by side."""
+    c = cell.comparison
+    assert c is not None, "a comparison page needs a comparison"
 
     def view(f: Flip) -> dict[str, Any]:
         return {
             "f": f,
             "run": split_at(f.run_output, f.first_difference),
             "base": split_at(f.baseline_output, f.first_difference),
+            "extracted": (_answer(f.run_extracted), _answer(f.baseline_extracted)),
         }
 
     order = {"correct_to_wrong": 0, "wrong_to_correct": 1}
-    flips = sorted(cell.flips, key=lambda f: order.get(f.direction, 2))
+    flips = sorted(c.flip_examples, key=lambda f: order.get(f.direction, 2))
     return {
         "cell": cell,
-        "r": cell.result,
+        "c": c,
+        "r": c.result,
         "flips": [view(f) for f in flips],
         "shown": len(flips),
-        "total_flips": sum(cell.n_flips.values()),
+        "n_flips": {d: len(ids) for d, ids in c.flips.items()},
+        "total_flips": sum(len(ids) for ids in c.flips.values()),
         "label": run_label(cell.run),
     }
+
+
+def _answer(extracted: Mapping[str, str | None]) -> str:
+    """The extracted answers as ``strict: 17; flexible: 17`` ("" when none were stored)."""
+    return "; ".join(f"{k}: {'—' if v is None else v}" for k, v in extracted.items())

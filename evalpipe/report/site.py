@@ -1,0 +1,138 @@
+"""The dashboard's output folder: which files a render wrote, written atomically, and only
+when they changed.
+
+A manifest (``.evalpipe/manifest.json``) lists every file the last render wrote with a digest
+of its inputs, a digest of its content and its size and modification time. The next render
+
+- skips a page whose inputs digest is unchanged and whose file is as it left it, without
+  rendering it (most of a big site: old runs' pages);
+- renders the others, and writes one only when its content changed (the per-page CSP nonce
+  and the generation time are left out of that comparison: they change on every render);
+- removes the files the previous render wrote that this one did not, and nothing else, so a
+  file evalpipe never wrote survives in the folder.
+
+Every file is written to a temporary name in its folder, then renamed over the old one, so a
+reader (or a killed render) never sees half a page. An unreadable manifest means a folder
+evalpipe knows nothing about: every page is written again, and nothing is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+STATE_DIR = ".evalpipe"
+MANIFEST_NAME = "manifest.json"
+FORMAT = 1
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One written file: its inputs digest (empty: none given), content digest and stat."""
+
+    inputs: str
+    content: str
+    size: int
+    mtime_ns: int
+
+
+def _digest(text: str, volatile: Iterable[str]) -> str:
+    for v in volatile:
+        text = text.replace(v, "")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Site:
+    """The output folder during one render; :meth:`finish` records it."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.state_dir = out_dir / STATE_DIR
+        self.before = self._read_manifest()
+        self.now: dict[str, Entry] = {}
+        self.written: set[str] = set()
+
+    def _read_manifest(self) -> dict[str, Entry]:
+        try:
+            data = json.loads((self.state_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+            if data["format"] != FORMAT:
+                return {}
+            return {str(k): Entry(**v) for k, v in data["files"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+
+    def _intact(self, path: str, entry: Entry) -> bool:
+        """Whether the file is as the previous render left it (same size and mtime)."""
+        try:
+            st = (self.out_dir / path).stat()
+        except OSError:
+            return False
+        return st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
+
+    def unchanged(self, path: str, inputs: str) -> bool:
+        """Whether ``path``'s inputs are those of the previous render and its file intact."""
+        old = self.before.get(path)
+        return bool(inputs) and old is not None and old.inputs == inputs and self._intact(path, old)
+
+    def keep(self, path: str, inputs: str) -> bool:
+        """Keep ``path`` as it is when :meth:`unchanged`; return whether it was kept."""
+        if not self.unchanged(path, inputs):
+            return False
+        self.now[path] = self.before[path]
+        return True
+
+    def record(self, path: str, entry: Entry, written: bool) -> None:
+        """Record a file written (or found unchanged) by a worker process for this render."""
+        self.now[path] = entry
+        if written:
+            self.written.add(path)
+
+    def write(self, path: str, text: str, inputs: str = "", volatile: Iterable[str] = ()) -> bool:
+        """Write ``text`` to ``path`` unless the file already holds the same content (apart
+        from the ``volatile`` strings); return whether it was written."""
+        content = _digest(text, volatile)
+        old = self.before.get(path)
+        if old is not None and old.content == content and self._intact(path, old):
+            self.now[path] = Entry(inputs, content, old.size, old.mtime_ns)
+            return False
+        target = self.out_dir / path
+        write_atomic(target, text.encode("utf-8"))
+        st = target.stat()
+        self.now[path] = Entry(inputs, content, st.st_size, st.st_mtime_ns)
+        self.written.add(path)
+        return True
+
+    def finish(self) -> list[str]:
+        """Remove what the previous render wrote and this one did not; save the manifest.
+        Returns the removed paths."""
+        removed = []
+        for path in sorted(self.before.keys() - self.now.keys()):
+            target = (self.out_dir / path).resolve()
+            # Only files inside the folder: a tampered manifest must not reach elsewhere.
+            if self.out_dir.resolve() in target.parents and target.is_file():
+                target.unlink()
+                removed.append(path)
+        files: dict[str, Any] = {p: asdict(e) for p, e in sorted(self.now.items())}
+        data = json.dumps({"format": FORMAT, "files": files}, separators=(",", ":"))
+        write_atomic(self.state_dir / MANIFEST_NAME, data.encode())
+        return removed
