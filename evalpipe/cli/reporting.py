@@ -76,7 +76,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     )
     print(
         f"{summary.pages} pages ({summary.runs} runs, {summary.comparisons} comparisons) "
-        f"in {summary.seconds:.1f} s",
+        f"in {summary.seconds:.1f} s; {summary.written} pages written and "
+        f"{summary.computed} comparisons computed this time (the rest were unchanged)",
         file=sys.stderr,
     )
     print(summary.index)

@@ -3,6 +3,7 @@ character, flips by prompt-length bucket and by position relative to shard bound
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ def length_buckets(
     for tokens, run, base in rows:
         if tokens < 0:
             raise ValueError(f"negative prompt length {tokens}")
-        i = sum(1 for e in edges if tokens >= e)
+        i = bisect.bisect_right(edges, tokens)  # how many edges the length reaches
         counts[i][0] += 1
         counts[i][1] += run and not base
         counts[i][2] += base and not run

@@ -20,11 +20,12 @@ from evalpipe.errors import EvalpipeError
 from evalpipe.layout import parse, shard_period
 from evalpipe.records import Run
 from evalpipe.store import Store
+from evalpipe.store.answers import read_answers
 
 
 def answers(store: Store, run_id: str) -> dict[str, Answer]:
-    """A run's answers by item id."""
-    return {s.item_id: Answer.of(s) for s in store.samples(run_id)}
+    """A stored run's answers by item id (only the columns a comparison reads)."""
+    return read_answers(store, [run_id], Answer)[run_id]
 
 
 def store_noise(store: Store, baseline: Run) -> Noise:
@@ -32,7 +33,8 @@ def store_noise(store: Store, baseline: Run) -> Noise:
     reps = repeats(store, baseline)
     if len(reps) < 2:
         return Noise(None, len(reps))
-    return noise_floor([answers(store, r.run_id) for r in reps])
+    found = read_answers(store, [r.run_id for r in reps], Answer)
+    return noise_floor([found[r.run_id] for r in reps])
 
 
 def pairing_warnings(run: Run, baseline: Run, force: bool) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from evalpipe.compare.core import Flip
 from evalpipe.compare.power import DEFAULT_MARGIN
+from evalpipe.engine.args import EngineArgs
 from evalpipe.layout import parse
 from evalpipe.records import Run
 from evalpipe.report.charts import Chart, accuracy_chart, delta_chart
@@ -208,7 +209,7 @@ def provenance(run: Run) -> list[tuple[str, str]]:
         ("layout", c.layout),
         ("platform", c.platform),
         ("engine", c.engine_kind),
-        ("engine args", " ".join(c.engine_args) or "—"),
+        ("engine args", " ".join(EngineArgs(c.engine_args).as_pairs()) or "—"),
         ("engine versions", js(dict(c.engine_versions))),
         ("sampling", js(dict(c.sampling))),
         ("seed", str(c.seed)),
