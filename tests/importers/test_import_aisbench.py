@@ -23,7 +23,7 @@ from evalpipe.layout import LayoutError
 from evalpipe.records import Run, canonical_json, sha256_text
 from evalpipe.store import Store, open_store
 
-FIXTURES = Path(__file__).parent / "fixtures" / "aisbench"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "aisbench"
 MODEL, DATASET = "vllm-api-general-chat", "gsm8k"
 
 

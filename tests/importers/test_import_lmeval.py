@@ -30,7 +30,7 @@ from evalpipe.run import lmeval as lmeval_run
 from evalpipe.run import lmeval_task
 from evalpipe.store import open_store
 
-FIXTURES = Path(__file__).parent / "fixtures" / "lmeval"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "lmeval"
 LMEVAL_OUT = FIXTURES / "gsm8k-smollm2-tp1"
 NATIVE = FIXTURES / "native-gsm8k-smollm2-tp1.jsonl"
 N = 10

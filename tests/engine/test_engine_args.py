@@ -10,8 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from fake_openai import FakeOpenAI
+from legacy_store import as_schema_2
 
 from evalpipe import api
 from evalpipe.compare.pairing import find_baseline, non_layout_args, pairing_key
@@ -23,13 +23,11 @@ from evalpipe.layout import parse
 from evalpipe.options import RunOptions
 from evalpipe.records import (
     EXCHANGE_VERSION,
-    canonical_json,
     engine_args_from_flags,
-    sha256_text,
 )
-from evalpipe.store import Store, open_store, schema
+from evalpipe.store import open_store, schema
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 OLD_STORE = FIXTURES / "store-schema2.db"  # written by evalpipe at schema 2 (flag lists)
 OLD_EXPORT = FIXTURES / "exchange-v1.jsonl"  # `runs export` of run old-tp1 from that store
 
@@ -214,32 +212,6 @@ def test_a_version_1_export_imports_and_round_trips_in_version_2(tmp_path: Path)
     shutil.copy(OLD_STORE, tmp_path / "old.db")
     with open_store(tmp_path / "old.db") as s:
         assert import_run(s, OLD_EXPORT.read_text().splitlines()) == "old-tp1"
-
-
-def as_schema_2(store: Store, run_id: str, flags: list[str]) -> None:
-    """Rewrite ``store`` as evalpipe at schema 2 left it: this run's engine arguments as a
-    flag list, its config hash computed over that list, no m003 in the history."""
-    with store.engine.begin() as conn:
-        text = conn.execute(
-            sa.select(schema.runs.c.config).where(schema.runs.c.run_id == run_id)
-        ).scalar_one()
-        data = json.loads(text)
-        data["engine_args"] = flags
-        key = {k: v for k, v in data.items() if k not in ("model", "data_source")}
-        old_hash = sha256_text(canonical_json(key))[:16]
-        conn.execute(
-            schema.runs.update()
-            .where(schema.runs.c.run_id == run_id)
-            .values(config=canonical_json(data), config_hash=old_hash)
-        )
-        conn.execute(
-            schema.meta.update().where(schema.meta.c.key == "schema_version").values(value="2")
-        )
-        conn.execute(
-            schema.migrations.delete().where(
-                schema.migrations.c.name == "m003_structured_engine_args"
-            )
-        )
 
 
 def test_a_run_stored_before_resumes_sending_only_missing_items(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from test_engine_args import as_schema_2
+from legacy_store import as_schema_2
 from test_store import make_config, make_run, make_sample
 
 from evalpipe.errors import EvalpipeError

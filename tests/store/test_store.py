@@ -20,7 +20,7 @@ from evalpipe.records import Run, RunConfig, Sample
 from evalpipe.store import Store, describe_store, migrate, open_store, schema
 from evalpipe.store.schema import Migration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_config(**changes: Any) -> RunConfig:

@@ -14,7 +14,7 @@ from evalpipe.errors import EvalpipeError
 from evalpipe.tasks.load import TASKS_PATH_ENV, builtin_task_dirs, list_tasks, load_task
 from evalpipe.tasks.scoring import extract
 
-REPO_TASKS = Path(__file__).resolve().parents[1] / "tasks"
+REPO_TASKS = Path(__file__).resolve().parents[2] / "tasks"
 SHIPPED = ["arith", "gsm8k", "gsm8k-chat", "needle-multi", "passkey"]
 MATH = ["arith", "gsm8k", "gsm8k-chat"]
 

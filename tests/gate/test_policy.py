@@ -10,7 +10,7 @@ import pytest
 from evalpipe.errors import EvalpipeError
 from evalpipe.gate.policy import Policy, Requirement, load_policy, parse_policy
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 GOOD = """\
 name: v0.12-release

@@ -17,7 +17,7 @@ from evalpipe.records import EXCHANGE_VERSION, Run, RunConfig, Sample, config_to
 from evalpipe.store import Store, open_store
 from evalpipe.tasks.prompts import Prompt, prompts_hash
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUN_ID = "20261128-031642-ab12cd"
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}]
 
