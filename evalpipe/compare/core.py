@@ -7,7 +7,8 @@ either side is excluded (counted by reason), never scored. The statistics are
 :mod:`evalpipe.compare.stats`, the verdict rule :mod:`evalpipe.compare.power`.
 
 Inputs are :class:`Answer` s: the few columns of a stored sample a comparison reads, so a
-store can read exactly those (:data:`ANSWER_COLUMNS`) for many runs at once.
+store can read exactly those for many runs at once
+(:func:`evalpipe.store.answers.read_answers`, whose ``ANSWER_FIELDS`` are its fields in order).
 """
 
 from __future__ import annotations
@@ -28,18 +29,6 @@ EXAMPLE_CHARS = 2000
 
 Direction = Literal["correct_to_wrong", "wrong_to_correct"]
 DIRECTIONS: tuple[Direction, Direction] = ("correct_to_wrong", "wrong_to_correct")
-
-ANSWER_COLUMNS = (
-    "item_id",
-    "error",
-    "correct",
-    "output",
-    "prompt_tokens",
-    "target",
-    "extracted",
-    "correct_by",
-)
-"""The sample columns an :class:`Answer` is built from."""
 
 
 @dataclass(frozen=True, slots=True)
