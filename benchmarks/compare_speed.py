@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # builders
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "compare"))
 
 from test_compare import add_run, config
