@@ -107,8 +107,7 @@ class RunConfig:
     config) lives on :class:`Run`.
 
     ``engine_args`` maps EngineArgs field names to JSON values, sorted by key (see
-    :class:`evalpipe.engine.args.EngineArgs`); a flag list, the form stored before, is read
-    with :func:`engine_args_from_flags`.
+    :class:`evalpipe.engine.args.EngineArgs`).
     """
 
     model: str
@@ -130,12 +129,8 @@ class RunConfig:
     repeat_index: int = 0
 
     def __post_init__(self) -> None:
-        args: Any = self.engine_args
-        if isinstance(args, Mapping):
-            args = {k: args[k] for k in sorted(args)}
-        else:
-            args = engine_args_from_flags(args)
-        object.__setattr__(self, "engine_args", args)
+        args = self.engine_args
+        object.__setattr__(self, "engine_args", {k: args[k] for k in sorted(args)})
 
     def key(self) -> dict[str, Any]:
         return {
@@ -172,8 +167,12 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
 def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     """Inverse of :func:`config_to_dict`; unknown or missing keys raise ``TypeError``.
 
-    ``engine_args`` may also be the flag list of schema 2 stores and version 1 JSONL."""
-    return RunConfig(**{"engine_args": {}, **data})
+    ``engine_args`` may also be the flag list of version 1 JSONL files (the form stored before
+    schema 3), read with :func:`engine_args_from_flags`."""
+    args = data.get("engine_args", {})
+    if not isinstance(args, Mapping):
+        args = engine_args_from_flags(args)
+    return RunConfig(**{**data, "engine_args": args})
 
 
 @dataclass(frozen=True)

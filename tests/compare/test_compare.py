@@ -101,19 +101,17 @@ def test_missing_baseline_says_which_config_and_how_to_make_it(store: Store) -> 
 
 def test_numeric_engine_args_are_part_of_the_key_layout_flags_are_not(store: Store) -> None:
     bf16 = add_run(
-        store, config("tp1", engine_args=("--tensor-parallel-size", "1", "--enforce-eager")), [True]
+        store, config("tp1", engine_args={"tensor_parallel_size": 1, "enforce_eager": True}), [True]
     )
     tp2 = add_run(
         store,
         config(
             "tp2",
-            engine_args=(
-                "--tensor-parallel-size",
-                "2",
-                "--enforce-eager",
-                "--distributed-executor-backend",
-                "mp",
-            ),
+            engine_args={
+                "tensor_parallel_size": 2,
+                "enforce_eager": True,
+                "distributed_executor_backend": "mp",
+            },
         ),
         [True],
     )
@@ -121,7 +119,7 @@ def test_numeric_engine_args_are_part_of_the_key_layout_flags_are_not(store: Sto
         store,
         config(
             "tp2",
-            engine_args=("--tensor-parallel-size", "2", "--dtype", "float32", "--enforce-eager"),
+            engine_args={"tensor_parallel_size": 2, "dtype": "float32", "enforce_eager": True},
         ),
         [True],
     )
@@ -133,8 +131,8 @@ def test_numeric_engine_args_are_part_of_the_key_layout_flags_are_not(store: Sto
 
 
 def test_batching_settings_are_part_of_the_key(store: Store) -> None:
-    a = add_run(store, config("tp8", engine_args=("--max-num-seqs", "64")), [True])
-    b = add_run(store, config("tp8", engine_args=("--max-num-seqs", "256")), [True])
+    a = add_run(store, config("tp8", engine_args={"max_num_seqs": 64}), [True])
+    b = add_run(store, config("tp8", engine_args={"max_num_seqs": 256}), [True])
     assert pairing_key(a) != pairing_key(b)
 
 

@@ -31,7 +31,7 @@ MODEL = "/models/DeepSeek-V3.2"
 
 
 def config(layout: str, **changes: Any) -> RunConfig:
-    return run_config(layout, **{"model": MODEL, "engine_args": (), **changes})
+    return run_config(layout, **{"model": MODEL, "engine_args": {}, **changes})
 
 
 _clock = iter(range(10_000))

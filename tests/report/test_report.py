@@ -100,7 +100,7 @@ def build_store(store: Store) -> dict[str, Run]:
     add_run(store, dataclasses.replace(other, concurrency=1), right[:50])
     runs["nobase"] = add_run(store, dataclasses.replace(other, layout="dp2tp8dcp8"), right[:50])
     # a reference pair on CPU: tp2 against tp1 (only with pairs={"tp2": "tp1"}).
-    cpu = config("tp1", platform="cpu", engine_args=())
+    cpu = config("tp1", platform="cpu", engine_args={})
     runs["tp1"] = add_run(store, cpu, right[:200])
     runs["tp2"] = add_run(store, dataclasses.replace(cpu, layout="tp2"), right[:200])
     return runs
@@ -268,7 +268,7 @@ def test_without_pairs_the_reference_pair_is_not_compared(store: Store, tmp_path
 
 def test_a_dcp_run_gets_a_shard_boundary_panel(store: Store, tmp_path: Path) -> None:
     # dp2tp8dcp8 on Ascend: period 8 x 128 = 1024. 300 items at lengths 400..1297.
-    asc = config("dp2tp8", task="passkey", prompt_hash="p9", platform="ascend", engine_args=())
+    asc = config("dp2tp8", task="passkey", prompt_hash="p9", platform="ascend", engine_args={})
     right = [True] * 300
     add_run(store, asc, right)
     lost = [not (1024 <= 400 + 3 * i <= 1040) for i in range(300)]  # lost just past 1024

@@ -198,7 +198,7 @@ def test_boundary_groups_exact_lengths_and_buckets() -> None:
 
 
 def _run(store_path: Path, layout: str, correct: list[bool], tokens: list[int]) -> Run:
-    cfg = run_config(layout, task="passkey", platform="ascend", engine_args=())
+    cfg = run_config(layout, task="passkey", platform="ascend", engine_args={})
     with open_store(str(store_path)) as store:
         run = Run(run_id=new_run_id(), config=cfg, status="running", started_at=utcnow())
         store.create_run(run)
