@@ -26,8 +26,10 @@ DERIVED_KEYS = frozenset({"distributed_executor_backend"})
 """Keys that follow from the layout on a platform (the CPU engine needs ``mp`` for more
 than one rank), so they never keep two runs from pairing."""
 
-PLATFORM_DEFAULT = {"enforce_eager": True}
-"""Defaults a user would not think to repeat in a suggested command (CPU: eager mode)."""
+CPU_DEFAULTS = {"enforce_eager": True}
+"""What evalpipe adds on CPU unless the user says otherwise: compiled mode costs 150-200 s of
+warm-up per start there and its cache does not reload, and eager mode gives the same greedy
+outputs run to run. A suggested command leaves them out."""
 
 
 def _normal_key(raw: str) -> str:
@@ -98,9 +100,7 @@ class EngineArgs:
             )
         values: dict[str, Any] = {**layout.engine_kwargs(), **extras}
         if platform == "cpu":
-            # Compiled mode costs 150-200 s of warm-up per start on CPU and its cache does not
-            # reload; eager mode gives the same greedy outputs run to run.
-            values.setdefault("enforce_eager", True)
+            values = {**CPU_DEFAULTS, **values}
             if layout.tp * layout.pp > 1:
                 values.setdefault("distributed_executor_backend", "mp")
         return cls(values)
@@ -139,7 +139,7 @@ class EngineArgs:
         return [
             f"{key}={_pair_value(value)}"
             for key, value in self.non_layout().items()
-            if PLATFORM_DEFAULT.get(key, ...) != value
+            if CPU_DEFAULTS.get(key, ...) != value
         ]
 
 
