@@ -89,9 +89,7 @@ def _compute_batch(store: Store, batch: Sequence[Job]) -> dict[str, Outcome]:
     for job in batch:
         group = tuple(r.run_id for r in job.repeats)
         if group not in noise:
-            noise[group] = (
-                noise_floor([answers[i] for i in group]) if len(group) >= 2 else Noise(None, 1)
-            )
+            noise[group] = noise_floor([answers[i] for i in group])
         try:
             out[job.run.run_id] = compare_answers(
                 job.run,

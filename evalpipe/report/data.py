@@ -131,9 +131,8 @@ def _pair_runs(
 def _with_job(cell: Cell, repeats: Sequence[Run], shard_period: int | None) -> Cell:
     """``cell`` with what its comparison needs, and the digest of all of it."""
     assert cell.baseline is not None
-    reps = tuple(repeats) if len(repeats) >= 2 else ()
-    job = Job(cell.run, cell.baseline, reps, shard_period_of(cell.run, shard_period))
-    key = cache.comparison_key(job.run, job.baseline, reps, job.shard, SETTINGS)
+    job = Job(cell.run, cell.baseline, tuple(repeats), shard_period_of(cell.run, shard_period))
+    key = cache.comparison_key(job.run, job.baseline, job.repeats, job.shard, SETTINGS)
     return replace(cell, job=job, key=key)
 
 
