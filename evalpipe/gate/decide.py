@@ -41,6 +41,26 @@ Status = Literal["pass", "fail", "incomplete"]
 EXIT_CODES: dict[str, int] = {"pass": 0, "fail": 1, "incomplete": 2}
 
 
+_RESULT_KEYS = (
+    "n",
+    "run_accuracy",
+    "baseline_accuracy",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "noninferiority_p_adjusted",
+    "mde",
+    "margin",
+    "alpha",
+    "min_n",
+    "verdict",
+    "reason",
+)
+"""The figures of a comparison a gate item keeps, in their stored order."""
+
+
 @dataclass(frozen=True)
 class GateSummary:
     """What a gate item keeps of a comparison: the numbers behind the verdict, not flip
@@ -64,23 +84,9 @@ class GateSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """The stored and ``--json`` shape: these keys, in this order."""
-        r = self.result
+        result = self.result.to_dict()  # an infinite MDE is None there too
         return {
-            "n": r.n,
-            "run_accuracy": r.run_accuracy,
-            "baseline_accuracy": r.baseline_accuracy,
-            "delta": r.delta,
-            "ci_low": r.ci_low,
-            "ci_high": r.ci_high,
-            "p_value": r.p_value,
-            "p_adjusted": r.p_adjusted,
-            "noninferiority_p_adjusted": r.noninferiority_p_adjusted,
-            "mde": self.mde,
-            "margin": r.margin,
-            "alpha": r.alpha,
-            "min_n": r.min_n,
-            "verdict": r.verdict,
-            "reason": r.reason,
+            **{k: result[k] for k in _RESULT_KEYS},
             "excluded": self.excluded,
             "agreement": self.agreement,
             "noise_floor": self.noise_floor,
