@@ -10,17 +10,10 @@ from dataclasses import dataclass
 
 
 def _first_mismatch(a: Sequence[object], b: Sequence[object]) -> int | None:
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
+    """Index of the first differing element (the shorter length on a prefix); None if equal.
 
-
-def first_difference(a: str, b: str) -> int | None:
-    """Index of the first differing character (the shorter length on a prefix); None if equal.
-
-    Equal strings are the common case (identical outputs) and cost one C comparison; else a
-    binary search over prefix slices, also in C: no per-character Python loop.
+    Equal sequences are the common case (identical outputs) and cost one C comparison; else a
+    binary search over prefix slices, also in C: no per-element Python loop.
     """
     if a == b:
         return None
@@ -34,9 +27,15 @@ def first_difference(a: str, b: str) -> int | None:
     return lo
 
 
+def first_difference(a: str, b: str) -> int | None:
+    """Index of the first differing character (the shorter length on a prefix); None if equal."""
+    return _first_mismatch(a, b)
+
+
 def first_token_difference(a_tokens: Sequence[object], b_tokens: Sequence[object]) -> int | None:
     """Token index of the first difference, as :func:`first_difference`."""
-    return _first_mismatch(a_tokens, b_tokens)
+    # One sequence type on both sides: a list never equals a tuple, even with equal items.
+    return _first_mismatch(tuple(a_tokens), tuple(b_tokens))
 
 
 def agreement(pairs_of_outputs: Iterable[tuple[str, str]]) -> float:
