@@ -37,7 +37,7 @@ from evalpipe.records import Run, sha256_text, utcnow
 from evalpipe.report import cache
 from evalpipe.report import data as report_data
 from evalpipe.report.fork import cores, forget_connections, fork_map
-from evalpipe.report.markdown import signed_pts
+from evalpipe.report.markdown import p_value, percent, pts, signed_pts
 from evalpipe.report.pages import (
     VERDICTS,
     comparison_context,
@@ -78,25 +78,11 @@ def page_name(run_id: str) -> str:
     return f"run-{sha256_text(run_id)[:16]}.html"
 
 
-# --- formatting filters (plain strings: autoescape still applies to them) ----------------
-
-
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
-
-
-def pts(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f} pts"
+# --- formatting filters: markdown's number formats (plain strings; autoescape applies) -------
 
 
 def signed(value: float | None) -> str:
     return "—" if value is None else signed_pts(value)
-
-
-def p_value(p: float | None) -> str:
-    if p is None:
-        return "—"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def seconds(value: float | None) -> str:
@@ -117,7 +103,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pct=pct, pts=pts, signed=signed, p_value=p_value, seconds=seconds)
+    env.filters.update(pct=percent, pts=pts, signed=signed, p_value=p_value, seconds=seconds)
     env.globals.update(verdicts=VERDICTS, page_name=page_name)
     return env
 
