@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, int]] = [
     ("evalpipe.layout", 1),
     ("evalpipe.options", 1),
     ("evalpipe.records", 1),
+    ("evalpipe.traces", 1),
     ("evalpipe.errors", 0),
     ("evalpipe.paths", 0),
     ("evalpipe", 0),

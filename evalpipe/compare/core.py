@@ -19,6 +19,7 @@ from typing import Literal
 
 from evalpipe.compare import breakdown, stats
 from evalpipe.compare.power import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_MIN_N
+from evalpipe.compare.tokentypes import TokenComparison
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import MIN_PERIOD
 from evalpipe.records import Run, Sample
@@ -118,6 +119,8 @@ class Comparison:
     shard: ShardPeriod = ShardPeriod()
     boundaries: tuple[breakdown.BoundaryGroup, ...] = ()
     per_verdict: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    tokens: TokenComparison | None = None
+    """The token-level comparison, when token traces were asked for (``compare_runs``)."""
 
     @property
     def verdict(self) -> str:
