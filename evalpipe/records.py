@@ -15,11 +15,12 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the store's tables. Bumped with a migration.
 
 2 added the ``gate_decisions`` table (migration ``m002_gate_decisions``); 3 stores a run's
-engine arguments as a mapping instead of a flag list (``m003_structured_engine_args``)."""
+engine arguments as a mapping instead of a flag list (``m003_structured_engine_args``); 4 adds
+the ``token_traces`` table (``m004_token_traces``)."""
 
 EXCHANGE_VERSION = 2
 """Version of the JSONL run format (``runs export``/``import``, ``store copy``); moves only when

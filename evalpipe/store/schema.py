@@ -8,8 +8,8 @@ and the new ``schema_version`` in ``meta``, so a crash leaves the store at a who
 To change the schema: edit the tables below, bump ``records.SCHEMA_VERSION``, and append a
 ``Migration(version=N, name="mNNN_what", apply=...)`` that turns an N-1 store into an N one.
 
-Types are portable (TEXT, BIGINT, DOUBLE, BOOLEAN); JSON is stored as TEXT so SQLite and
-PostgreSQL hold the same bytes.
+Types are portable (TEXT, BIGINT, DOUBLE, BOOLEAN, binary for token traces); JSON is stored as
+TEXT so SQLite and PostgreSQL hold the same bytes.
 """
 
 from __future__ import annotations
@@ -153,6 +153,38 @@ def _gate_decisions_v2(md: sa.MetaData) -> sa.Table:
 gate_decisions = _gate_decisions_v2(metadata)
 
 
+def _token_traces_v4(md: sa.MetaData) -> sa.Table:
+    """The ``token_traces`` table as schema 4 defines it (a function for the reason given at
+    :func:`_gate_decisions_v2`).
+
+    One row per (run, item, source): ``source`` is ``""`` for the run's own generation, else
+    the run whose tokens this run's engine scored (teacher forcing). ``data`` is the binary
+    trace (:func:`evalpipe.traces.encode`); a row with ``error`` and no ``data`` is an item
+    that could not be scored (an infrastructure error, never a score).
+    """
+    return sa.Table(
+        "token_traces",
+        md,
+        sa.Column(
+            "run_id",
+            sa.Text,
+            sa.ForeignKey("runs.run_id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("item_id", sa.Text, primary_key=True),
+        sa.Column("source", sa.Text, primary_key=True),
+        sa.Column("start", sa.BigInteger, nullable=False),
+        sa.Column("k", sa.Integer, nullable=False),
+        sa.Column("n_tokens", sa.BigInteger, nullable=False),
+        sa.Column("data", sa.LargeBinary),
+        sa.Column("error", sa.Text),
+        sa.Column("stored_at", sa.Text, nullable=False),
+    )
+
+
+token_traces = _token_traces_v4(metadata)
+
+
 def _m002_gate_decisions(conn: Connection) -> None:
     _gate_decisions_v2(sa.MetaData()).create(conn)
 
@@ -177,6 +209,12 @@ def _m003_structured_engine_args(conn: Connection) -> None:
         )
 
 
+def _m004_token_traces(conn: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table("runs", md, sa.Column("run_id", sa.Text, primary_key=True))  # the key's target
+    _token_traces_v4(md).create(conn)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema step: ``apply`` turns a ``version - 1`` store into a ``version`` store."""
@@ -190,6 +228,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=2, name="m002_gate_decisions", apply=_m002_gate_decisions),
     Migration(version=3, name="m003_structured_engine_args", apply=_m003_structured_engine_args),
+    Migration(version=4, name="m004_token_traces", apply=_m004_token_traces),
 )
 
 

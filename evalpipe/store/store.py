@@ -30,7 +30,7 @@ from evalpipe.store.rows import (
     sample_to_row,
     samples_from_rows,
 )
-from evalpipe.store.schema import prompts, runs, samples
+from evalpipe.store.schema import prompts, runs, samples, token_traces
 
 _SAMPLE_KEY = ("run_id", "item_id")
 _AMBIGUOUS_SHOWN = 10
@@ -120,7 +120,9 @@ class Store:
     # --- transactions ------------------------------------------------------------------
 
     @contextmanager
-    def _tx(self, *, write: bool) -> Iterator[Connection]:
+    def transaction(self, *, write: bool) -> Iterator[Connection]:
+        """One transaction, committed on exit; ``write`` takes SQLite's write lock at BEGIN.
+        For the modules beside this one that keep a concept's rows (token traces)."""
         try:
             with (self._writer if write else self.engine).begin() as conn:
                 yield conn
@@ -142,7 +144,7 @@ class Store:
         if any(r["run_id"] != run.run_id for r in rows):
             raise ValueError(f"create_run({run.run_id}): every sample must belong to the run")
         try:
-            with self._tx(write=True) as conn:
+            with self.transaction(write=True) as conn:
                 conn.execute(runs.insert(), run_to_row(run))
                 if rows:
                     conn.execute(self._upsert, rows)
@@ -153,7 +155,7 @@ class Store:
 
     def update_run(self, run: Run) -> None:
         """Replace the stored record of ``run.run_id`` (every field) with ``run``."""
-        with self._tx(write=True) as conn:
+        with self.transaction(write=True) as conn:
             result = conn.execute(
                 runs.update().where(runs.c.run_id == run.run_id).values(run_to_row(run))
             )
@@ -162,7 +164,7 @@ class Store:
 
     def get_run(self, run_id: str) -> Run:
         """The run with this id, or the only one whose id starts with it."""
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
             if row is not None:
                 return run_from_row(row)
@@ -188,7 +190,7 @@ class Store:
 
     def find_run(self, run_id: str) -> Run | None:
         """The run with exactly this id, or ``None``."""
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
         return None if row is None else run_from_row(row)
 
@@ -213,7 +215,7 @@ class Store:
                 query = query.where(column == value)
         if limit is not None:
             query = query.limit(limit)
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             return [run_from_row(r) for r in conn.execute(query).mappings()]
 
     def find_unfinished(self, config_hash: str) -> Run | None:
@@ -231,16 +233,17 @@ class Store:
             .order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
             .limit(1)
         )
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             row = conn.execute(query).mappings().first()
         return None if row is None else run_from_row(row)
 
     def delete_run(self, run_id: str) -> None:
-        """Delete a run and its samples (prompts stay: other runs may share them)."""
-        with self._tx(write=True) as conn:
+        """Delete a run, its samples and token traces (prompts stay: other runs may share them)."""
+        with self.transaction(write=True) as conn:
             # Explicit rather than only ON DELETE CASCADE, which SQLite applies only on
             # connections that enabled foreign keys.
             conn.execute(samples.delete().where(samples.c.run_id == run_id))
+            conn.execute(token_traces.delete().where(token_traces.c.run_id == run_id))
             if conn.execute(runs.delete().where(runs.c.run_id == run_id)).rowcount == 0:
                 raise self._no_run(run_id)
 
@@ -259,7 +262,7 @@ class Store:
     def put_prompts(self, texts: Mapping[str, str]) -> None:
         """Store prompt texts by hash; hashes already stored are left as they are."""
         if texts:
-            with self._tx(write=True) as conn:
+            with self.transaction(write=True) as conn:
                 _insert_prompts(conn, texts)
 
     def get_prompt(self, prompt_hash: str) -> str | None:
@@ -269,7 +272,7 @@ class Store:
         """The stored texts of these hashes (unknown hashes are left out)."""
         wanted = sorted(set(hashes))
         found: dict[str, str] = {}
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             # Chunked: SQLite caps the number of bound parameters per statement.
             for i in range(0, len(wanted), 500):
                 query = sa.select(prompts).where(prompts.c.prompt_hash.in_(wanted[i : i + 500]))
@@ -294,10 +297,10 @@ class Store:
         if not rows:
             return
         try:
-            with self._tx(write=True) as conn:
+            with self.transaction(write=True) as conn:
                 conn.execute(self._upsert, rows)
         except sa.exc.IntegrityError as exc:
-            with self._tx(write=False) as conn:
+            with self.transaction(write=False) as conn:
                 for run_id in sorted({r["run_id"] for r in rows}):
                     self._check_exists(conn, run_id)
             raise EvalpipeError(f"store {self.name}: cannot store samples ({exc.orig})") from exc
@@ -305,7 +308,7 @@ class Store:
     def samples(self, run_id: str) -> list[Sample]:
         """The run's samples, numeric item ids in numeric order, then the others as text."""
         query = sa.select(samples).where(samples.c.run_id == run_id).order_by(*_ITEM_ORDER)
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             found = samples_from_rows(conn.execute(query).mappings().all())
             if not found:
                 self._check_exists(conn, run_id)
@@ -316,7 +319,7 @@ class Store:
         query = sa.select(samples.c.item_id).where(
             samples.c.run_id == run_id, samples.c.error.is_(None)
         )
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             return set(conn.execute(query).scalars())
 
     def first_errors(self, run_id: str, n: int = 3) -> list[str]:
@@ -327,7 +330,7 @@ class Store:
             .order_by(*_ITEM_ORDER)
             .limit(n)
         )
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             return [f"item {r.item_id}: {r.error}" for r in conn.execute(query)]
 
     def summarize(self, run_id: str) -> dict[str, Any]:
@@ -341,12 +344,12 @@ class Store:
 
     def put_gate_decision(self, record: GateRecord) -> GateRecord:
         """Store a gate decision; return it with the ``decision_id`` it was given."""
-        with self._tx(write=True) as conn:
+        with self.transaction(write=True) as conn:
             return gates.insert(conn, record)
 
     def last_gate_decision(self, scope_key: str) -> GateRecord | None:
         """The most recently stored decision with this ``scope_key``, or ``None``."""
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             return gates.last(conn, scope_key)
 
 

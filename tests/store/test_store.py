@@ -228,6 +228,7 @@ def test_an_older_store_is_migrated_on_open_once(
         f"create_schema_{current}",
         "m002_gate_decisions",
         "m003_structured_engine_args",
+        "m004_token_traces",
         "m999_sample_note",
     ]
     assert "note" in columns
@@ -266,6 +267,7 @@ def test_a_new_store_records_every_migration_as_included(
         f"create_schema_{current + 1}",
         "m002_gate_decisions",
         "m003_structured_engine_args",
+        "m004_token_traces",
         "m999",
     ]
 
