@@ -1,12 +1,14 @@
 """Power and false-alarm rate of evalpipe's verdict next to the fixed-tolerance gates in use today.
 
-    python benchmarks/power.py [--sims 2000] [--seed 0] [--n 1319] [--margin 0.01]
+    python benchmarks/power.py [--sims 10000] [--seed 0] [--n 1319] [--margin 0.01]
 
 Prints Markdown. Model, per question (n = 1319 as GSM8K): the baseline is right with
 probability p; engine noise makes the run disagree with rate d, half each way (noise alone moves
 no accuracy); a true drop delta turns a further delta of right answers wrong. So the paired table
 is Multinomial(n; both right p - d/2 - delta, only run d/2, only baseline d/2 + delta, both wrong
-1 - p - d/2), with discordance d + delta.
+1 - p - d/2), with discordance d + delta. The drops are 0, 0.5, 1, 2 and 3 margins, so the grid
+always holds a margin-sized loss: there ``ok`` is a false pass, which the rule bounds by
+alpha / 2 = 2.5 % (non-inferiority at alpha / 2), up to the normal approximation of its test.
 
 * evalpipe: ``compare_table`` with its defaults (margin 1 point, alpha 0.05, min_n 100, no noise
   floor passed). The verdict depends on the table only through n and the discordant counts, so it
@@ -16,7 +18,7 @@ is Multinomial(n; both right p - d/2 - delta, only run d/2, only baseline d/2 + 
   accuracy). vllm-ascend's gate fires when |score - p| > 5 points, vLLM's GSM8K test when
   score - p < -8 points. Engine noise d does not enter; p does (binomial variance).
 
-Numpy draws the tables (benchmark only; evalpipe's core stays numpy-free).
+Numpy draws the tables; the verdict code under test is standard library only.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from evalpipe.compare.power import mde
 from evalpipe.compare.stats import PairedTable, compare_table, mcnemar_exact_p
 
 NOISE = (0.0025, 0.005, 0.01, 0.02)
-DROPS = (0.0, 0.005, 0.01, 0.02, 0.03)
+DROPS = (0.0, 0.5, 1.0, 2.0, 3.0)  # in margins
 ACCURACIES = (0.8, 0.5)
 
 
@@ -84,39 +86,47 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sims", type=int, default=2000, help="simulations per cell")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n", type=int, default=1319, help="questions (GSM8K test: 1319)")
-    parser.add_argument("--margin", type=float, default=0.01, help="fraction; 0.01 = 1 point")
-    args = parser.parse_args(argv)
-    rng = np.random.default_rng(args.seed)
-    verdict_of = Verdicts(args.margin)
-    started = time.perf_counter()
+Cell = tuple[float, float, float]  # shares of drift, inconclusive, ok
 
-    print(
-        f"### Verdict rule vs fixed gates (n = {args.n}, {args.sims} simulations per cell, "
-        f"seed {args.seed}, margin {100 * args.margin:g} pt)\n"
-    )
-    print(
-        "Rates in %. delta = 0 rows are false alarms (drift / gate fires); the others are "
-        "power. Monte Carlo SE <= "
-        f"{100 * 0.5 / args.sims**0.5:.1f} points.\n"
-    )
+
+def verdict_grid(
+    rng: np.random.Generator, args: argparse.Namespace, verdict_of: Verdicts
+) -> dict[tuple[float, float], Cell]:
+    """Print the verdict-vs-gates table; return the verdict shares per (noise, drop in margins)."""
     header = ["d (noise)", "delta (drop)", "drift", "inconclusive", "ok"]
     header += [f"{g} p={p}" for p in ACCURACIES for g in ("gate abs>5", "gate <-8")]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
+    grid: dict[tuple[float, float], Cell] = {}
     for d in NOISE:
-        for drop in DROPS:
+        for margins in DROPS:
+            drop = margins * args.margin
             tables = simulate_tables(rng, args.n, ACCURACIES[0], d, drop, args.sims)
-            drift, inconclusive, ok = rates([verdict_of(row) for row in tables])
-            cells = [f"{100 * d:g} %", f"{100 * drop:g} pt", pct(drift), pct(inconclusive), pct(ok)]
+            grid[d, margins] = rates([verdict_of(row) for row in tables])
+            cells = [f"{100 * d:g} %", f"{100 * drop:g} pt", *map(pct, grid[d, margins])]
             for p in ACCURACIES:
                 cells += [pct(x) for x in gate_rates(rng, args.n, p, drop, args.sims)]
             print("| " + " | ".join(cells) + " |")
+    return grid
 
+
+def decisiveness(grid: dict[tuple[float, float], Cell], n: int) -> None:
+    """The grid's two questions side by side: is no drift passed, is a margin-sized loss not?"""
+    print("\n### Decisiveness: no drift vs a margin-sized loss (from the table above)\n")
+    print(
+        "| d (noise) | MDE (points) | no drift: ok | inconclusive | drift "
+        "| loss = margin: ok (false pass, nominal <= 2.5) | inconclusive | drift |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for d in NOISE:
+        (drift0, inc0, ok0), (drift1, inc1, ok1) = grid[d, 0.0], grid[d, 1.0]
+        cells = [f"{100 * d:g} %", f"{100 * mde(n, max(d, 1 / n)):.2f}"]
+        cells += [pct(x) for x in (ok0, inc0, drift0, ok1, inc1, drift1)]
+        print("| " + " | ".join(cells) + " |")
+
+
+def mde_check(rng: np.random.Generator, args: argparse.Namespace, verdict_of: Verdicts) -> None:
+    """Simulated power of the drift verdict and of the bare test at the claimed MDE."""
     print(
         "\n### MDE check: simulated power at the drop the verdict claims to detect (80 % target)\n"
     )
@@ -134,6 +144,30 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"| {100 * d:g} % | {100 * detectable:.2f} | {pct(drift)} | {pct(float(mcnemar))} |")
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sims", type=int, default=10000, help="simulations per cell")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=int, default=1319, help="questions (GSM8K test: 1319)")
+    parser.add_argument("--margin", type=float, default=0.01, help="fraction; 0.01 = 1 point")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    verdict_of = Verdicts(args.margin)
+    started = time.perf_counter()
+
+    print(
+        f"### Verdict rule vs fixed gates (n = {args.n}, {args.sims} simulations per cell, "
+        f"seed {args.seed}, margin {100 * args.margin:g} pt)\n"
+    )
+    print(
+        "Rates in %. delta = 0 rows are false alarms (drift / gate fires); the others are "
+        "power. Monte Carlo SE <= "
+        f"{100 * 0.5 / args.sims**0.5:.1f} points.\n"
+    )
+    grid = verdict_grid(rng, args, verdict_of)
+    decisiveness(grid, args.n)
+    mde_check(rng, args, verdict_of)
     print(f"\n_{time.perf_counter() - started:.1f} s, {len(verdict_of.cache)} distinct tables._")
     return 0
 
