@@ -125,6 +125,9 @@ class PathComparison:
     reason: str = ""
     missing_tokens: int = 0
     """Positions whose KL estimate had to impute a baseline top-k token the run did not list."""
+    skipped_items: int = 0
+    """Items left out: on the forced path the two sides scored different token ids; on either
+    path the two prompts' token counts (``start``) differ."""
 
 
 @dataclass(frozen=True)
