@@ -26,6 +26,9 @@ class RunOptions:
     value read as YAML) override a generated task's parameters; ``shard_layout`` is the
     layout whose shard boundaries a long-context task's length grid straddles (default: the
     run's own layout; a baseline run gets its CP run's layout, so both get the same items).
+    ``logprobs`` is the top-k of token logprobs captured per generated position (0: none);
+    like ``progress`` it is not part of the run's configuration: capture does not change what
+    is generated, so a run with and one without it pair and resume alike.
     """
 
     task: str
@@ -56,6 +59,7 @@ class RunOptions:
     reuse_finished: bool = False
     params: tuple[str, ...] = ()
     shard_layout: str | None = None
+    logprobs: int = 5
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:

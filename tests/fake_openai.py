@@ -2,7 +2,13 @@
 
 Serves ``GET /v1/models`` (one model id) and ``POST /v1/completions``, answering every prompt
 with ``answer`` — or with HTTP ``status`` (e.g. 500, an engine that died) when set. Requests
-are counted so tests can tell whether anything was sent.
+are counted so tests can tell whether anything was sent, and their bodies kept.
+
+Asked for ``logprobs`` (``logprobs_mode="ids"``), it answers in vLLM's shape with one token per
+character of the answer (id = the character's code point, logprob −0.1) and a runner-up
+(id 0, −2.5) in every top list; ``"ignore"`` leaves them out as a server that ignores the
+field would, ``"strings"`` returns token strings although ids were asked for. ``usage``
+reports one prompt token per prompt character.
 """
 
 from __future__ import annotations
@@ -22,11 +28,15 @@ class _QuietServer(ThreadingHTTPServer):
 class FakeOpenAI:
     """``with FakeOpenAI(model="m") as srv: …`` — ``srv.url`` is the base URL."""
 
-    def __init__(self, model: str, answer: str = " #### 0", status: int = 200) -> None:
+    def __init__(
+        self, model: str, answer: str = " #### 0", status: int = 200, logprobs_mode: str = "ids"
+    ) -> None:
         self.model = model
         self.answer = answer
         self.status = status
+        self.logprobs_mode = logprobs_mode
         self.completions = 0
+        self.bodies: list[dict[str, Any]] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,6 +64,7 @@ class FakeOpenAI:
                     self._send(404, {"error": "not found"})
                     return
                 fake.completions += 1
+                fake.bodies.append(body)
                 if fake.status != 200:
                     self._send(fake.status, {"error": "the engine died"})
                     return
@@ -62,11 +73,30 @@ class FakeOpenAI:
                 choices = [
                     {"index": i, "text": fake.answer, "finish_reason": "stop"} for i in range(n)
                 ]
-                self._send(200, {"choices": choices, "usage": {}})
+                usage: dict[str, Any] = {}
+                if isinstance(prompts, str):
+                    usage = {"prompt_tokens": len(prompts), "completion_tokens": len(fake.answer)}
+                if body.get("logprobs") and fake.logprobs_mode != "ignore":
+                    for choice in choices:
+                        choice["logprobs"] = fake.logprobs(fake.answer)
+                self._send(200, {"choices": choices, "usage": usage})
 
         self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def logprobs(self, text: str) -> dict[str, Any]:
+        """vLLM's completion ``logprobs`` for ``text``, one token per character."""
+        names = [
+            f"tok{c}" if self.logprobs_mode == "strings" else f"token_id:{ord(c)}" for c in text
+        ]
+        runner_up = "!" if self.logprobs_mode == "strings" else "token_id:0"
+        return {
+            "tokens": names,
+            "token_logprobs": [-0.1] * len(text),
+            "top_logprobs": [{name: -0.1, runner_up: -2.5} for name in names],
+            "text_offset": list(range(len(text))),
+        }
 
     def __enter__(self) -> FakeOpenAI:
         self._thread.start()

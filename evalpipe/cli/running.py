@@ -42,6 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         api_key_env=args.api_key_env,
         params=tuple(args.param),
         shard_layout=args.shard_layout,
+        logprobs=args.logprobs,
     )
     if args.with_baseline:
         base_runs, runs = api.run_with_baseline(options, args.baseline_layout, args.repeat)
@@ -141,6 +142,14 @@ def _run_options(run: argparse.ArgumentParser) -> None:
         metavar="LAYOUT",
         help="layout whose shard boundaries (dcp x interleave) a long-context task's "
         "lengths straddle (default: --layout)",
+    )
+    run.add_argument(
+        "--logprobs",
+        type=int,
+        default=5,
+        metavar="K",
+        help="store the token ids and top-K logprobs of every generated token, for "
+        "token-level comparison (default 5; 0 = off)",
     )
     run.add_argument("--runs-dir", help="where run directories (engine logs) go")
     run.add_argument("--api-key-env", help="env var holding the endpoint's API key")

@@ -17,14 +17,25 @@ from typing import Any
 
 import aiohttp
 
+from evalpipe.engine import logprobs
+from evalpipe.traces import TokenTrace
+
 
 @dataclass(frozen=True)
 class Request:
-    """One prompt to send: ``text`` for a completion, ``messages`` for a chat request."""
+    """One prompt to send: ``text`` for a completion, ``messages`` for a chat request, or
+    ``prompt_ids`` (token ids) for a completion.
+
+    ``forced_from`` makes it a teacher-forced scoring request: the engine returns the logprobs
+    of ``prompt_ids[forced_from:]`` given what precedes each (prompt logprobs) and generates
+    one token; the completion's ``trace`` is that of the forced tokens.
+    """
 
     item_id: str
     text: str | None = None
     messages: tuple[Mapping[str, str], ...] | None = None
+    prompt_ids: tuple[int, ...] | None = None
+    forced_from: int | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,11 @@ class Completion:
     finish_reason: str | None = None
     latency_s: float | None = None
     error: str | None = None
+    trace: TokenTrace | None = None
+    """The generated tokens' (or, for a forced request, the forced tokens') trace, when
+    logprobs were asked for and the engine returned them."""
+    trace_error: str | None = None
+    """Why logprobs that were returned could not be read (the answer itself is good)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,8 @@ class ClientSettings:
     request_timeout_s: float = 3600.0
     connect_retries: int = 3
     api_key: str | None = None
+    logprobs: int = 0
+    """Top-k logprobs asked for every generated (or forced) position; 0: none."""
 
 
 OnResult = Callable[[Completion], Awaitable[None] | None]
@@ -83,10 +101,15 @@ class OpenAIClient:
         body: dict[str, Any] = {"model": s.model, **dict(s.sampling)}
         if s.stop:
             body["stop"] = list(s.stop)
+        if request.forced_from is not None:
+            body.update(max_tokens=1, prompt_logprobs=max(1, s.logprobs))
+            body["prompt"] = list(request.prompt_ids or ())
+            return "/v1/completions", body
+        body.update(logprobs.request_fields(s.logprobs, request.messages is not None))
         if request.messages is not None:
             body["messages"] = [dict(m) for m in request.messages]
             return "/v1/chat/completions", body
-        body["prompt"] = request.text
+        body["prompt"] = request.text if request.prompt_ids is None else list(request.prompt_ids)
         return "/v1/completions", body
 
     async def complete(self, request: Request) -> Completion:
@@ -102,7 +125,7 @@ class OpenAIClient:
                         detail = (await resp.text())[:500]
                         return _failed(request, started, f"HTTP {resp.status}: {detail}")
                     payload = await resp.json()
-                return _parse(request, payload, started)
+                return _parse(request, payload, started, self.settings.logprobs)
             except asyncio.TimeoutError:
                 limit = self.settings.request_timeout_s
                 return _failed(request, started, f"timeout after {limit:.0f}s")
@@ -124,10 +147,21 @@ def _failed(request: Request, started: float, message: str) -> Completion:
     )
 
 
-def _parse(request: Request, payload: Mapping[str, Any], started: float) -> Completion:
+def _parse(request: Request, payload: Mapping[str, Any], started: float, k: int) -> Completion:
     choice = payload["choices"][0]
     text = choice["message"]["content"] if request.messages is not None else choice["text"]
     usage = payload.get("usage") or {}
+    trace, trace_error = None, None
+    if request.forced_from is not None:
+        # The forced trace is the whole answer: a malformed one is an infrastructure error.
+        ids = request.prompt_ids or ()
+        trace = logprobs.prompt_trace(choice.get("prompt_logprobs"), ids, request.forced_from, k)
+    elif k > 0:
+        parse = logprobs.chat_trace if request.messages is not None else logprobs.completion_trace
+        try:
+            trace = parse(choice, k)
+        except (ValueError, KeyError, TypeError) as exc:  # the answer itself is still good
+            trace_error = f"{type(exc).__name__}: {exc}"
     return Completion(
         item_id=request.item_id,
         text=text if text is not None else "",
@@ -135,6 +169,8 @@ def _parse(request: Request, payload: Mapping[str, Any], started: float) -> Comp
         output_tokens=usage.get("completion_tokens"),
         finish_reason=choice.get("finish_reason"),
         latency_s=time.perf_counter() - started,
+        trace=trace,
+        trace_error=trace_error,
     )
 
 
@@ -159,6 +195,45 @@ async def run_all(
                 await maybe
 
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+
+
+async def tokenize_all(
+    base_url: str,
+    model: str,
+    requests: Sequence[Request],
+    concurrency: int,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, list[int] | str]:
+    """Each request's prompt through the server's ``/tokenize``: token ids, or why not.
+
+    Completions encode with special tokens (``add_special_tokens`` true, /tokenize's default
+    for a prompt); a chat request's messages get the generation prompt, as the chat endpoint
+    adds it."""
+    url = base_url.rstrip("/") + "/tokenize"
+    out: dict[str, list[int] | str] = {}
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(session: aiohttp.ClientSession, r: Request) -> None:
+        body: dict[str, Any] = {"model": model}
+        if r.messages is not None:
+            body.update(messages=[dict(m) for m in r.messages], add_generation_prompt=True)
+        else:
+            body["prompt"] = r.text or ""
+        async with gate:
+            try:
+                async with session.post(url, json=body) as resp:
+                    if resp.status != 200:
+                        detail = (await resp.text())[:300]
+                        out[r.item_id] = f"/tokenize: HTTP {resp.status}: {detail}"
+                        return
+                    out[r.item_id] = [int(t) for t in (await resp.json())["tokens"]]
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+                out[r.item_id] = f"/tokenize: {type(exc).__name__}: {exc}"
+
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+        await asyncio.gather(*(one(session, r) for r in requests))
+    return out
 
 
 async def get_json(base_url: str, path: str, timeout_s: float = 10.0) -> Any:

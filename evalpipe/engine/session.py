@@ -21,7 +21,14 @@ from typing import Any
 
 from evalpipe.engine import provenance
 from evalpipe.engine.args import EngineArgs
-from evalpipe.engine.client import ClientSettings, Completion, OpenAIClient, Request, run_all
+from evalpipe.engine.client import (
+    ClientSettings,
+    Completion,
+    OpenAIClient,
+    Request,
+    run_all,
+    tokenize_all,
+)
 from evalpipe.errors import EvalpipeError
 
 Say = Callable[[str], None]
@@ -37,6 +44,8 @@ class Generation:
     concurrency: int = 256
     request_timeout_s: float = 3600.0
     api_key: str | None = None
+    logprobs: int = 0
+    """Top-k logprobs per generated (or teacher-forced) position; 0 asks for none."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,11 @@ class Engine(ABC):
     def report(self) -> dict[str, Any]:
         """What the engine was, for the run's provenance."""
 
+    @abstractmethod
+    def tokenize(self, requests: Sequence[Request]) -> dict[str, list[int] | str]:
+        """Each request's prompt as the engine encodes it (token ids), or why it could not
+        be encoded, by item id."""
+
 
 class HttpSession(Engine):
     """An OpenAI-compatible server at ``base_url`` (launched by evalpipe or not)."""
@@ -108,6 +122,7 @@ class HttpSession(Engine):
             concurrency=g.concurrency,
             request_timeout_s=g.request_timeout_s,
             api_key=g.api_key,
+            logprobs=g.logprobs,
         )
 
         async def main() -> None:
@@ -115,6 +130,15 @@ class HttpSession(Engine):
                 await run_all(client, requests, on_result, g.concurrency)
 
         asyncio.run(main())
+
+    def tokenize(self, requests: Sequence[Request]) -> dict[str, list[int] | str]:
+        """Through the server's ``/tokenize`` (vLLM), which encodes a prompt as its
+        completions and chat endpoints do."""
+        g = self.generation
+        headers = {"Authorization": f"Bearer {g.api_key}"} if g.api_key else None
+        return asyncio.run(
+            tokenize_all(self.base_url, self.served_model, requests, g.concurrency, headers)
+        )
 
 
 class OfflineSession(Engine):
@@ -126,7 +150,9 @@ class OfflineSession(Engine):
         self.versions = provenance.engine_versions()
         self.kwargs = args.to_kwargs()
         self.generation = generation
-        self.engine = OfflineEngine(model, self.kwargs, generation.sampling, generation.stop)
+        self.engine = OfflineEngine(
+            model, self.kwargs, generation.sampling, generation.stop, generation.logprobs
+        )
 
     def report(self) -> dict[str, Any]:
         return {"engine_kwargs": {k: repr(v) for k, v in self.kwargs.items()}}
@@ -135,6 +161,15 @@ class OfflineSession(Engine):
         self, requests: Sequence[Request], on_result: Callable[[Completion], None]
     ) -> None:
         self.engine.generate(requests, on_result, self.generation.concurrency)
+
+    def tokenize(self, requests: Sequence[Request]) -> dict[str, list[int] | str]:
+        out: dict[str, list[int] | str] = {}
+        for r in requests:
+            try:
+                out[r.item_id] = self.engine.tokenize(r)
+            except Exception as exc:  # the tokenizer's own errors vary; the item says why
+                out[r.item_id] = f"cannot tokenize: {type(exc).__name__}: {exc}"
+        return out
 
     def close(self) -> None:
         self.engine.close()

@@ -23,6 +23,7 @@ from evalpipe.run.plan import Plan, generation, plan, run_config, runs_dir, sess
 from evalpipe.run.progress import Progress
 from evalpipe.run.record import Recorder, Tally, requests_of
 from evalpipe.store import Store, open_store
+from evalpipe.store.traces import traced_items
 from evalpipe.tasks.prompts import Prompt
 
 __all__ = ["execute"]
@@ -62,18 +63,23 @@ def _run(store: Store, p: Plan, run: Run, resumed: bool, endpoint: HttpSession |
     store.put_prompts({q.prompt_hash: q.canonical_text() for q in p.prompts})
     done = store.done_item_ids(run.run_id)
     todo = [q for q in p.prompts if q.item_id not in done]
+    recapture = _untraced(store, p, run, done)
     # Which run this is matters even with --quiet (which silences progress only).
     if not todo and run.status == "finished":
         # A finished run of the same config, reused (--with-baseline, --repeat).
         _notice(f"reusing finished run {run.run_id} ({run.config.layout})")
+        if recapture:
+            _complete_capture(store, p, run, run_dir, endpoint, recapture)
         return run
-    progress = Progress(len(p.prompts), p.task.name, enabled=options.progress)
+    progress = Progress(len(p.prompts) + len(recapture), p.task.name, enabled=options.progress)
     progress.done = len(done)
     if resumed:
         _notice(
             f"resuming run {run.run_id}: {len(done)} of {len(p.prompts)} samples stored, "
             f"{len(todo)} to go"
         )
+    if recapture:
+        _notice(_recapture_message(run, len(recapture), options.logprobs))
     run = run.with_(
         status="running",
         n_items=len(p.prompts),
@@ -84,14 +90,74 @@ def _run(store: Store, p: Plan, run: Run, resumed: bool, endpoint: HttpSession |
             "data": {"source": p.dataset.source, "n_total": p.dataset.n_total},
             "task": {"template_hash": p.task.template_hash},
             "run_dir": str(run_dir),
+            "capture": {"logprobs": options.logprobs},
         },
     )
     store.update_run(run)
-    recorder = Recorder(p.task, p.dataset, p.prompts, run.run_id, store, progress)
-    if todo:
+    recorder = Recorder(
+        p.task, p.dataset, p.prompts, run.run_id, store, progress, options.logprobs, recapture
+    )
+    again = [q for q in p.prompts if q.item_id in recapture]
+    if todo or again:
         # (No engine when it was killed after its last sample but before it was finished.)
-        run = _generate(store, p, run, run_dir, endpoint, recorder, todo)
+        run = _generate(store, p, run, run_dir, endpoint, recorder, [*todo, *again])
+    _capture_report(recorder.tally, options.logprobs)
     return _finish(store, run, recorder.tally, options.max_error_rate)
+
+
+def _untraced(store: Store, p: Plan, run: Run, done: set[str]) -> dict[str, str]:
+    """Answered items without a stored trace, with their stored answer, when capturing."""
+    if p.options.logprobs <= 0 or not done:
+        return {}
+    traced = traced_items(store, run.run_id)
+    missing = done - traced
+    if not missing:
+        return {}
+    return {s.item_id: s.output or "" for s in store.samples(run.run_id) if s.item_id in missing}
+
+
+def _recapture_message(run: Run, n: int, k: int) -> str:
+    return (
+        f"run {run.run_id}: {n} answered items have no token logprobs; generating them again "
+        f"with --logprobs {k} to complete the capture (greedy decoding at the same "
+        "configuration repeats the answer; a trace is kept only where it does, and the "
+        "stored answers are not changed)"
+    )
+
+
+def _complete_capture(
+    store: Store,
+    p: Plan,
+    run: Run,
+    run_dir: Path,
+    endpoint: HttpSession | None,
+    recapture: dict[str, str],
+) -> None:
+    """Capture traces for a finished run's answered items; a failure leaves the run as it
+    was (finished, its answers stored) and says so."""
+    _notice(_recapture_message(run, len(recapture), p.options.logprobs))
+    progress = Progress(len(recapture), f"{p.task.name} capture", enabled=p.options.progress)
+    recorder = Recorder(
+        p.task, p.dataset, p.prompts, run.run_id, store, progress, p.options.logprobs, recapture
+    )
+    spec = session_spec(p.options, p.layout, p.engine_args, p.engine_env, run_dir, generation(p))
+    again = [q for q in p.prompts if q.item_id in recapture]
+    try:
+        with open_session(spec, progress.message, endpoint) as engine:
+            engine.generate(requests_of(again), recorder)
+    except EvalpipeError as exc:
+        _notice(f"capture of run {run.run_id} not completed: {exc}")
+    _capture_report(recorder.tally, p.options.logprobs)
+
+
+def _capture_report(tally: Tally, k: int) -> None:
+    if k and tally.mismatched:
+        _notice(
+            f"{tally.mismatched} regenerated answers differed from the stored ones: their "
+            "traces are not stored (the engine is not deterministic at this configuration)"
+        )
+    if k and tally.untraced:
+        _notice(f"{tally.untraced} answers came back without token logprobs (none stored)")
 
 
 def _generate(

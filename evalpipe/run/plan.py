@@ -49,6 +49,23 @@ def check_engine_options(options: RunOptions) -> None:
         raise EvalpipeError("--engine endpoint needs --endpoint URL")
     if options.concurrency < 1:
         raise EvalpipeError("--concurrency must be at least 1")
+    check_logprobs(options.logprobs, options.engine_args)
+
+
+SERVER_MAX_LOGPROBS = 20
+"""vLLM's default ``max_logprobs``: a server refuses a request for more."""
+
+
+def check_logprobs(k: int, engine_args: tuple[str, ...]) -> None:
+    """``--logprobs K`` is 0 (off) to the engine's cap, which ``max_logprobs`` raises."""
+    if k < 0:
+        raise EvalpipeError(f"--logprobs must be 0 (off) or a positive top-k, not {k}")
+    raised = any(a.replace("-", "_").startswith("max_logprobs=") for a in engine_args)
+    if k > SERVER_MAX_LOGPROBS and not raised:
+        raise EvalpipeError(
+            f"--logprobs {k} is above vLLM's default cap of {SERVER_MAX_LOGPROBS} logprobs a "
+            f"token: add --engine-arg max_logprobs={k}, or ask for fewer"
+        )
 
 
 def resolve_layout(options: RunOptions) -> tuple[Layout, str]:
@@ -187,4 +204,5 @@ def generation(p: Plan) -> Generation:
         concurrency=o.concurrency,
         request_timeout_s=o.request_timeout_s,
         api_key=api_key,
+        logprobs=o.logprobs,
     )

@@ -1,21 +1,29 @@
 """Sample recording: each completion scored and committed to the store the moment it ends.
 
 An engine error becomes a sample with ``error`` set and no verdict: an infrastructure error
-is never a wrong answer.
+is never a wrong answer. A completion's token trace (``--logprobs``) is stored beside its
+sample; an engine that returns none is said once, and nothing is stored for it.
+
+Capture can also complete a run answered without it: the items are generated again and a
+regenerated trace is kept only when its text is the stored answer (greedy decoding at one
+configuration gives the same tokens); the stored sample is never touched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from evalpipe.engine.client import Completion, Request
 from evalpipe.records import Sample, utcnow
 from evalpipe.run.progress import Progress
 from evalpipe.store import Store
+from evalpipe.store.traces import put_traces
 from evalpipe.tasks.prompts import Prompt
 from evalpipe.tasks.scoring import score
 from evalpipe.tasks.spec import Dataset, TaskSpec
+from evalpipe.traces import DECODE, StoredTrace
 
 
 @dataclass
@@ -24,6 +32,9 @@ class Tally:
 
     output_tokens: int = 0
     generation_s: float = 0.0
+    traces: int = 0
+    untraced: int = 0  # good answers that came without a usable trace
+    mismatched: int = 0  # capture completions whose text differed from the stored answer
 
 
 def sample_of(task: TaskSpec, run_id: str, prompt: Prompt, target: str, c: Completion) -> Sample:
@@ -69,21 +80,57 @@ class Recorder:
         run_id: str,
         store: Store,
         progress: Progress,
+        capture: int = 0,
+        capture_only: Mapping[str, str] | None = None,
     ) -> None:
         self.task = task
         self.run_id = run_id
         self.store = store
         self.progress = progress
         self.tally = Tally()
+        self.capture = capture
+        self._capture_only = dict(capture_only or {})
         self._prompts = {q.item_id: q for q in prompts}
         self._targets = {it.item_id: it.target for it in dataset.items}
+        self._said = False
 
     def __call__(self, c: Completion) -> None:
+        if c.item_id in self._capture_only:
+            self._complete_capture(c, self._capture_only[c.item_id])
+            return
         prompt = self._prompts[c.item_id]
         sample = sample_of(self.task, self.run_id, prompt, self._targets[c.item_id], c)
         self.store.put_sample(sample)
+        if sample.error is None:
+            self._keep_trace(c)
         self.tally.output_tokens += sample.output_tokens or 0
         self.progress.update(sample.correct, sample.error is not None)
+
+    def _keep_trace(self, c: Completion) -> None:
+        if not self.capture:
+            return
+        if c.trace is None:
+            self.tally.untraced += 1
+            if not self._said:
+                self._said = True
+                why = c.trace_error or "the engine ignores `logprobs`"
+                print(
+                    f"notice: item {c.item_id} came back without token logprobs ({why}); "
+                    "token traces are not stored for such items",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return
+        start = c.prompt_tokens or 0
+        put_traces(self.store, [StoredTrace(self.run_id, c.item_id, DECODE, start, c.trace)])
+        self.tally.traces += 1
+
+    def _complete_capture(self, c: Completion, stored_output: str) -> None:
+        if c.error is None and c.text is not None and c.text != stored_output:
+            self.tally.mismatched += 1
+        elif c.error is None:
+            self._keep_trace(c)
+        self.progress.update(None, c.error is not None)
 
 
 def requests_of(todo: Sequence[Prompt]) -> list[Request]:
