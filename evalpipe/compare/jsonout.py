@@ -1,7 +1,8 @@
 """A :class:`~evalpipe.compare.core.Comparison` as JSON: the one place it becomes a dict.
 
 The shape is what ``evalpipe compare --json`` prints (and what scripts downstream read), so
-keys only ever get added.
+keys only ever get added. The token-level comparison (``tokens``, null without one) is
+:mod:`evalpipe.compare.tokenjson`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import statistics
 from typing import Any
 
 from evalpipe.compare.core import Comparison, Flip
+from evalpipe.compare.tokenjson import tokens_to_json
 
 
 def flip_to_json(f: Flip) -> dict[str, Any]:
@@ -27,7 +29,8 @@ def flip_to_json(f: Flip) -> dict[str, Any]:
 
 
 def to_json(c: Comparison) -> dict[str, Any]:
-    """Plain JSON-able dict of ``c`` (an infinite MDE becomes None)."""
+    """Plain JSON-able dict of ``c`` (an infinite MDE becomes None; ``tokens`` is None when
+    the comparison had no token traces)."""
     r, b = c.run, c.baseline
     fd = c.first_difference_chars
     return {
@@ -71,4 +74,5 @@ def to_json(c: Comparison) -> dict[str, Any]:
             k: {"run": a, "baseline": b} for k, (a, b) in c.per_verdict.items()
         },
         "warnings": list(c.warnings),
+        "tokens": tokens_to_json(c.tokens),
     }

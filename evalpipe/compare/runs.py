@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from evalpipe.compare.core import (
     DEFAULT_LENGTH_EDGES,
@@ -16,6 +17,7 @@ from evalpipe.compare.core import (
     noise_floor,
 )
 from evalpipe.compare.pairing import HARD_KEYS, hard_differences, key_differences, repeats
+from evalpipe.compare.tokenruns import token_comparison
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import parse, shard_period
 from evalpipe.records import Run
@@ -83,20 +85,30 @@ def compare_runs(
     force: bool = False,
     length_edges: Sequence[int] = DEFAULT_LENGTH_EDGES,
     shard_period: int | None = None,
+    tokens: bool = True,
 ) -> Comparison:
     """The paired comparison of ``run`` against ``baseline``.
 
     Prompts are located relative to the shard boundaries of ``shard_period`` tokens, or by
     default of the run's own layout (``dcp x interleave``; none for a layout without DCP).
+    With ``tokens``, the token-level comparison of their stored traces is attached (with
+    the baseline's repeats as its noise floor, and the same shard period).
     """
     warnings = pairing_warnings(run, baseline, force)
-    return compare_answers(
+    shard = shard_period_of(run, shard_period)
+    comparison = compare_answers(
         run,
         baseline,
         answers(store, run.run_id),
         answers(store, baseline.run_id),
         settings=Settings(margin, alpha, min_n, tuple(length_edges)),
         noise=store_noise(store, baseline),
-        shard=shard_period_of(run, shard_period),
+        shard=shard,
         warnings=warnings,
     )
+    if not tokens:
+        return comparison
+    found = token_comparison(
+        store, run, baseline, floor_runs=repeats(store, baseline), period=shard.period, alpha=alpha
+    )
+    return replace(comparison, tokens=found)

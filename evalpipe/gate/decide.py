@@ -8,7 +8,8 @@ are Holm-adjusted together, because a release passes only if all of them do.
 Exit codes and their precedence (the most actionable state wins):
 
 - 1 ``fail``: any requirement drifted, failed (error rate above the policy's maximum, or the
-  runs could not be compared) or, with ``inconclusive_blocks``, was inconclusive. A known
+  runs could not be compared), drifted token by token with ``token_drift: block``
+  (:mod:`evalpipe.gate.tokens`) or, with ``inconclusive_blocks``, was inconclusive. A known
   failure is never reported as merely incomplete: fixing the missing run will not save it.
 - 2 ``incomplete``: nothing failed, but a required run or baseline is missing (each says which
   and how to make it).
@@ -28,15 +29,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from evalpipe.compare.core import Comparison, adjust
 from evalpipe.compare.stats import PairedResult
 from evalpipe.gate.policy import Policy, Requirement
+from evalpipe.gate.tokens import TokenCheck, TokenSummary, token_loosening
 from evalpipe.records import GateRecord, Run
 
-Outcome = Literal["pass", "drift", "inconclusive", "failed", "missing"]
+Outcome = Literal["pass", "drift", "token-drift", "inconclusive", "failed", "missing"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "pass",
+    "drift",
+    "inconclusive",
+    "failed",
+    "missing",
+    "token-drift",  # last: the counts JSON keeps this order, and its keys are only added to
+)
 Status = Literal["pass", "fail", "incomplete"]
 EXIT_CODES: dict[str, int] = {"pass": 0, "fail": 1, "incomplete": 2}
 
@@ -65,17 +75,20 @@ _RESULT_KEYS = (
 class GateSummary:
     """What a gate item keeps of a comparison: the numbers behind the verdict, not flip
     examples (those can hold 2 000 characters of model output each; `evalpipe compare`
-    shows them)."""
+    shows them). ``tokens`` is the token-level summary (None: no token data); it is
+    serialised by the item, beside this (:meth:`GateItem.to_dict`)."""
 
     result: PairedResult  # Holm-adjusted over the whole gate
     excluded: int
     agreement: float | None
     noise_floor: float | None
     warnings: tuple[str, ...] = ()
+    tokens: TokenSummary | None = None
 
     @classmethod
     def of(cls, c: Comparison) -> GateSummary:
-        return cls(c.result, c.n_excluded, c.agreement, c.noise_floor, c.warnings)
+        tokens = None if c.tokens is None else TokenSummary.of(c.tokens)
+        return cls(c.result, c.n_excluded, c.agreement, c.noise_floor, c.warnings, tokens)
 
     @property
     def mde(self) -> float | None:
@@ -100,7 +113,8 @@ class GateItem:
 
     ``blocks`` is True when this item alone makes the gate fail. ``comparison`` holds the
     Holm-adjusted statistics when the runs were compared. ``error_rates`` maps ``run`` /
-    ``baseline`` to infrastructure-error rates.
+    ``baseline`` to infrastructure-error rates. ``token`` is the token-level check (None
+    when the runs were not compared).
     """
 
     requirement: Requirement
@@ -112,6 +126,7 @@ class GateItem:
     run_model: str | None = None
     comparison: GateSummary | None = None
     error_rates: dict[str, float] = field(default_factory=dict)
+    token: TokenCheck | None = None
 
     @property
     def name(self) -> str:
@@ -128,6 +143,7 @@ class GateItem:
             "run_model": self.run_model,
             "error_rates": dict(self.error_rates),
             "comparison": None if self.comparison is None else self.comparison.to_dict(),
+            "tokens": None if self.token is None else self.token.to_dict(),
         }
 
 
@@ -157,8 +173,17 @@ class GateDecision:
             if i.outcome != "pass"
         ]
 
+    @property
+    def warnings(self) -> list[str]:
+        """One line per token-level drift the policy only warns about (the gate still passes)."""
+        return [
+            f"{i.requirement.label}: {i.token.warning}"
+            for i in self.items
+            if i.token is not None and i.token.warning
+        ]
+
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(("pass", "drift", "inconclusive", "failed", "missing"), 0)
+        out: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         for i in self.items:
             out[i.outcome] += 1
         return out
@@ -176,6 +201,7 @@ class GateDecision:
             "decision_id": self.decision_id,
             "notices": list(self.notices),
             "reasons": self.reasons,
+            "warnings": self.warnings,
             "counts": self.counts(),
             "items": [i.to_dict() for i in self.items],
         }
@@ -227,6 +253,9 @@ def loosening_notices(previous: GateRecord | None, policy: Policy) -> list[str]:
         )
     if previous.inconclusive_blocks and not policy.inconclusive_blocks:
         changes.append("inconclusive_blocks loosened from true to false")
+    token = token_loosening(previous.decision, policy.token_drift)
+    if token is not None:
+        changes.append(token)
     since = (
         f" since decision #{previous.decision_id} on {previous.decided_at} "
         f"(policy hash {previous.policy_hash[:12]}→{policy.content_hash[:12]})"
@@ -288,9 +317,13 @@ def decide(
 
 def gate_item(policy: Policy, p: Prepared, adjusted: Comparison | None) -> GateItem:
     """The outcome of one requirement: missing, failed, or the (adjusted) comparison's verdict
-    (inconclusive blocks only if the policy says so)."""
+    (inconclusive blocks only if the policy says so), then the token rule
+    (:func:`with_token_rule`)."""
     req, run, baseline = p.requirement, p.run, p.baseline
     summary = None if adjusted is None else GateSummary.of(adjusted)
+    token = None
+    if summary is not None:
+        token = TokenCheck.of(policy.token_drift, summary.tokens, req.layout, req.baseline_layout)
     common: dict[str, Any] = {
         "run_id": run.run_id if run else None,
         "baseline_run_id": baseline.run_id if baseline else None,
@@ -299,20 +332,38 @@ def gate_item(policy: Policy, p: Prepared, adjusted: Comparison | None) -> GateI
             k: error_rate(r) for k, r in (("run", run), ("baseline", baseline)) if r is not None
         },
         "comparison": summary,
+        "token": token,
     }
     if p.missing is not None:
         return GateItem(req, "missing", blocks=False, reason=p.missing, **common)
     if p.failures:
-        return GateItem(req, "failed", blocks=True, reason="; ".join(p.failures), **common)
+        item = GateItem(req, "failed", blocks=True, reason="; ".join(p.failures), **common)
+        return with_token_rule(item)
     assert summary is not None  # every requirement is missing, failed or compared
     verdict, why = summary.result.verdict, summary.result.reason
     if verdict == "ok":
-        return GateItem(req, "pass", blocks=False, reason=why, **common)
-    if verdict == "drift":
-        return GateItem(req, "drift", blocks=True, reason=why, **common)
-    blocks = policy.inconclusive_blocks
-    note = "" if blocks else " (not blocking: the policy has inconclusive_blocks: false)"
-    return GateItem(req, "inconclusive", blocks=blocks, reason=why + note, **common)
+        item = GateItem(req, "pass", blocks=False, reason=why, **common)
+    elif verdict == "drift":
+        item = GateItem(req, "drift", blocks=True, reason=why, **common)
+    else:
+        blocks = policy.inconclusive_blocks
+        note = "" if blocks else " (not blocking: the policy has inconclusive_blocks: false)"
+        item = GateItem(req, "inconclusive", blocks=blocks, reason=why + note, **common)
+    return with_token_rule(item)
+
+
+def with_token_rule(item: GateItem) -> GateItem:
+    """``item`` after the policy's ``token_drift`` rule (:class:`TokenCheck`): a blocking
+    token-level drift fails an item that passed or was inconclusive (outcome ``token-drift``)
+    and is added to the reason of one that already fails; a warning changes nothing here
+    (:attr:`GateDecision.warnings` shows it)."""
+    check = item.token
+    if check is None or check.action != "blocks":
+        return item
+    if item.outcome in ("pass", "inconclusive"):
+        reason = f"{check.reason}; accuracy {item.outcome}: {item.reason}"
+        return replace(item, outcome="token-drift", blocks=True, reason=reason)
+    return replace(item, reason=f"{item.reason}; also {check.reason}")
 
 
 def summarize(decision: GateDecision) -> str:
@@ -324,6 +375,8 @@ def summarize(decision: GateDecision) -> str:
         + (f"; decision #{decision.decision_id}" if decision.decision_id is not None else "")
     ]
     lines += [f"NOTICE: {n}" for n in decision.notices]
+    lines += [f"WARNING: {w}" for w in decision.warnings]
     for i in decision.items:
-        lines.append(f"  {i.outcome:12} {i.requirement.label}: {i.reason}")
+        note = "" if i.token is None else i.token.note()
+        lines.append(f"  {i.outcome:12} {i.requirement.label}: {i.reason}{note}")
     return "\n".join(lines)

@@ -18,6 +18,11 @@ Decisions recorded here:
 - The policy hash is sha256 of the canonical JSON of the *parsed* policy (layouts
   canonicalised), so comments, key order and spelling (``DP2TP8DCP8``) do not change it, and
   any change that can move a decision does.
+- ``token_drift: block | warn | off`` (default ``warn``) says what a token-level drift
+  (``Comparison.tokens.verdict == "token-drift"``) does to a gate: fail it, warn, or nothing.
+  It enters the hashed JSON only when it is not the default, so every policy written before
+  the key existed keeps its hash (and its loosening history). YAML 1.1 reads a bare ``off``
+  as false: false is taken as ``off``, and true (``on``, ``yes``) is refused as ambiguous.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal, get_args
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import canonical_json
@@ -37,8 +42,11 @@ EXIT_BAD_POLICY = 3
 """Exit code of ``evalpipe gate`` for a bad policy file or bad usage."""
 
 DEFAULT_MIN_N = 100
+TokenDrift = Literal["block", "warn", "off"]
+TOKEN_DRIFT_VALUES: tuple[TokenDrift, ...] = get_args(TokenDrift)
+DEFAULT_TOKEN_DRIFT: TokenDrift = "warn"
 _TOP_KEYS = {"name", "requirements", "margin", "alpha", "min_n", "max_error_rate"}
-_TOP_KEYS |= {"inconclusive_blocks", "description"}
+_TOP_KEYS |= {"inconclusive_blocks", "description", "token_drift"}
 _REQUIRED_TOP = ("name", "requirements", "margin", "alpha")
 _REQUIREMENT_KEYS = {"model", "task", "layouts", "baseline_layout"}
 
@@ -89,6 +97,7 @@ class Policy:
     inconclusive_blocks: bool = True
     description: str = ""
     source: str = "<policy>"
+    token_drift: TokenDrift = DEFAULT_TOKEN_DRIFT
 
     def settings(self) -> dict[str, Any]:
         """The knobs a gate can be loosened by, as stored with every decision."""
@@ -101,12 +110,17 @@ class Policy:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON of the parsed policy (what is hashed; ``source`` is left out)."""
+        """Plain JSON of the parsed policy (what is hashed; ``source`` is left out).
+
+        ``token_drift`` is only there when not the default, so that policies from before it
+        existed hash as they always did."""
+        extra = {} if self.token_drift == DEFAULT_TOKEN_DRIFT else {"token_drift": self.token_drift}
         return {
             "name": self.name,
             "description": self.description,
             "requirements": [r.to_dict() for r in self.requirements],
             **self.settings(),
+            **extra,
         }
 
     @property
@@ -179,7 +193,18 @@ def parse_policy(data: object, source: str = "<policy>") -> Policy:
         inconclusive_blocks=blocks,
         description=_text(data.get("description", ""), source, "description", empty=True),
         source=source,
+        token_drift=_token_drift(data.get("token_drift", DEFAULT_TOKEN_DRIFT), source),
     )
+
+
+def _token_drift(value: object, source: str) -> TokenDrift:
+    if value is False:  # YAML 1.1: a bare `off` (or `no`, `false`) arrives as false
+        return "off"
+    for allowed in TOKEN_DRIFT_VALUES:
+        if value == allowed:
+            return allowed
+    shown = "true (YAML reads on/yes/true so)" if value is True else repr(value)
+    raise _bad(source, f"token_drift: must be one of {', '.join(TOKEN_DRIFT_VALUES)}, got {shown}")
 
 
 def _requirements(value: object, source: str) -> tuple[Requirement, ...]:

@@ -115,6 +115,7 @@ def prepare(store: Store, policy: Policy, req: Requirement, tag: str | None) -> 
             margin=policy.margin / 100,  # the policy speaks points, compare fractions
             alpha=policy.alpha,
             min_n=policy.min_n,
+            tokens=policy.token_drift != "off",
         )
     except EvalpipeError as exc:
         return Prepared(req, run, baseline, failures=(*failures, exc.message))

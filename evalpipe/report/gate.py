@@ -2,14 +2,18 @@
 
 JUnit: one ``<testcase>`` per required comparison, ``classname`` = ``model.task`` (Jenkins
 splits at the last dot, so the model becomes the package and the task the class) and ``name``
-= ``layout vs baseline``. Drift, failed and blocking inconclusive comparisons are
-``<failure>``; a missing run or baseline is ``<error>``, not ``<skipped>``: GitHub, GitLab and
-Jenkins all show skipped tests as neutral, and an incomplete gate must not look green.
+= ``layout vs baseline``. Drift, failed, blocking token-level drift and blocking
+inconclusive comparisons are ``<failure>``; a missing run or baseline is ``<error>``, not
+``<skipped>``: GitHub, GitLab and Jenkins all show skipped tests as neutral, and an
+incomplete gate must not look green.
 Loosened-policy notices go into every test case's ``<system-out>`` too, because most CI views
 show only the test cases.
 
-Markdown: every string that comes from a policy file or a run (names, reasons, model paths)
-goes through :func:`evalpipe.report.markdown.md_escape`.
+Both show each comparison's token verdict and what the policy's ``token_drift`` made of it;
+a token-level drift the policy only warns about is listed apart (the gate still passes).
+
+Markdown: every string that comes from a policy file or a run (names, reasons, model paths,
+item ids in token-level figures) goes through :func:`evalpipe.report.markdown.md_escape`.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from evalpipe.gate.decide import GateDecision, GateItem, summarize
+from evalpipe.gate.tokens import TokenCheck
 from evalpipe.report.markdown import delta_ci, gate_label, md_escape, p_value, pts
 
 OUTCOME_LABELS = {
     "pass": "✅ pass",
     "drift": "❌ drift",
+    "token-drift": "❌ token drift",
     "failed": "❌ failed",
     "inconclusive": "⚠️ inconclusive",
     "missing": "❔ missing",
@@ -44,7 +50,9 @@ def _fmt(value: Any) -> str:
 
 
 def _failing(item: GateItem) -> bool:
-    return item.outcome in ("drift", "failed") or (item.outcome == "inconclusive" and item.blocks)
+    return item.outcome in ("drift", "token-drift", "failed") or (
+        item.outcome == "inconclusive" and item.blocks
+    )
 
 
 def render_junit(decision: GateDecision) -> str:
@@ -72,11 +80,14 @@ def render_junit(decision: GateDecision) -> str:
         "selection": decision.selection,
         "decision_id": decision.decision_id,
         **{f"policy.{k}": v for k, v in p.settings().items()},
+        "policy.token_drift": p.token_drift,
     }
     for key, value in suite_props.items():
         ET.SubElement(props, "property", name=key, value=_fmt(value))
     for notice in decision.notices:
         ET.SubElement(props, "property", name="notice", value=_x(notice))
+    for warning in decision.warnings:
+        ET.SubElement(props, "property", name="warning", value=_x(warning))
     for item in decision.items:
         _testcase(suite, item, decision.notices)
     ET.SubElement(suite, "system-out").text = _x(summarize(decision))
@@ -113,6 +124,8 @@ def _testcase(suite: ET.Element, item: GateItem, notices: tuple[str, ...]) -> No
             p_adjusted=r.p_adjusted,
             verdict=r.verdict,
         )
+    if item.token is not None:
+        values.update(token_verdict=item.token.status, token_action=item.token.action)
     for key, value in values.items():
         if value is not None:
             ET.SubElement(props, "property", name=key, value=_fmt(value))
@@ -138,6 +151,13 @@ def _item_text(item: GateItem) -> str:
             f"{r.ci_high * 100:+.2f}], MDE {shown}, n {r.n}, "
             f"p {r.p_value:.3g} (Holm {r.p_adjusted:.3g})"
         )
+    if item.token is not None:
+        check = item.token
+        lines.append(f"token level: {check.status} (token_drift: {check.policy})")
+        if check.warning:
+            lines.append(f"warning: {check.warning}")
+        elif check.reason:
+            lines.append(check.reason)
     if item.error_rates:
         rates = ", ".join(f"{k} {v:.2%}" for k, v in item.error_rates.items())
         lines.append(f"infrastructure-error rates: {rates}")
@@ -154,16 +174,20 @@ def render_markdown(decision: GateDecision) -> str:
         f"Policy `{decision.policy_hash[:12]}` ({md_escape(p.source)}) · "
         f"{md_escape(decision.selection)} runs{number} · margin {p.margin:g} points · "
         f"alpha {p.alpha:g} · min n {p.min_n} · max error rate {p.max_error_rate:.2%} · "
-        f"inconclusive blocks: {'yes' if p.inconclusive_blocks else 'no'}",
+        f"inconclusive blocks: {'yes' if p.inconclusive_blocks else 'no'} · "
+        f"token drift: {p.token_drift}",
         "",
     ]
     for notice in decision.notices:
         lines.append(f"> ⚠️ **Policy loosened:** {md_escape(notice)}")
-    if decision.notices:
+    for warning in decision.warnings:
+        lines.append(f"> ⚠️ **Token drift (not blocking):** {md_escape(warning, limit=600)}")
+    if decision.notices or decision.warnings:
         lines.append("")
     lines += [
-        "| model | task | layout | baseline | outcome | Δ [CI] | MDE | p (Holm) | n | runs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | task | layout | baseline | outcome | tokens | Δ [CI] | MDE | p (Holm) | n "
+        "| runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for item in decision.items:
         lines.append(_row(item))
@@ -189,6 +213,7 @@ def _row(item: GateItem) -> str:
         md_escape(req.layout),
         md_escape(req.baseline_layout),
         label,
+        _token_cell(item.token),
         *(
             ["—", "—", "—", "—"]
             if c is None
@@ -202,3 +227,20 @@ def _row(item: GateItem) -> str:
         runs or "—",
     ]
     return "| " + " | ".join(cells) + " |"
+
+
+_TOKEN_LABELS = {"ok": "✅ ok", "unknown": "❔ unknown", "no token data": "no token data"}
+_TOKEN_DRIFT_LABELS = {
+    "blocks": "❌ token drift",
+    "warns": "⚠️ token drift (warning)",
+    "none": "token drift (ignored: token_drift off)",
+}
+
+
+def _token_cell(check: TokenCheck | None) -> str:
+    """The token verdict and what the policy made of it; ``—`` when not compared."""
+    if check is None:
+        return "—"
+    if check.status == "token-drift":
+        return _TOKEN_DRIFT_LABELS[check.action]
+    return _TOKEN_LABELS.get(check.status, md_escape(check.status))

@@ -1,44 +1,30 @@
 """Plain-text rendering of a :class:`~evalpipe.compare.core.Comparison` for the terminal.
 
 Model outputs are untrusted: control characters (terminal escape sequences) are shown
-escaped, never written raw.
+escaped, never written raw (:func:`evalpipe.report.textfmt.safe`). The token-level section is
+:mod:`evalpipe.report.tokentext`.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 
 from evalpipe.compare.core import DIRECTIONS, Comparison
+from evalpipe.report.textfmt import pts, safe
+from evalpipe.report.tokentext import format_tokens
+
+__all__ = ["SYMBOL", "format_boundaries", "format_comparison", "pts", "safe"]
 
 SYMBOL = {"ok": "✓ OK", "drift": "✗ DRIFT", "inconclusive": "? INCONCLUSIVE"}
 _FLIP_LABELS = {"correct_to_wrong": "right→wrong", "wrong_to_correct": "wrong→right"}
 _SHARD_SOURCES = {"layout": "the run's dcp x interleave", "given": "--shard-period"}
 
 
-def safe(text: str, limit: int = 160) -> str:
-    """One line, control characters escaped, cut to ``limit`` characters."""
-    out = []
-    for ch in text[:limit]:
-        if ch == "\n":
-            out.append("⏎")
-        elif ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out) + ("…" if len(text) > limit else "")
-
-
-def pts(x: float | None, signed: bool = True) -> str:
-    """A fraction in points; ``n/a`` for none (or an infinite MDE: nothing detectable)."""
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    return f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
-
-
 def format_comparison(c: Comparison, max_flips: int = 5) -> str:
-    """The comparison as the terminal shows it: table, figures, flips, breakdowns, verdict."""
-    return "\n".join([*_figures(c), *_flips(c, max_flips), *_breakdowns(c), *_verdict(c)])
+    """The comparison as the terminal shows it: table, figures, flips, breakdowns, verdict,
+    then the token-level section when the comparison has one (nothing at all without)."""
+    tokens = [] if c.tokens is None else format_tokens(c.tokens, SYMBOL[c.verdict])
+    return "\n".join([*_figures(c), *_flips(c, max_flips), *_breakdowns(c), *_verdict(c), *tokens])
 
 
 def _figures(c: Comparison) -> list[str]:

@@ -290,7 +290,14 @@ def test_json_has_items_counts_and_reasons(store: Store) -> None:
     full_store(store, drift=True)
     data = evaluate_gate(store, policy()).to_dict()
     assert data["status"] == "fail" and data["exit_code"] == 1
-    assert data["counts"] == {"pass": 1, "drift": 1, "inconclusive": 0, "failed": 0, "missing": 0}
+    assert data["counts"] == {
+        "pass": 1,
+        "drift": 1,
+        "inconclusive": 0,
+        "failed": 0,
+        "missing": 0,
+        "token-drift": 0,
+    }
     assert data["reasons"][0].startswith("deepseek-v3.2 gsm8k dp2tp8dcp8 vs dp2tp8: drift")
     assert data["items"][0]["comparison"]["verdict"] == "drift"
     assert "flip_examples" not in data["items"][0]["comparison"]

@@ -1,0 +1,105 @@
+"""The token-level comparison of two stored runs: their traces read from the store, paired by
+item, handed to :mod:`evalpipe.compare.tokenstats` for each path both runs have.
+
+- ``decode``: each run's own generation (``--logprobs``), floor = the baseline against a
+  repeat of itself;
+- ``forced``: both engines scoring the baseline's tokens (``evalpipe score RUN --against
+  BASELINE``), floor = a baseline repeat scoring the same tokens.
+
+A path one side lacks is not compared; ``unavailable`` says which side and the command that
+fills it. Runs of different models (model fingerprints: weights and tokenizer) are never
+compared token by token: their token ids do not mean the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from evalpipe.compare.tokenstats import compare_path
+from evalpipe.compare.tokentypes import Path, PathComparison, TokenComparison
+from evalpipe.records import Run
+from evalpipe.store import Store
+from evalpipe.store.traces import read_traces, trace_sources
+from evalpipe.traces import DECODE, StoredTrace
+
+Pairs = dict[str, tuple[StoredTrace, StoredTrace]]
+
+
+def token_comparison(
+    store: Store,
+    run: Run,
+    baseline: Run,
+    *,
+    floor_runs: Sequence[Run] = (),
+    period: int | None = None,
+    alpha: float = 0.05,
+) -> TokenComparison | None:
+    """``run`` against ``baseline`` token by token; None when neither has any trace.
+
+    ``floor_runs`` are the baseline's repeats (the baseline itself among them or not): the
+    first other one with traces on a path sets that path's noise floor.
+    """
+    sources = {r.run_id: trace_sources(store, r.run_id) for r in (run, baseline)}
+    if not any(sources.values()):
+        return None
+    if run.config.model_fingerprint != baseline.config.model_fingerprint:
+        why = (
+            f"the runs' models differ ({run.config.model_fingerprint} vs "
+            f"{baseline.config.model_fingerprint}): token ids of different tokenizers are "
+            "never compared"
+        )
+        return TokenComparison(
+            run.run_id, baseline.run_id, period, unavailable={"decode": why, "forced": why}
+        )
+    repeats = [r for r in floor_runs if r.run_id not in (run.run_id, baseline.run_id)]
+    paths: dict[Path, PathComparison] = {}
+    unavailable: dict[Path, str] = {}
+    sides: tuple[tuple[Path, str], ...] = (("decode", DECODE), ("forced", baseline.run_id))
+    for path, source in sides:
+        missing = _missing(path, source, run, baseline, sources)
+        if missing:
+            unavailable[path] = missing
+        else:
+            paths[path] = _compare(store, path, source, baseline, run, repeats, period, alpha)
+    return TokenComparison(run.run_id, baseline.run_id, period, paths, unavailable)
+
+
+def _missing(
+    path: Path, source: str, run: Run, baseline: Run, sources: Mapping[str, Mapping[str, int]]
+) -> str | None:
+    """Why ``path`` cannot be compared, naming the side(s) that lack traces, or None."""
+    lacking = [r for r in (run, baseline) if not sources[r.run_id].get(source)]
+    if not lacking:
+        return None
+    names = " and ".join(f"{r.config.layout} run {r.run_id}" for r in lacking)
+    if path == "decode":
+        return f"{names} has no token logprobs: rerun it with --logprobs 5"
+    return (
+        f"{names} has no teacher-forced traces of the baseline's tokens: run `evalpipe score "
+        f"{run.run_id} --against {baseline.run_id}`"
+    )
+
+
+def _compare(
+    store: Store,
+    path: Path,
+    source: str,
+    baseline: Run,
+    run: Run,
+    repeats: Sequence[Run],
+    period: int | None,
+    alpha: float,
+) -> PathComparison:
+    base = read_traces(store, baseline.run_id, source)
+    pairs = _pairs(base, read_traces(store, run.run_id, source))
+    floor = None
+    for repeat in repeats:
+        found = read_traces(store, repeat.run_id, source)
+        if found:
+            floor = _pairs(base, found)
+            break
+    return compare_path(path, pairs, period=period, floor=floor, alpha=alpha)
+
+
+def _pairs(base: Mapping[str, StoredTrace], other: Mapping[str, StoredTrace]) -> Pairs:
+    return {item: (base[item], other[item]) for item in sorted(base.keys() & other.keys())}
