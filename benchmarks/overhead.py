@@ -5,6 +5,11 @@ server; the plain client does nothing else, evalpipe also plans, scores and comm
 sample to SQLite. Prefix caching is off so neither benefits from going second, and the two
 alternate for ``--rounds`` rounds; medians are compared. Target: ratio <= 1.05.
 
+Token capture (``--logprobs 5``, issue #12) is measured the same way: evalpipe with and
+without it, alternating in each round, on the same server. Its ratio includes what the
+server spends computing and sending the top-k logprobs, which is part of what capture costs.
+Target: capture/no-capture <= 1.05.
+
 Also prints the wall time of ``evalpipe --help`` and checks it imported neither vllm nor torch.
 
     python benchmarks/overhead.py [--model smollm2] [--task arith] [--limit 64] [--concurrency 64]
@@ -50,7 +55,9 @@ async def plain_client(base: str, model: str, prompts: list[str], task: Any, con
     return time.perf_counter() - start
 
 
-def evalpipe_run(base: str, model: str, args: argparse.Namespace, store: str) -> float:
+def evalpipe_run(
+    base: str, model: str, args: argparse.Namespace, store: str, logprobs: int = 0
+) -> float:
     start = time.perf_counter()
     subprocess.run(
         [
@@ -69,6 +76,8 @@ def evalpipe_run(base: str, model: str, args: argparse.Namespace, store: str) ->
             str(args.concurrency),
             "--store",
             store,
+            "--logprobs",
+            str(logprobs),
             "--quiet",
         ],
         check=True,
@@ -119,12 +128,18 @@ def main() -> None:
         server.launched(cmd, base, Path(tmp) / "vllm.log", {"VLLM_CPU_KVCACHE_SPACE": "2"}, 900),
     ):
         asyncio.run(plain_client(base, "bench", prompts[:4], task, 4))  # warm-up
-        plain, ours = [], []
+        plain, ours, captured = [], [], []
         for i in range(args.rounds):
             plain.append(asyncio.run(plain_client(base, "bench", prompts, task, args.concurrency)))
             ours.append(evalpipe_run(base, "bench", args, str(Path(tmp) / f"s{i}.db")))
-            print(f"round {i + 1}: plain {plain[-1]:.2f}s  evalpipe {ours[-1]:.2f}s", flush=True)
-    p, e = statistics.median(plain), statistics.median(ours)
+            captured.append(evalpipe_run(base, "bench", args, str(Path(tmp) / f"c{i}.db"), 5))
+            print(
+                f"round {i + 1}: plain {plain[-1]:.2f}s  evalpipe {ours[-1]:.2f}s  "
+                f"evalpipe --logprobs 5 {captured[-1]:.2f}s",
+                flush=True,
+            )
+        size = (Path(tmp) / "c0.db").stat().st_size - (Path(tmp) / "s0.db").stat().st_size
+    p, e, c = statistics.median(plain), statistics.median(ours), statistics.median(captured)
     print(
         f"\n{args.limit} prompts of {args.task}, concurrency {args.concurrency}, "
         f"{args.rounds} rounds (median)"
@@ -135,6 +150,9 @@ def main() -> None:
         "scoring, SQLite commits)"
     )
     print(f"ratio evalpipe/plain : {e / p:8.3f}  (target <= 1.05)")
+    print(f"evalpipe --logprobs 5: {c:8.2f} s  (token ids + top-5 logprobs stored per token)")
+    print(f"ratio capture/none   : {c / e:8.3f}  (target <= 1.05)")
+    print(f"store growth         : {size / 1e6:8.2f} MB for {args.limit} items with capture")
     t, heavy = help_time()
     print(f"evalpipe --help      : {t * 1000:8.0f} ms  (imports vllm/torch: {heavy or 'no'})")
 
