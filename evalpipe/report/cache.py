@@ -2,7 +2,8 @@
 
 Each entry is keyed by a digest of everything that can change a comparison (see
 :func:`comparison_key`) and holds its figures: the paired result, exclusions, agreement, flip
-ids, length buckets, shard panel and noise floor. Flip examples (both outputs, up to 200 per
+ids, length buckets, shard panel, noise floor and the token-level comparison (exactly, by
+:mod:`evalpipe.report.tokencache`). Flip examples (both outputs, up to 200 per
 comparison) are left out, which keeps the file small: a comparison page is rendered again
 only when its inputs changed, and then its comparison is computed again anyway, with them.
 
@@ -25,8 +26,9 @@ from evalpipe.compare.core import DIRECTIONS, Comparison, Noise, Settings, Shard
 from evalpipe.compare.stats import PairedResult
 from evalpipe.records import Run, canonical_json, sha256_text
 from evalpipe.report.site import write_atomic
+from evalpipe.report.tokencache import from_dict, to_dict
 
-FORMAT = 1
+FORMAT = 2
 CACHE_NAME = "comparisons.json"
 
 
@@ -41,9 +43,12 @@ def comparison_key(
     repeats: Iterable[Run],
     shard: ShardPeriod,
     settings: Settings,
+    traces: Mapping[str, Any] | None = None,
 ) -> str:
     """Digest of every input of a comparison: both runs' and the noise repeats' stamps, the
-    shard period, the settings, the evalpipe version and this cache's format."""
+    shard period, the settings, the evalpipe version and this cache's format; ``traces``
+    holds the trace stamps (:func:`evalpipe.store.traces.trace_stamp`) of those runs that
+    have token traces, so traces added later (a teacher-forced score) count as a change."""
     return sha256_text(
         canonical_json(
             {
@@ -54,6 +59,7 @@ def comparison_key(
                 "repeats": [run_stamp(r) for r in repeats],
                 "shard": asdict(shard),
                 "settings": asdict(settings),
+                "traces": dict(sorted((traces or {}).items())),
             }
         )
     )
@@ -72,6 +78,7 @@ def to_entry(c: Comparison) -> dict[str, Any]:
         "shard": asdict(c.shard),
         "boundaries": [asdict(b) for b in c.boundaries],
         "per_verdict": {k: list(v) for k, v in c.per_verdict.items()},
+        "tokens": None if c.tokens is None else to_dict(c.tokens),
     }
 
 
@@ -94,6 +101,7 @@ def from_entry(entry: Mapping[str, Any], run: Run, baseline: Run) -> Comparison:
         shard=ShardPeriod(**entry["shard"]),
         boundaries=tuple(BoundaryGroup(**b) for b in entry["boundaries"]),
         per_verdict={k: (float(a), float(b)) for k, (a, b) in entry["per_verdict"].items()},
+        tokens=None if entry["tokens"] is None else from_dict(entry["tokens"]),
     )
 
 

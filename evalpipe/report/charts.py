@@ -1,13 +1,15 @@
-"""Trend charts as inline SVG geometry: numbers in, coordinates out. Pure.
+"""Charts as inline SVG geometry: numbers in, coordinates out. Pure.
 
 The dashboard must open offline from a file, so there is no chart library to fetch; the
-templates draw these shapes with ``<polyline>``/``<polygon>``. Only numbers and our own labels
-end up here, never model text.
+templates draw these shapes with ``<polyline>``/``<polygon>`` (trends) and
+``<rect>``/``<line>`` (the token-level histograms and per-group means with interval
+whiskers). Only numbers and our own labels end up here, never model text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 WIDTH, HEIGHT = 560, 160
@@ -144,4 +146,153 @@ def delta_chart(
         rules=((scale.y(0.0), "zero", "0"), (scale.y(-margin), "margin", f"−{margin * 100:g}")),
         y_ticks=_y_ticks(scale, "{:+.1f}"),
         x_ticks=_x_ticks(scale, labels),
+    )
+
+
+# --- token-level plots: histograms and means with interval whiskers ------------------------
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One histogram bar: top-left corner, size, tooltip."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    tip: str
+
+
+@dataclass(frozen=True)
+class Whisker:
+    """A mean (``y``) with its interval (``low``..``high``, SVG y) at ``x``."""
+
+    x: float
+    y: float
+    low: float
+    high: float
+    tip: str
+
+
+@dataclass(frozen=True)
+class Plot:
+    """Bars or whiskers on linear axes, vertical ``marks`` (x, label) and horizontal
+    ``rules`` (y, css class, label)."""
+
+    title: str
+    bars: tuple[Bar, ...]
+    whiskers: tuple[Whisker, ...]
+    marks: tuple[tuple[float, str], ...]
+    rules: tuple[tuple[float, str, str], ...]
+    y_ticks: tuple[tuple[float, str], ...]
+    x_ticks: tuple[tuple[float, str], ...]
+    width: int = WIDTH
+    height: int = HEIGHT
+
+
+MAX_BARS = 24
+MAX_MARKS = 16
+"""More shard boundaries than this in one histogram would be a grey wash: none are drawn."""
+
+
+def _map(lo: float, hi: float, a: float, b: float) -> Callable[[float], float]:
+    """The linear map of [lo, hi] onto [a, b], rounded for compact SVG."""
+    span = hi - lo if hi > lo else 1.0
+    return lambda v: round(a + (b - a) * (v - lo) / span, 1)
+
+
+def _count_ticks(y: Callable[[float], float], top: int) -> tuple[tuple[float, str], ...]:
+    return tuple((y(v), str(v)) for v in sorted({0, top // 2, top}))
+
+
+def histogram(
+    title: str, values: Sequence[int], period: int | None = None, centre: bool = False
+) -> Plot | None:
+    """Counts of ``values`` (token positions) in at most :data:`MAX_BARS` equal bins, with a
+    mark at each multiple of ``period`` in range (at 0 only when ``centre``: the values are
+    offsets from a boundary). None when there are no values."""
+    if not values:
+        return None
+    lo, hi = min(values), max(values) + 1
+    step = max(1, -(-(hi - lo) // MAX_BARS))
+    n = -(-(hi - lo) // step)
+    counts = [0] * n
+    for v in values:
+        counts[(v - lo) // step] += 1
+    top = max(counts)
+    x = _map(lo, lo + n * step, PAD_LEFT, WIDTH - PAD_RIGHT)
+    y = _map(0, top, HEIGHT - PAD_BOTTOM, PAD_TOP)
+    bars = []
+    for i, c in enumerate(counts):
+        left, right = lo + i * step, lo + (i + 1) * step
+        if c:
+            tip = f"{left}–{right - 1}: {c}" if step > 1 else f"{left}: {c}"
+            width, height = round(x(right) - x(left), 1), round(y(0) - y(c), 1)
+            bars.append(Bar(x(left), y(c), width, height, tip))
+    marks: list[tuple[float, str]] = []
+    if centre:
+        marks = [(x(0), "boundary")] if lo <= 0 < lo + n * step else []
+    elif period:
+        first = -(-lo // period) * period
+        edges = range(max(first, period), lo + n * step + 1, period)
+        if len(edges) <= MAX_MARKS:
+            marks = [(x(e), f"{e // period}×{period}") for e in edges]
+    ticks = sorted({lo, lo + (n // 2) * step, lo + n * step})
+    return Plot(
+        title=title,
+        bars=tuple(bars),
+        whiskers=(),
+        marks=tuple(marks),
+        rules=(),
+        y_ticks=_count_ticks(y, top),
+        x_ticks=tuple((x(t), str(t)) for t in ticks),
+    )
+
+
+def _sig(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _tick(v: float) -> str:
+    """A short axis label: divergences are often 1e-4, which ``.3g`` writes in 8 characters."""
+    if v == 0:
+        return "0"
+    return f"{v:.1e}" if abs(v) < 0.01 or abs(v) >= 1000 else f"{v:.2g}"
+
+
+def whisker_plot(
+    title: str,
+    labels: Sequence[str],
+    means: Sequence[float],
+    lows: Sequence[float],
+    highs: Sequence[float],
+    overall: float | None = None,
+) -> Plot | None:
+    """Each group's mean with its interval, and the overall mean as a rule; groups whose
+    figures are not finite are left out. None when no group has finite figures."""
+    keep = [i for i in range(len(labels)) if all(math.isfinite(s[i]) for s in (means, lows, highs))]
+    if not keep:
+        return None
+    top = max([highs[i] for i in keep] + [0.0])
+    bottom = min([lows[i] for i in keep] + [0.0])
+    x = _map(-0.5, len(labels) - 0.5, PAD_LEFT, WIDTH - PAD_RIGHT)
+    y = _map(bottom, top if top > bottom else bottom + 1e-9, HEIGHT - PAD_BOTTOM, PAD_TOP)
+    tips = [f"{labels[i]}: {_sig(means[i])} [{_sig(lows[i])}, {_sig(highs[i])}]" for i in keep]
+    whiskers = tuple(
+        Whisker(x(i), y(means[i]), y(lows[i]), y(highs[i]), tip)
+        for i, tip in zip(keep, tips, strict=True)
+    )
+    rules = []
+    if overall is not None and math.isfinite(overall):
+        rules.append((y(overall), "overall", f"all {_tick(overall)}"))
+    every = max(1, -(-len(labels) // 8))
+    shown = sorted({*range(0, len(labels), every), len(labels) - 1})
+    return Plot(
+        title=title,
+        bars=(),
+        whiskers=whiskers,
+        marks=(),
+        rules=tuple(rules),
+        y_ticks=tuple((y(v), _tick(v)) for v in (bottom, (bottom + top) / 2, top)),
+        x_ticks=tuple((x(i), labels[i]) for i in shown),
     )

@@ -20,6 +20,8 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from evalpipe import __version__
 from evalpipe.compare.core import Comparison, Flip
+from evalpipe.compare.tokentypes import MetricSummary, PathComparison, TokenComparison
+from evalpipe.compare.tokenview import nats
 from evalpipe.errors import EvalpipeError
 from evalpipe.github import marker
 from evalpipe.report.markdown import (
@@ -39,6 +41,7 @@ from evalpipe.report.markdown import (
 )
 from evalpipe.report.templates import template_dirs
 
+TOKEN_LABELS = {"token-drift": "❌ token-drift", "ok": "✅ ok", "unknown": "⚠️ unknown"}
 TEMPLATE_NAME = "comment.md.jinja"
 MAX_BODY_CHARS = 65536
 """GitHub refuses longer comment bodies (422), so flip examples are dropped to fit."""
@@ -59,6 +62,32 @@ def answers(extracted: Mapping[str, str | None]) -> str | None:
 def window_start(flip: Flip, lead: int) -> int:
     """Where both excerpts of ``flip`` start: ``lead`` characters before the outputs diverge."""
     return max((flip.first_difference or 0) - lead, 0)
+
+
+def token_label(tokens: TokenComparison | None) -> Trusted:
+    """The token-level verdict; ``—`` when the comparison had no token traces."""
+    return Trusted("—" if tokens is None else TOKEN_LABELS[tokens.verdict])
+
+
+def kl_ci(s: MetricSummary) -> Trusted:
+    """``1.23e-03 [1.01e-03, 1.46e-03]``: a mean KL with its interval, in nats."""
+    return Trusted(f"{nats(s.mean)} [{nats(s.ci_low)}, {nats(s.ci_high)}]")
+
+
+def floor_kl(p: PathComparison) -> Trusted:
+    """The baseline-repeat floor's mean KL on this path (``—``: no floor)."""
+    if p.floor is not None:
+        return Trusted(nats(p.floor.floor_mean))
+    floor = (p.floor_metrics or {}).get("kl")
+    return Trusted("—" if floor is None else nats(floor.mean))
+
+
+def decode_kl(tokens: TokenComparison | None) -> Trusted:
+    """The decode path's mean KL [CI] vs the floor's, for the table (``—`` without one)."""
+    p = None if tokens is None else tokens.paths.get("decode")
+    if p is None or "kl" not in p.metrics:
+        return Trusted("—")
+    return Trusted(f"{kl_ci(p.metrics['kl'])} vs {floor_kl(p)}")
 
 
 @dataclass(frozen=True)
@@ -103,6 +132,12 @@ def _environment() -> SandboxedEnvironment:
         direction_label=direction_label,
         answers=answers,
         window_start=window_start,
+        token_label=token_label,
+        token_verdict_word=lambda v: Trusted(TOKEN_LABELS[v]),
+        decode_kl=decode_kl,
+        kl_ci=kl_ci,
+        floor_kl=floor_kl,
+        nats=lambda v: Trusted(nats(v)),
     )
     return env
 
@@ -173,6 +208,8 @@ def render_comment(
         "dashboard_url": _dashboard_link(dashboard_url),
         "engine_lines": _engine_lines(rows),
         "ci_level": _ci_level(rows),
+        "with_tokens": any(c.tokens is not None for c in rows),
+        "token_drift": [c for c in rows if c.tokens and c.tokens.verdict == "token-drift"],
         "excerpt_chars": excerpt_chars,
         "version": __version__,
     }

@@ -3,7 +3,11 @@
 Each :class:`Job` is one run against its baseline; :func:`compute` reads the answers of a
 batch of jobs' runs in a few queries (each run once, only the fields figures need), calls
 :func:`evalpipe.compare.core.compare_answers` and :func:`~evalpipe.compare.core.noise_floor`,
-then reads the target and extracted answers of the flipped items only. The figures are
+then reads the target and extracted answers of the flipped items only. A job whose run or
+baseline has token traces (its ``traces`` stamps, read for all runs at once by
+:func:`evalpipe.store.traces.trace_stamp`) also gets the token-level comparison
+(:func:`evalpipe.compare.tokenruns.token_comparison`), with the same baseline repeats as its
+noise floor and the same shard period. The figures are
 therefore ``evalpipe compare``'s own; only ``per_verdict`` (every extractor's accuracy, which
 the dashboard does not show) is left empty, because it needs every sample's verdict map.
 
@@ -14,7 +18,7 @@ With many jobs on a multi-core machine the batches are spread over forked worker
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from types import MappingProxyType
 from typing import Any
@@ -28,6 +32,8 @@ from evalpipe.compare.core import (
     compare_answers,
     noise_floor,
 )
+from evalpipe.compare.tokenruns import token_comparison
+from evalpipe.compare.tokentypes import PATHS, TokenComparison
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run
 from evalpipe.report.fork import cores, forget_connections, fork_map
@@ -57,6 +63,23 @@ class Job:
     baseline: Run
     repeats: tuple[Run, ...]
     shard: ShardPeriod
+    traces: Mapping[str, Any] = field(default_factory=dict)
+    """Trace stamps by run id of those of run, baseline and repeats that have token traces."""
+
+    @property
+    def floor_runs(self) -> tuple[Run, ...]:
+        """The baseline's repeats other than itself: its token-level noise floor."""
+        return tuple(r for r in self.repeats if r.run_id != self.baseline.run_id)
+
+    @property
+    def has_traces(self) -> bool:
+        """Whether a token-level comparison is possible (one side alone: it says why not)."""
+        return self.run.run_id in self.traces or self.baseline.run_id in self.traces
+
+    def with_traces(self, stamps: Mapping[str, Any]) -> Job:
+        """This job with the stamps, from ``stamps`` of every run, of its own runs."""
+        ids = (self.run.run_id, self.baseline.run_id, *(r.run_id for r in self.repeats))
+        return replace(self, traces={i: stamps[i] for i in ids if i in stamps})
 
 
 Outcome = Comparison | str
@@ -91,7 +114,7 @@ def _compute_batch(store: Store, batch: Sequence[Job]) -> dict[str, Outcome]:
         if group not in noise:
             noise[group] = noise_floor([answers[i] for i in group])
         try:
-            out[job.run.run_id] = compare_answers(
+            comparison = compare_answers(
                 job.run,
                 job.baseline,
                 answers[job.run.run_id],
@@ -102,7 +125,33 @@ def _compute_batch(store: Store, batch: Sequence[Job]) -> dict[str, Outcome]:
             )
         except EvalpipeError as exc:  # the runs share no scored item
             out[job.run.run_id] = str(exc)
+            continue
+        if job.has_traces:
+            comparison = replace(comparison, tokens=_tokens(store, job))
+        out[job.run.run_id] = comparison
     return _with_flip_details(store, out)
+
+
+def _tokens(store: Store, job: Job) -> TokenComparison | None:
+    """The job's token-level comparison; a pair that cannot be compared token by token says
+    why on its page instead of costing the page its accuracy figures."""
+    try:
+        return token_comparison(
+            store,
+            job.run,
+            job.baseline,
+            floor_runs=job.floor_runs,
+            period=job.shard.period,
+            alpha=SETTINGS.alpha,
+        )
+    except EvalpipeError as exc:
+        reason = str(exc)
+        return TokenComparison(
+            job.run.run_id,
+            job.baseline.run_id,
+            job.shard.period,
+            unavailable={path: reason for path in PATHS},
+        )
 
 
 def _with_flip_details(store: Store, outcomes: dict[str, Outcome]) -> dict[str, Outcome]:

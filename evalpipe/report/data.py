@@ -30,6 +30,7 @@ from evalpipe.records import Run, canonical_json
 from evalpipe.report import cache
 from evalpipe.report.compute import SETTINGS, Job, compute
 from evalpipe.store import Store
+from evalpipe.store.traces import trace_stamp
 
 
 @dataclass(frozen=True)
@@ -128,11 +129,15 @@ def _pair_runs(
     return cells, repeats
 
 
-def _with_job(cell: Cell, repeats: Sequence[Run], shard_period: int | None) -> Cell:
-    """``cell`` with what its comparison needs, and the digest of all of it."""
+def _with_job(
+    cell: Cell, repeats: Sequence[Run], shard_period: int | None, stamps: Mapping[str, Any]
+) -> Cell:
+    """``cell`` with what its comparison needs (its runs' trace stamps from ``stamps``, every
+    run's), and the digest of all of it."""
     assert cell.baseline is not None
     job = Job(cell.run, cell.baseline, tuple(repeats), shard_period_of(cell.run, shard_period))
-    key = cache.comparison_key(job.run, job.baseline, job.repeats, job.shard, SETTINGS)
+    job = job.with_traces(stamps)
+    key = cache.comparison_key(job.run, job.baseline, job.repeats, job.shard, SETTINGS, job.traces)
     return replace(cell, job=job, key=key)
 
 
@@ -175,13 +180,16 @@ def load(
     runs = store.list_runs()
     finished = [r for r in runs if r.status == "finished"]
     cells, groups = _pair_runs(store, finished, _canonical_pairs(pairs))
+    # One query for every run's token traces: which pairs get a token-level comparison, and
+    # what in their cache key says the traces changed (a teacher-forced score added later).
+    stamps = trace_stamp(store, [r.run_id for r in finished])
     done: dict[str, Cell] = {}
     todo: list[Cell] = []
     for cell in cells:
         if cell.baseline is None:
             done[cell.run.run_id] = cell
             continue
-        cell = _with_job(cell, groups[_repeat_key(cell.baseline)], shard_period)
+        cell = _with_job(cell, groups[_repeat_key(cell.baseline)], shard_period, stamps)
         hit = _from_cache(cell, cached or {})
         if hit is None:
             todo.append(cell)

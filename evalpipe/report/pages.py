@@ -20,6 +20,7 @@ from evalpipe.layout import parse
 from evalpipe.records import Run
 from evalpipe.report.charts import Chart, accuracy_chart, delta_chart
 from evalpipe.report.data import Cell, DashboardData
+from evalpipe.report.tokenpage import token_view
 from evalpipe.store import Store
 
 VERDICTS: Mapping[str, tuple[str, str]] = {
@@ -51,6 +52,12 @@ class CellView:
     @property
     def verdict(self) -> str | None:
         return None if self.cell is None else self.cell.verdict
+
+    @property
+    def token_drift(self) -> bool:
+        """The token-level comparison found drift (whatever the accuracy verdict)."""
+        c = None if self.cell is None else self.cell.comparison
+        return c is not None and c.tokens is not None and c.tokens.verdict == "token-drift"
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,7 @@ def overview_context(data: DashboardData) -> dict[str, Any]:
     rows.sort(key=lambda r: (r.rank, r.model, r.task))
     shown = [v for r in rows for v in r.cells if v is not None]
     problems = sorted(
-        (v for v in shown if v.verdict in ("drift", "missing")),
+        (v for v in shown if v.verdict in ("drift", "missing") or v.token_drift),
         key=lambda v: (_RANK[v.verdict or "ok"], v.run.config.model, v.run.config.layout),
     )
     counts = {k: 0 for k in VERDICTS}
@@ -287,6 +294,7 @@ def comparison_context(cell: Cell) -> dict[str, Any]:
         "n_flips": {d: len(ids) for d, ids in c.flips.items()},
         "total_flips": sum(len(ids) for ids in c.flips.values()),
         "label": run_label(cell.run),
+        "tokens": None if c.tokens is None else token_view(c.tokens),
     }
 
 
