@@ -15,6 +15,7 @@ from evalpipe.api.importing import describe_lmeval_import, import_aisbench, impo
 from evalpipe.api.layouts import explain_layout, format_layout
 from evalpipe.api.reporting import comment
 from evalpipe.api.running import resolve_model, run, run_repeated, run_with_baseline
+from evalpipe.api.scoring import format_score, score, score_json
 from evalpipe.api.setup import ModelInfo, TaskInfo, fetch_data, fetch_model, iter_tasks, list_models
 from evalpipe.api.store import copy_store, migrate_store
 from evalpipe.api.stored import (
@@ -47,6 +48,7 @@ __all__ = [
     "format_layout",
     "format_run_summary",
     "format_runs_table",
+    "format_score",
     "gate",
     "gate_json",
     "get_run",
@@ -62,5 +64,7 @@ __all__ = [
     "run_repeated",
     "run_to_dict",
     "run_with_baseline",
+    "score",
+    "score_json",
     "tagged_comparisons",
 ]

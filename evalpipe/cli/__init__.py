@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from evalpipe import __version__
-from evalpipe.cli import reporting, running, setup, stored
+from evalpipe.cli import reporting, running, scoring, setup, stored
 from evalpipe.cli.common import Handler, formatter
 from evalpipe.errors import EvalpipeError
 
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # The order of `evalpipe --help`: evaluate and report, then stored runs, then setup.
     running.register(sub)
+    scoring.register(sub)
     reporting.register(sub)
     setup.register_layout(sub)
     stored.register(sub)

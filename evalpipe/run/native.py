@@ -136,7 +136,9 @@ def _complete_capture(
     """Capture traces for a finished run's answered items; a failure leaves the run as it
     was (finished, its answers stored) and says so."""
     _notice(_recapture_message(run, len(recapture), p.options.logprobs))
-    progress = Progress(len(recapture), f"{p.task.name} capture", enabled=p.options.progress)
+    progress = Progress(
+        len(recapture), f"{p.task.name} capture", enabled=p.options.progress, accuracy=False
+    )
     recorder = Recorder(
         p.task, p.dataset, p.prompts, run.run_id, store, progress, p.options.logprobs, recapture
     )

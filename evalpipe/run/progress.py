@@ -9,9 +9,17 @@ from typing import TextIO
 
 class Progress:
     def __init__(
-        self, total: int, label: str, stream: TextIO | None = None, enabled: bool = True
+        self,
+        total: int,
+        label: str,
+        stream: TextIO | None = None,
+        enabled: bool = True,
+        accuracy: bool = True,
     ) -> None:
+        """``accuracy`` False leaves the accuracy out: work without verdicts (scoring,
+        capture)."""
         self.total = total
+        self.accuracy = accuracy
         self.label = label
         self.stream = stream or sys.stderr
         self.enabled = enabled
@@ -49,8 +57,9 @@ class Progress:
         eta_s = f"{eta:.0f}s" if eta != float("inf") else "?"
         scored = self.done - self.errors
         acc = f"{self.correct / scored:.1%}" if scored else "-"
+        shown = f"acc {acc}  " if self.accuracy else ""
         line = (
-            f"{self.label} [{self.done}/{self.total}] {rate:.2f} req/s  acc {acc}  "
+            f"{self.label} [{self.done}/{self.total}] {rate:.2f} req/s  {shown}"
             f"errors {self.errors}  eta {eta_s}"
         )
         if self._tty:

@@ -76,7 +76,7 @@ def build_store(store: Store) -> dict[str, Run]:
     n = 600
     right = [i % 5 != 0 for i in range(n)]  # 80 % right
     runs: dict[str, Run] = {}
-    # ok: one flip each way in GSM8K's 1 319 items (600 would leave it inconclusive).
+    # ok: one flip each way in GSM8K's 1 319 items.
     full = [i % 5 != 0 for i in range(1319)]
     runs["ok_base"] = add_run(store, config("dp2tp8"), full)
     ok = list(full)

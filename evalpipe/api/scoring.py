@@ -1,0 +1,103 @@
+"""Teacher-forced scoring: a run's engine scores a baseline's generated tokens (the prefill
+path), and the summary ``evalpipe score`` prints. What scoring does is
+:mod:`evalpipe.run.score`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evalpipe.run.score import ScoreReport
+
+
+def score(
+    run: str,
+    against: str,
+    *,
+    store: str | None = None,
+    engine: str | None = None,
+    endpoint: str | None = None,
+    baseline_endpoint: str | None = None,
+    served_model: str | None = None,
+    logprobs: int | None = None,
+    floor: bool | None = None,
+    max_error_rate: float = 0.0,
+    runs_dir: Path | None = None,
+    progress: bool = True,
+) -> ScoreReport:
+    """Score BASELINE's (``against``) generated tokens on RUN's engine, and on BASELINE's own
+    engine for BASELINE and (``floor``; default: when it has any) its repeats; store the
+    traces with ``source = against``. See :class:`evalpipe.run.score.ScoreOptions` for the
+    options and :func:`evalpipe.run.score.execute` for what is refused."""
+    from evalpipe.run.score import ScoreOptions, execute
+
+    return execute(
+        ScoreOptions(
+            run=run,
+            against=against,
+            store=store,
+            engine=engine,
+            endpoint=endpoint,
+            baseline_endpoint=baseline_endpoint,
+            served_model=served_model,
+            logprobs=logprobs,
+            floor=floor,
+            max_error_rate=max_error_rate,
+            runs_dir=runs_dir,
+            progress=progress,
+        )
+    )
+
+
+def format_score(report: ScoreReport, errors_shown: int = 3) -> str:
+    """The terminal summary: per scored run what was done, the first errors, the notices and
+    the next command."""
+    lines = [
+        f"teacher-forced scoring of the tokens of {report.baseline_id} (k = {report.k}), "
+        f"stored in {report.store} as source {report.baseline_id}:"
+    ]
+    for t in report.targets:
+        what = {
+            "run": f"run {t.run_id} ({t.layout})",
+            "baseline": f"baseline {t.run_id} ({t.layout}), its own tokens",
+            "repeat": f"repeat {t.run_id} ({t.layout}), noise floor",
+        }[t.role]
+        lines.append(
+            f"  {what}: {t.scored} of {t.items} items scored now, {t.already} already "
+            f"stored, {len(t.errors)} errors"
+        )
+    failed = [(t.run_id, i, e) for t in report.targets for i, e in t.errors.items()]
+    if failed:
+        lines.append(
+            f"errors (infrastructure, never scores; first {min(errors_shown, len(failed))}):"
+        )
+        lines += [f"  {rid} item {item}: {reason}" for rid, item, reason in failed[:errors_shown]]
+    lines += [f"note: {text}" for text in report.notices]
+    lines.append(f"next: evalpipe compare {report.run_id} --baseline {report.baseline_id}")
+    return "\n".join(lines)
+
+
+def score_json(report: ScoreReport) -> dict[str, Any]:
+    """The report as JSON values (``evalpipe score --json``)."""
+    return {
+        "run_id": report.run_id,
+        "baseline_id": report.baseline_id,
+        "source": report.baseline_id,
+        "k": report.k,
+        "store": report.store,
+        "notices": list(report.notices),
+        "targets": [
+            {
+                "run_id": t.run_id,
+                "role": t.role,
+                "layout": t.layout,
+                "items": t.items,
+                "already": t.already,
+                "scored": t.scored,
+                "errors": dict(t.errors),
+            }
+            for t in report.targets
+        ],
+        "next": f"evalpipe compare {report.run_id} --baseline {report.baseline_id}",
+    }

@@ -1,0 +1,92 @@
+"""``evalpipe score``: teacher-forced scoring of a baseline's tokens on a run's engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from evalpipe.cli.common import add, store_arg
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from evalpipe import api
+
+    report = api.score(
+        args.run,
+        args.against,
+        store=args.store,
+        engine=args.engine,
+        endpoint=args.endpoint,
+        baseline_endpoint=args.baseline_endpoint,
+        served_model=args.served_model,
+        logprobs=args.logprobs,
+        floor=args.floor,
+        max_error_rate=args.max_error_rate,
+        runs_dir=Path(args.runs_dir) if args.runs_dir else None,
+        progress=not args.quiet,
+    )
+    print(json.dumps(api.score_json(report)) if args.json else api.format_score(report))
+    return 0
+
+
+def register(sub: Any) -> None:
+    score = add(
+        sub,
+        "score",
+        cmd_score,
+        "teacher-forced scoring: RUN's engine scores BASELINE's generated tokens (prefill path)",
+        "evalpipe score 20261201-101500-ab12cd --against 20261201-100000-cd34ef",
+    )
+    score.description = (score.description or "") + (
+        "\n\nEach item's prompt plus the baseline's generated tokens is sent to RUN's engine "
+        "(re-created\nfrom RUN's stored configuration, or the server at --endpoint) for prompt "
+        "logprobs; the\ntraces are stored with source = BASELINE. The baseline's own tokens are "
+        "scored on its\nengine too, and on its repeats for the noise floor. Resumable: scored "
+        "items are skipped.\nThen: evalpipe compare RUN --baseline BASELINE"
+    )
+    score.add_argument("run", metavar="RUN", help="the run whose engine scores (id or prefix)")
+    score.add_argument(
+        "--against",
+        required=True,
+        metavar="BASELINE",
+        help="the run whose generated tokens are scored (needs token traces: run --logprobs)",
+    )
+    score.add_argument(
+        "--endpoint", help="server that scores RUN (required when RUN was made on an endpoint)"
+    )
+    score.add_argument(
+        "--baseline-endpoint",
+        help="server that scores BASELINE and its repeats, when they need their own engine",
+    )
+    score.add_argument("--served-model", help="model name on those servers (default: the run's)")
+    score.add_argument(
+        "--engine",
+        choices=["serve", "offline"],
+        help="start the engines this way (default: as each run was made)",
+    )
+    score.add_argument(
+        "--logprobs",
+        type=int,
+        metavar="K",
+        help="top-k logprobs per position (default: the baseline's k)",
+    )
+    score.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also score the baseline's tokens on its repeats, for the noise floor "
+        "(default: when repeats exist)",
+    )
+    score.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.0,
+        help="share of items that may fail (e.g. longer than the context) (default 0)",
+    )
+    score.add_argument("--runs-dir", help="where engine logs go (default: $EVALPIPE_RUNS_DIR)")
+    score.add_argument("--json", action="store_true", help="print the summary as JSON")
+    score.add_argument("--quiet", action="store_true", help="no progress output")
+    store_arg(score)

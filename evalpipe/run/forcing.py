@@ -1,0 +1,143 @@
+"""Teacher-forced requests and their results: a baseline's generated tokens appended to each
+item's prompt, sent for prompt logprobs, and each answer stored as a trace (or as an error).
+
+The prompt is tokenized by the scoring engine itself, and its length must equal the prompt
+token count the baseline's decode trace starts at (``StoredTrace.start``): otherwise the forced
+tokens would follow a different prompt than the one they were generated from, and the item is
+stored as an infrastructure error with that reason, never sent. A request the engine refuses
+(a prompt plus forced tokens longer than its context: HTTP 400) is an error with the engine's
+text, never a score. A server that answers without prompt logprobs raises
+:class:`NoPromptLogprobs` at the first such answer, so nothing half-made is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evalpipe.engine.client import Completion, Request
+from evalpipe.errors import EvalpipeError
+from evalpipe.records import canonical_json
+from evalpipe.run.progress import Progress
+from evalpipe.store import Store
+from evalpipe.store.traces import put_trace_errors, put_traces
+from evalpipe.traces import StoredTrace
+
+
+class NoPromptLogprobs(EvalpipeError):
+    """The engine answered a forced request without prompt logprobs (it ignores them)."""
+
+
+def prompt_request(item_id: str, text: str) -> Request:
+    """The request that renders a stored prompt: chat messages when ``text`` is the canonical
+    JSON of a message list (how :class:`~evalpipe.tasks.prompts.Prompt` stores chat prompts),
+    else completion text. A completion prompt that is itself the canonical JSON of role/content
+    pairs is the one case this reads wrongly; no task renders one."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return Request(item_id, text=text)
+    if (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in value
+        )
+        and canonical_json(value) == text
+    ):
+        return Request(item_id, messages=tuple(value))
+    return Request(item_id, text=text)
+
+
+@dataclass(frozen=True)
+class Forced:
+    """What to send for one target run: the requests, and the items refused before sending
+    (item → reason)."""
+
+    requests: tuple[Request, ...]
+    refused: Mapping[str, str]
+
+
+def forced_requests(
+    todo: Sequence[str],
+    prompt_ids: Mapping[str, list[int] | str],
+    forced: Mapping[str, StoredTrace],
+) -> Forced:
+    """Token-id requests ``prompt ids + forced ids`` for the items ``todo`` (see the module
+    docstring for the items refused instead)."""
+    requests: list[Request] = []
+    refused: dict[str, str] = {}
+    for item in todo:
+        ids = prompt_ids.get(item, "the engine returned no tokens for it")
+        base = forced[item]
+        if isinstance(ids, str):
+            refused[item] = f"cannot tokenize the prompt: {ids}"
+        elif len(ids) != base.start:
+            refused[item] = (
+                f"the engine tokenizes the prompt to {len(ids)} tokens but run "
+                f"{base.run_id} generated from {base.start}: its tokens would not follow "
+                "the prompt they were generated from"
+            )
+        else:
+            tokens = tuple(ids) + tuple(int(t) for t in base.trace.token_ids)
+            requests.append(Request(item, prompt_ids=tokens, forced_from=len(ids)))
+    return Forced(tuple(requests), refused)
+
+
+@dataclass
+class TraceWriter:
+    """The ``on_result`` of a forced session: each answer stored the moment it arrives, as
+    the trace of ``run_id`` for ``source`` or as an error with the reason."""
+
+    store: Store
+    run_id: str
+    source: str
+    forced: Mapping[str, StoredTrace]
+    progress: Progress
+    scored: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def refuse(self, refused: Mapping[str, str]) -> None:
+        """Store the items refused before sending."""
+        put_trace_errors(self.store, self.run_id, self.source, refused)
+        self.errors.update(refused)
+        for _ in refused:
+            self.progress.update(None, True)
+
+    def __call__(self, c: Completion) -> None:
+        base = self.forced[c.item_id]
+        reason = self._failure(c, base)
+        if reason is None:
+            assert c.trace is not None  # _failure checked it
+            put_traces(
+                self.store,
+                [StoredTrace(self.run_id, c.item_id, self.source, base.start, c.trace)],
+            )
+            self.scored += 1
+        else:
+            put_trace_errors(self.store, self.run_id, self.source, {c.item_id: reason})
+            self.errors[c.item_id] = reason
+        self.progress.update(None, reason is not None)
+
+    def _failure(self, c: Completion, base: StoredTrace) -> str | None:
+        sent = f"prompt {base.start} + {base.trace.n} forced tokens"
+        if c.error is not None:
+            return f"teacher-forced request ({sent}) failed: {c.error}"
+        if c.trace is None:
+            raise NoPromptLogprobs(
+                "the engine answered a teacher-forced request without prompt logprobs (it "
+                "ignores `prompt_logprobs`); nothing was stored for that item. Score with a "
+                "vLLM server, which returns them"
+            )
+        if not np.array_equal(c.trace.token_ids, base.trace.token_ids):
+            return (
+                f"the engine returned logprobs for {c.trace.n} tokens that are not the "
+                f"{base.trace.n} forced ({sent})"
+            )
+        return None

@@ -1,0 +1,97 @@
+"""The engine session that re-creates a stored run's engine for teacher-forced scoring.
+
+A run stores what its engine was: model, layout, engine arguments (EngineArgs field names →
+values), platform and how it was reached (``engine_kind``). A ``serve`` or ``offline`` run is
+re-created from those, as :mod:`evalpipe.run.plan` made it (same arguments, same platform
+environment, same request concurrency, since batch makeup moves numerics); its log goes to
+``vllm-score.log`` beside the run's own. A run made on an endpoint stored only the user's
+extras (the server's flags were never evalpipe's to state) and an imported run stored none,
+so those are scored only through a server the user names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from evalpipe.engine.args import EngineArgs, platform_env
+from evalpipe.engine.session import Engine, Generation, SessionSpec
+from evalpipe.errors import EvalpipeError
+from evalpipe.layout import parse
+from evalpipe.options import RunOptions
+from evalpipe.records import Run
+from evalpipe.run.plan import runs_dir, session_spec
+
+LAUNCHABLE = ("serve", "offline")
+
+
+def engine_kind(owner: Run, endpoint: str | None, flag: str, engine: str | None) -> str:
+    """How to reach ``owner``'s engine: the server at ``endpoint`` when given, else as the
+    run was made (or as ``engine`` overrides); ``flag`` names the option that gives the URL."""
+    if endpoint:
+        return "endpoint"
+    if engine is not None and engine not in LAUNCHABLE:
+        raise EvalpipeError(f"--engine must be one of {', '.join(LAUNCHABLE)}")
+    made = owner.config.engine_kind
+    if made not in LAUNCHABLE:
+        how = "made on an endpoint" if made == "endpoint" else f"made by engine kind {made!r}"
+        raise EvalpipeError(
+            f"run {owner.run_id} was {how}, whose engine flags evalpipe never knew, so it "
+            f"cannot start that engine: pass {flag} URL, a server running "
+            f"{owner.config.model} as layout {owner.config.layout}"
+        )
+    return engine or made
+
+
+def engine_spec(
+    owner: Run,
+    endpoint: str | None,
+    flag: str,
+    k: int,
+    *,
+    engine: str | None = None,
+    served_model: str | None = None,
+    request_timeout_s: float = 3600.0,
+    health_timeout_s: float = 900.0,
+    base_dir: Path | None = None,
+) -> SessionSpec:
+    """The session that scores with ``owner``'s engine, asking for ``k`` prompt logprobs a
+    position (``base_dir``: where run directories go, as ``run --runs-dir``)."""
+    c = owner.config
+    kind = engine_kind(owner, endpoint, flag, engine)
+    layout = parse(c.layout)
+    options = RunOptions(
+        task=c.task,
+        model=c.model,
+        layout=c.layout,
+        engine=kind,
+        endpoint=endpoint,
+        served_model=served_model,
+        health_timeout_s=health_timeout_s,
+        runs_dir=base_dir,
+    )
+    env = {} if kind == "endpoint" else platform_env(layout, c.platform)
+    generation = Generation(
+        sampling=c.sampling,
+        concurrency=c.concurrency,
+        request_timeout_s=request_timeout_s,
+        logprobs=k,
+    )
+    run_dir = runs_dir(options) / owner.run_id
+    spec = session_spec(options, layout, EngineArgs(c.engine_args), env, run_dir, generation)
+    return dataclasses.replace(spec, log_path=run_dir / "vllm-score.log")
+
+
+def version_notice(engine: Engine, owner: Run) -> str | None:
+    """What differs between the engine versions now and those ``owner`` was made with."""
+    then: Mapping[str, Any] = owner.config.engine_versions
+    now = engine.versions
+    moved = [f"{k} {then[k]} → {now[k]}" for k in sorted(then) if k in now and now[k] != then[k]]
+    if not moved:
+        return None
+    return (
+        f"the engine is not the one run {owner.run_id} was made with ({', '.join(moved)}): "
+        "its forced scores measure the engine of today"
+    )

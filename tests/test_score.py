@@ -1,0 +1,318 @@
+"""``evalpipe score`` (teacher-forced scoring) against a fake vLLM server that returns prompt
+logprobs (tests/fake_forced.py): the requests sent, the traces stored, resumption, the floor,
+errors stored with their reason, and the refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from builders import run_config
+from fake_forced import (
+    BOS,
+    FakeForced,
+    alternatives,
+    fake_chat_tokens,
+    fake_logprob,
+    fake_tokens,
+)
+
+from evalpipe import api
+from evalpipe.cli import main
+from evalpipe.errors import EvalpipeError
+from evalpipe.records import Run, RunConfig, Sample
+from evalpipe.run.forcing import prompt_request
+from evalpipe.store import Store, open_store
+from evalpipe.store.traces import put_traces, read_trace_errors, read_traces
+from evalpipe.tasks.prompts import Prompt
+from evalpipe.traces import DECODE, StoredTrace, trace_of
+
+MODEL = "m"
+PROMPTS = {"0": "What is 2+2?", "1": "Name a colour.", "2": "Count to three."}
+FORCED = {"0": [60, 61, 62], "1": [70, 71], "2": [80, 81, 82, 83]}
+
+
+def _config(layout: str, **changes: Any) -> RunConfig:
+    fields: dict[str, Any] = {
+        "model": MODEL,
+        "engine_kind": "endpoint",
+        "platform": "generic",
+        "engine_args": {},
+        "prompt_hash": "ph",
+    }
+    return run_config(layout, **{**fields, **changes})
+
+
+def _decode(run_id: str, item: str, ids: list[int], start: int, k: int = 3) -> StoredTrace:
+    tops = [[(t, -0.1), *((a, -2.0) for a in range(2, 1 + k))] for t in ids]
+    return StoredTrace(run_id, item, DECODE, start, trace_of(ids, [-0.1] * len(ids), tops, k))
+
+
+def add_run(
+    store: Store,
+    run_id: str,
+    config: RunConfig,
+    *,
+    traces: bool = True,
+    failed: tuple[str, ...] = (),
+    status: str = "finished",
+    starts: dict[str, int] | None = None,
+) -> Run:
+    """A finished run of the three prompts, with decode traces of ``FORCED`` (items in
+    ``failed`` are infrastructure errors without a trace)."""
+    run = Run(run_id, config, status, "2026-12-01T00:00:00+00:00", n_items=len(PROMPTS))
+    prompts = {i: Prompt(i, text) for i, text in PROMPTS.items()}
+    samples = [
+        Sample(
+            run_id,
+            i,
+            prompts[i].prompt_hash,
+            None if i in failed else "out",
+            "4",
+            None if i in failed else True,
+            prompt_tokens=len(fake_tokens(PROMPTS[i])),
+            error="HTTP 500" if i in failed else None,
+        )
+        for i in PROMPTS
+    ]
+    texts = {q.prompt_hash: q.canonical_text() for q in prompts.values()}
+    store.create_run(run, samples, texts)
+    if traces:
+        starts = starts or {}
+        put_traces(
+            store,
+            [
+                _decode(run_id, i, FORCED[i], starts.get(i, len(fake_tokens(PROMPTS[i]))))
+                for i in PROMPTS
+                if i not in failed
+            ],
+        )
+    return run
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "s.db")
+
+
+def _score(db: str, run: str, against: str, **kw: Any) -> Any:
+    return api.score(run, against, store=db, progress=False, **kw)
+
+
+def _forced_bodies(fake: FakeForced) -> dict[str, dict[str, Any]]:
+    """The completion bodies sent, by the item whose forced ids end them."""
+    out = {}
+    for body in fake.bodies:
+        for item, ids in FORCED.items():
+            if body["prompt"] == fake_tokens(PROMPTS[item]) + ids:
+                out[item] = body
+    return out
+
+
+def test_requests_carry_prompt_and_forced_ids_and_traces_are_stored(db: str) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+        add_run(s, "cand", _config("tp2"))
+    with FakeForced(MODEL, shift=0.5) as cand_srv, FakeForced(MODEL) as base_srv:
+        report = _score(db, "cand", "base", endpoint=cand_srv.url, baseline_endpoint=base_srv.url)
+        sent = _forced_bodies(cand_srv)
+        assert len(cand_srv.bodies) == 3 and set(sent) == set(PROMPTS)
+        for body in sent.values():
+            assert body["max_tokens"] == 1 and body["prompt_logprobs"] == 3
+        assert len(base_srv.bodies) == 3
+    assert [(t.run_id, t.role, t.scored, t.already) for t in report.targets] == [
+        ("cand", "run", 3, 0),
+        ("base", "baseline", 3, 0),
+    ]
+    assert report.k == 3 and report.n_errors == 0
+    with open_store(db) as s:
+        got = read_traces(s, "cand", "base")
+        own = read_traces(s, "base", "base")
+    assert set(got) == set(own) == set(PROMPTS)
+    for item, ids in FORCED.items():
+        start = len(fake_tokens(PROMPTS[item]))
+        t = got[item]
+        assert t.start == start and t.source == "base"
+        assert t.trace.token_ids.tolist() == ids
+        want = [fake_logprob(start + j, tok, 0.5) for j, tok in enumerate(ids)]
+        assert np.allclose(t.trace.logprobs, want, atol=1e-6)
+        assert t.trace.top_ids[:, 0].tolist() == ids  # the fake ranks the forced token first
+        assert t.trace.top_ids[0, 1] == alternatives(start, 3)[0]
+        assert np.allclose(
+            own[item].trace.logprobs, [fake_logprob(start + j, x) for j, x in enumerate(ids)]
+        )
+    text = api.format_score(report)
+    assert "next: evalpipe compare cand --baseline base" in text
+    assert "run cand (tp2): 3 of 3 items scored now" in text
+
+
+def test_a_second_call_resumes_and_sends_only_what_is_missing(db: str) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+        add_run(s, "cand", _config("tp1", repeat_index=1))
+        # A crash after one stored trace: only the other two are sent.
+        put_traces(s, [dataclasses.replace(_decode("cand", "1", FORCED["1"], 15), source="base")])
+    with FakeForced(MODEL) as srv:
+        report = _score(db, "cand", "base", endpoint=srv.url)
+        assert len(srv.bodies) == 2 + 3  # cand's two left, then base's own three
+        assert set(_forced_bodies(srv)) == set(PROMPTS)
+        tokenized = len(srv.tokenized)
+        again = _score(db, "cand", "base", endpoint=srv.url)
+        assert len(srv.bodies) == 5 and len(srv.tokenized) == tokenized  # no session at all
+    # RUN is a repeat of BASELINE: one session (no --baseline-endpoint needed) scores both.
+    assert [(t.run_id, t.scored, t.already) for t in report.targets] == [
+        ("cand", 2, 1),
+        ("base", 3, 0),
+    ]
+    assert [(t.scored, t.already) for t in again.targets] == [(0, 3), (0, 3)]
+
+
+def test_items_the_baseline_errored_on_are_left_out(db: str) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"), failed=("2",))
+    with FakeForced(MODEL) as srv:
+        report = _score(db, "base", "base", endpoint=srv.url)
+        assert set(_forced_bodies(srv)) == {"0", "1"}
+    assert [(t.role, t.items, t.scored) for t in report.targets] == [("run", 2, 2)]
+
+
+def test_a_request_longer_than_the_context_is_an_error_with_the_reason(db: str) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+    # Item 2's prompt is 16 tokens + 4 forced + 1 new: past a 19-token context.
+    with FakeForced(MODEL, max_model_len=19) as srv:
+        with pytest.raises(EvalpipeError, match=r"1 of 3 teacher-forced items failed"):
+            _score(db, "base", "base", endpoint=srv.url)
+        report = _score(db, "base", "base", endpoint=srv.url, max_error_rate=0.5)
+    with open_store(db) as s:
+        assert set(read_traces(s, "base", "base")) == {"0", "1"}
+        errors = read_trace_errors(s, "base", "base")
+    assert set(errors) == {"2"}
+    assert "maximum context length is 19" in errors["2"]
+    assert "prompt 16 + 4 forced tokens" in errors["2"]
+    # The retry sent only item 2 again, and it failed again the same way.
+    assert [(t.scored, t.already, list(t.errors)) for t in report.targets] == [(0, 2, ["2"])]
+
+
+def test_a_prompt_that_tokenizes_differently_is_never_sent(db: str) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"), starts={"0": 5})
+    with FakeForced(MODEL) as srv:
+        report = _score(db, "base", "base", endpoint=srv.url, max_error_rate=1.0)
+        assert set(_forced_bodies(srv)) == {"1", "2"} and len(srv.bodies) == 2
+    reason = report.targets[0].errors["0"]
+    assert "tokenizes the prompt to 13 tokens" in reason and "generated from 5" in reason
+
+
+def test_the_floor_scores_the_baselines_tokens_on_each_repeat(db: str) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+        add_run(s, "rep", _config("tp1", repeat_index=1), traces=False)
+        add_run(s, "cand", _config("tp2"))
+    with FakeForced(MODEL) as cand_srv, FakeForced(MODEL) as base_srv:
+        no_floor = _score(
+            db,
+            "cand",
+            "base",
+            endpoint=cand_srv.url,
+            baseline_endpoint=base_srv.url,
+            floor=False,
+        )
+        assert [t.role for t in no_floor.targets] == ["run", "baseline"]
+        report = _score(db, "cand", "base", endpoint=cand_srv.url, baseline_endpoint=base_srv.url)
+        assert len(cand_srv.bodies) == 3 and len(base_srv.bodies) == 6
+    assert [(t.run_id, t.role, t.scored) for t in report.targets] == [
+        ("cand", "run", 0),
+        ("base", "baseline", 0),
+        ("rep", "repeat", 3),
+    ]
+    with open_store(db) as s:
+        assert set(read_traces(s, "rep", "base")) == set(PROMPTS)
+        assert read_traces(s, "rep") == {}  # the repeat's own decode traces are not made up
+
+
+def test_refusals_say_why(db: str) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+        add_run(s, "other", _config("tp2", model_fingerprint="sha256:other"))
+        add_run(s, "prompts", _config("tp2", prompt_hash="ph2"))
+        add_run(s, "bare", _config("tp1", seed=3), traces=False)
+        add_run(s, "busy", _config("tp2", seed=4), status="running")
+        add_run(s, "served", _config("tp2", seed=5))
+    with FakeForced(MODEL) as srv:
+        with pytest.raises(EvalpipeError, match=r"different models.*across tokenizers"):
+            _score(db, "other", "base", endpoint=srv.url)
+        with pytest.raises(EvalpipeError, match="did not answer the same prompts"):
+            _score(db, "prompts", "base", endpoint=srv.url)
+        with pytest.raises(
+            EvalpipeError, match="baseline bare has no token traces: rerun it with --logprobs 5"
+        ):
+            _score(db, "base", "bare", endpoint=srv.url)
+        with pytest.raises(EvalpipeError, match="run busy is running, not finished"):
+            _score(db, "busy", "base", endpoint=srv.url)
+        # An endpoint run's engine cannot be started by evalpipe: each side needs its URL.
+        with pytest.raises(EvalpipeError, match="pass --endpoint URL"):
+            _score(db, "served", "base")
+        # Checked before any engine starts: nothing is sent for RUN either.
+        with pytest.raises(EvalpipeError, match="pass --baseline-endpoint URL"):
+            _score(db, "served", "base", endpoint=srv.url)
+        assert srv.bodies == [] and srv.tokenized == []
+        with pytest.raises(EvalpipeError, match="--logprobs must be at least 1"):
+            _score(db, "served", "base", endpoint=srv.url, logprobs=0)
+        with pytest.raises(EvalpipeError, match="above vLLM's default cap of 20"):
+            _score(db, "served", "base", endpoint=srv.url, logprobs=21)
+
+
+def test_a_server_that_ignores_prompt_logprobs_stores_nothing(db: str) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+    with (
+        FakeForced(MODEL, prompt_logprobs=False) as srv,
+        pytest.raises(EvalpipeError, match="without prompt logprobs"),
+    ):
+        _score(db, "base", "base", endpoint=srv.url)
+    with open_store(db) as s:
+        assert read_traces(s, "base", "base") == {}
+        assert read_trace_errors(s, "base", "base") == {}
+
+
+def test_logprobs_option_sets_k(db: str) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+    with FakeForced(MODEL) as srv:
+        report = _score(db, "base", "base", endpoint=srv.url, logprobs=5)
+        assert {b["prompt_logprobs"] for b in srv.bodies} == {5}
+    assert report.k == 5
+    with open_store(db) as s:
+        assert read_traces(s, "base", "base")["0"].trace.k == 5
+
+
+def test_chat_prompts_are_sent_as_messages() -> None:
+    messages = ({"role": "user", "content": "hi"},)
+    stored = Prompt("0", None, messages).canonical_text()
+    request = prompt_request("0", stored)
+    assert request.messages == messages and request.text is None
+    assert prompt_request("1", "[1, 2]").text == "[1, 2]"
+    assert prompt_request("2", "plain").text == "plain"
+    assert fake_chat_tokens(messages)[0] == BOS
+
+
+def test_the_cli_prints_the_summary_and_the_next_command(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+    with FakeForced(MODEL) as srv:
+        code = main(
+            ["score", "base", "--against", "base", "--endpoint", srv.url, "--store", db, "--quiet"]
+        )
+    out = capsys.readouterr().out
+    assert code == 0
+    # RUN = BASELINE: one target, the run scoring its own tokens.
+    assert [line for line in out.splitlines() if line.startswith("  ")] == [
+        "  run base (tp1): 3 of 3 items scored now, 0 already stored, 0 errors"
+    ]
+    assert out.rstrip().endswith("next: evalpipe compare base --baseline base")
