@@ -22,12 +22,14 @@ SCHEMA_VERSION = 4
 engine arguments as a mapping instead of a flag list (``m003_structured_engine_args``); 4 adds
 the ``token_traces`` table (``m004_token_traces``)."""
 
-EXCHANGE_VERSION = 2
+EXCHANGE_VERSION = 3
 """Version of the JSONL run format (``runs export``/``import``, ``store copy``); moves only when
 that format changes, so a store migration does not make exports unreadable to older evalpipes.
 
 2 writes ``engine_args`` as an object (field name → value); version 1 files, with a list of
-``vllm serve`` flags, still import."""
+``vllm serve`` flags, still import. 3 adds a ``{"trace": {...}}`` line per stored token trace
+after the samples (:mod:`evalpipe.importers.tracelines`); version 1 and 2 files, which have
+none, still import."""
 
 RUN_STATUSES = ("running", "finished", "failed", "aborted")
 

@@ -1,24 +1,41 @@
 """Runs as JSONL, the format runs move in between stores and other harnesses' results come in.
 
 Line 1 is ``{"run": {...}}`` (the run and its config, flat); every further line is one
-sample. :func:`export_run` writes every field evalpipe knows; :func:`import_run` needs only
-``model``, ``task``, ``task_version`` and ``layout`` on the run and ``item_id``, ``output``
-and ``correct`` on each sample, fills documented defaults for the rest, and stores the run
-with its original ``run_id`` so that importing the same file twice changes nothing.
+sample, then (version 3) one ``{"trace": {...}}`` line per stored token-trace row
+(:mod:`evalpipe.importers.tracelines`). :func:`export_run` writes every field evalpipe knows;
+:func:`import_run` needs only ``model``, ``task``, ``task_version`` and ``layout`` on the run
+and ``item_id``, ``output`` and ``correct`` on each sample, fills documented defaults for the
+rest, and stores the run with its original ``run_id`` so that importing the same file twice
+changes nothing.
 
-Import-light: SQLAlchemy is only reached through the :class:`~evalpipe.store.Store` passed in.
+Import-light: SQLAlchemy and numpy are only reached through the :class:`~evalpipe.store.Store`
+passed in and inside the trace functions.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import IO, TYPE_CHECKING, Any
 
 from evalpipe import __version__
 from evalpipe.errors import EvalpipeError
+from evalpipe.importers import tracelines
+from evalpipe.importers.lines import (
+    INT,
+    NUM,
+    OBJ,
+    STR,
+    STRS,
+    TEXT,
+    Check,
+    checked,
+    json_line,
+    optional,
+)
+from evalpipe.importers.tracelines import TraceLine
 from evalpipe.records import (
     EXCHANGE_VERSION,
     RUN_STATUSES,
@@ -35,94 +52,69 @@ from evalpipe.records import (
 if TYPE_CHECKING:
     from evalpipe.store import Store
 
-_Check = tuple[Callable[[Any], bool], str]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return _is_int(v) or isinstance(v, float)
-
-
-def _opt(check: _Check) -> _Check:
-    return (lambda v: v is None or check[0](v), f"{check[1]} or null")
-
-
-_STR: _Check = (lambda v: isinstance(v, str), "a string")
-# Ids, versions and targets are often numbers in other harnesses' output; they become text.
-_TEXT: _Check = (lambda v: isinstance(v, str) or _is_num(v), "a string or a number")
-_INT: _Check = (_is_int, "an integer")
-_NUM: _Check = (_is_num, "a number")
-_OBJ: _Check = (lambda v: isinstance(v, dict), "an object")
-_STRS: _Check = (
-    lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-    "a list of strings",
-)
 # Version 2 writes an object (field name → value); version 1 files hold a flag list.
-_ENGINE_ARGS: _Check = (
-    lambda v: isinstance(v, dict) or _STRS[0](v),
+_ENGINE_ARGS: Check = (
+    lambda v: isinstance(v, dict) or STRS[0](v),
     'an object like {"max_model_len": 4096} (or, in version 1 files, a list of flags)',
 )
-_ANSWERS: _Check = (
+_ANSWERS: Check = (
     lambda v: isinstance(v, dict) and all(x is None or isinstance(x, str) for x in v.values()),
     'an object of answers like {"strict": "42", "flexible": null}',
 )
-_VERDICTS: _Check = (
+_VERDICTS: Check = (
     lambda v: isinstance(v, dict) and all(isinstance(x, bool) for x in v.values()),
     'an object of verdicts like {"strict": true}',
 )
-_STATUS: _Check = (lambda v: v in RUN_STATUSES, f"one of {', '.join(RUN_STATUSES)}")
-_PROMPT: _Check = (
+_STATUS: Check = (lambda v: v in RUN_STATUSES, f"one of {', '.join(RUN_STATUSES)}")
+_PROMPT: Check = (
     lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(m, dict) for m in v)),
     "a string or a list of chat messages",
 )
 
 RUN_REQUIRED = ("model", "task", "task_version", "layout")
-RUN_KEYS: dict[str, _Check] = {
-    **dict.fromkeys(("run_id", "model", "model_fingerprint", "task"), _STR),
-    "task_version": _TEXT,
-    **dict.fromkeys(("prompt_hash", "data_source"), _STR),
-    "data_sha256": _opt(_STR),
-    **dict.fromkeys(("layout", "platform", "engine_kind"), _STR),
+RUN_KEYS: dict[str, Check] = {
+    **dict.fromkeys(("run_id", "model", "model_fingerprint", "task"), STR),
+    "task_version": TEXT,
+    **dict.fromkeys(("prompt_hash", "data_source"), STR),
+    "data_sha256": optional(STR),
+    **dict.fromkeys(("layout", "platform", "engine_kind"), STR),
     "engine_args": _ENGINE_ARGS,
-    "sampling": _OBJ,
-    "seed": _INT,
-    "limit": _opt(_INT),
-    "concurrency": _INT,
-    "engine_versions": _OBJ,
-    "repeat_index": _INT,
-    "config_hash": _STR,  # derived from the config: written for readers, ignored on import
+    "sampling": OBJ,
+    "seed": INT,
+    "limit": optional(INT),
+    "concurrency": INT,
+    "engine_versions": OBJ,
+    "repeat_index": INT,
+    "config_hash": STR,  # derived from the config: written for readers, ignored on import
     "status": _STATUS,
-    "started_at": _STR,
-    "finished_at": _opt(_STR),
-    **dict.fromkeys(("n_items", "n_samples", "n_correct", "n_correct_flexible", "n_errors"), _INT),
-    **dict.fromkeys(("accuracy", "accuracy_flexible", "duration_s"), _opt(_NUM)),
-    "output_tokens": _INT,
-    "throughput_tok_s": _opt(_NUM),
-    "tags": _STRS,
-    "provenance": _OBJ,
-    "message": _opt(_STR),
-    "schema_version": _INT,
-    "evalpipe_version": _STR,  # informational
+    "started_at": STR,
+    "finished_at": optional(STR),
+    **dict.fromkeys(("n_items", "n_samples", "n_correct", "n_correct_flexible", "n_errors"), INT),
+    **dict.fromkeys(("accuracy", "accuracy_flexible", "duration_s"), optional(NUM)),
+    "output_tokens": INT,
+    "throughput_tok_s": optional(NUM),
+    "tags": STRS,
+    "provenance": OBJ,
+    "message": optional(STR),
+    "schema_version": INT,
+    "evalpipe_version": STR,  # informational
 }
 
 SAMPLE_REQUIRED = ("item_id", "output", "correct")
-SAMPLE_KEYS: dict[str, _Check] = {
-    "item_id": _TEXT,
-    "prompt_hash": _STR,
-    "prompt": _opt(_PROMPT),
-    "output": _opt(_STR),
-    "target": _opt(_TEXT),
-    "correct": _opt((lambda v: isinstance(v, bool), "true/false")),
+SAMPLE_KEYS: dict[str, Check] = {
+    "item_id": TEXT,
+    "prompt_hash": STR,
+    "prompt": optional(_PROMPT),
+    "output": optional(STR),
+    "target": optional(TEXT),
+    "correct": optional((lambda v: isinstance(v, bool), "true/false")),
     "extracted": _ANSWERS,
     "correct_by": _VERDICTS,
-    **dict.fromkeys(("prompt_tokens", "output_tokens"), _opt(_INT)),
-    "finish_reason": _opt(_STR),
-    "latency_s": _opt(_NUM),
-    **dict.fromkeys(("error", "completed_at"), _opt(_STR)),
-    "meta": _OBJ,
+    **dict.fromkeys(("prompt_tokens", "output_tokens"), optional(INT)),
+    "finish_reason": optional(STR),
+    "latency_s": optional(NUM),
+    **dict.fromkeys(("error", "completed_at"), optional(STR)),
+    "meta": OBJ,
 }
 
 # What an import assumes when a field is absent (documented in the README).
@@ -169,18 +161,16 @@ def sample_to_dict(sample: Sample, prompt: str | None = None) -> dict[str, Any]:
 
 
 def export_run(store: Store, run_id: str, out: IO[str]) -> int:
-    """Write run ``run_id`` (id or unique prefix) as JSONL to ``out``; return the sample count."""
+    """Write run ``run_id`` (id or unique prefix) as JSONL to ``out``, samples then token
+    traces; return the sample count."""
     run = store.get_run(run_id)
     found = store.samples(run.run_id)
     texts = store.get_prompts(s.prompt_hash for s in found)
-    out.write(_line({"run": run_to_dict(run)}))
+    out.write(json_line({"run": run_to_dict(run)}))
     for s in found:
-        out.write(_line(sample_to_dict(s, texts.get(s.prompt_hash))))
+        out.write(json_line(sample_to_dict(s, texts.get(s.prompt_hash))))
+    tracelines.write_trace_lines(store, run.run_id, [s.item_id for s in found], out)
     return len(found)
-
-
-def _line(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 @dataclass(frozen=True)
@@ -190,6 +180,7 @@ class Parsed:
     run: Run
     samples: tuple[Sample, ...]
     prompts: dict[str, str]
+    traces: tuple[TraceLine, ...] = ()
 
 
 def import_run(
@@ -198,9 +189,10 @@ def import_run(
     """Store the run in JSONL ``lines``; return its run id.
 
     The run keeps the ``run_id`` in the file unless ``new_id`` is true or the file has none.
-    If the store already holds that id with the same run and samples, nothing is written and
-    the id is returned (importing twice is harmless); with different content it is an error.
-    ``source`` names the input in error messages (``source:LINE: …``).
+    If the store already holds that id with the same run and samples, only the file's trace
+    rows the store lacks are written and the id is returned (importing twice writes nothing);
+    a different run, samples or stored trace is an error. ``source`` names the input in error
+    messages (``source:LINE: …``).
     """
     parsed = parse_jsonl(lines, source=source)
     if new_id:
@@ -210,17 +202,24 @@ def import_run(
     if existing is None:
         try:
             store.create_run(parsed.run, parsed.samples, parsed.prompts)
+            # A second transaction: if interrupted, importing again adds the missing traces.
+            tracelines.put_trace_lines(store, run_id, parsed.traces)
             return run_id
         except EvalpipeError:
             # Another importer may have stored it meanwhile; identical content is fine.
             existing = store.find_run(run_id)
             if existing is None:
                 raise
+    why = ""
     if existing == parsed.run and _same_samples(store.samples(run_id), parsed.samples):
-        return run_id
+        plan = tracelines.plan_trace_lines(store, run_id, parsed.traces)
+        if not plan.conflicts:
+            tracelines.put_trace_lines(store, run_id, plan.new)
+            return run_id
+        why = f" ({plan.conflicts[0]})"
     raise EvalpipeError(
-        f"{source}: run {run_id} is already in {store.name} with different content; import "
-        "it as a new run (new_id=True; CLI --new-id) or delete the stored one first"
+        f"{source}: run {run_id} is already in {store.name} with different content{why}; "
+        "import it as a new run (new_id=True; CLI --new-id) or delete the stored one first"
     )
 
 
@@ -243,6 +242,7 @@ def parse_jsonl(lines: Iterable[str], *, source: str = "input") -> Parsed:
     """
     header: tuple[int, dict[str, Any]] | None = None
     rows: list[tuple[int, dict[str, Any]]] = []
+    traces: list[tuple[int, TraceLine]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -259,33 +259,20 @@ def parse_jsonl(lines: Iterable[str], *, source: str = "input") -> Parsed:
                     f'{where}: the first line must be {{"run": {{…}}}} holding at least '
                     f"{', '.join(RUN_REQUIRED)}"
                 )
-            header = (number, _checked(value["run"], RUN_KEYS, RUN_REQUIRED, where, "run"))
+            header = (number, checked(value["run"], RUN_KEYS, RUN_REQUIRED, where, "run"))
+        elif tracelines.is_trace_line(value):
+            traces.append((number, tracelines.parse_trace_line(value, where)))
         else:
-            rows.append((number, _checked(value, SAMPLE_KEYS, SAMPLE_REQUIRED, where, "sample")))
+            hint = "; put extra data under 'meta'"
+            rows.append(
+                (number, checked(value, SAMPLE_KEYS, SAMPLE_REQUIRED, where, "sample", hint))
+            )
     if header is None:
         raise EvalpipeError(f'{source}: empty; expected a first line {{"run": {{…}}}}')
-    return _build(header, rows, source)
-
-
-def _checked(
-    value: Any, spec: Mapping[str, _Check], required: Iterable[str], where: str, what: str
-) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise EvalpipeError(f"{where}: a {what} must be a JSON object")
-    missing = [k for k in required if k not in value]
-    if missing:
-        raise EvalpipeError(f"{where}: {what} is missing {', '.join(map(repr, missing))}")
-    unknown = sorted(set(value) - set(spec))
-    if unknown:
-        hint = "; put extra data under 'meta'" if what == "sample" else ""
-        raise EvalpipeError(
-            f"{where}: unknown {what} key {', '.join(map(repr, unknown))} "
-            f"(known: {', '.join(spec)}){hint}"
-        )
-    for key, (ok, expected) in spec.items():
-        if key in value and not ok(value[key]):
-            raise EvalpipeError(f"{where}: {what} {key!r} must be {expected}, not {value[key]!r}")
-    return value
+    parsed = _build(header, rows, source)
+    version = header[1].get("schema_version", EXCHANGE_VERSION)
+    items = {s.item_id for s in parsed.samples}
+    return replace(parsed, traces=tracelines.checked_traces(traces, items, version, source))
 
 
 def _text(v: Any) -> Any:

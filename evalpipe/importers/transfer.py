@@ -4,13 +4,18 @@
 kept), so a copy checks and stores exactly what a JSONL export/import would, and copying
 twice creates nothing new. For each run, by what the destination already holds:
 
-* nothing → the run, its samples and prompts are created (``copied``), whatever its status:
-  an unfinished run arrives as ``running``/``failed``/``aborted`` and can be copied again later;
-* the same run and samples → nothing is written (``skipped_identical``);
+* nothing → the run, its samples, prompts and token traces are created (``copied``),
+  whatever its status: an unfinished run arrives as ``running``/``failed``/``aborted`` and
+  can be copied again later;
+* the same run and samples and no token-trace row the destination lacks → nothing is written
+  (``skipped_identical``);
+* the same run and samples, and trace rows the destination lacks (a baseline scored since the
+  last copy) → those rows are added (``merged``), by the rule of
+  :mod:`evalpipe.importers.tracelines`; a stored trace that differs is a conflict;
 * an *unfinished* run with the same config (an earlier copy of a run still in progress) →
-  ``merged``: the source's samples are upserted with the store's usual rule (an errored
-  sample never replaces a good one), and the run record becomes the source's, with counts
-  recomputed from the merged samples;
+  ``merged``: the source's samples and trace rows are upserted with the store's usual rules
+  (an errored sample or trace row never replaces a good one), and the run record becomes the
+  source's, with counts recomputed from the merged samples;
 * anything else (a finished run that differs, another config under the same id, a source run
   whose file would not import) → left untouched and listed in ``conflicts`` with the reason.
 """
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.importers.jsonl import export_run, import_run, parse_jsonl
+from evalpipe.importers.tracelines import plan_trace_lines, put_trace_lines
 from evalpipe.records import Sample
 from evalpipe.store import Store
 
@@ -87,21 +93,27 @@ def _copy_one(src: Store, dst: Store, run_id: str) -> str:
         # import_run, not create_run: it also accepts a concurrent copy of the same run.
         import_run(dst, lines, source=source)
         return "copied"
+    why = ""
     if existing == parsed.run and _by_item(dst.samples(run_id)) == _by_item(parsed.samples):
-        return "skipped"
+        plan = plan_trace_lines(dst, run_id, parsed.traces)
+        if not plan.conflicts:
+            put_trace_lines(dst, run_id, plan.new)
+            return "merged" if plan.new else "skipped"
+        why = f" ({plan.conflicts[0]})"
     if existing.status == "finished":
         raise EvalpipeError(
-            f"run {run_id} is finished in {dst.name} with different content; left as it is "
-            "(delete it there to copy the source's version)"
+            f"run {run_id} is finished in {dst.name} with different content{why}; left as it "
+            "is (delete it there to copy the source's version)"
         )
     if existing.config != parsed.run.config:
         raise EvalpipeError(
             f"run {run_id} in {dst.name} has another config under the same id; left as it is"
         )
-    # An earlier copy of a run that was still in progress: bring in what is new. Two
+    # An earlier copy of a run that was still in progress: bring in what is new. A few
     # transactions; if interrupted in between, copying again completes the merge.
     dst.put_prompts(parsed.prompts)
     dst.put_samples(parsed.samples)
+    put_trace_lines(dst, run_id, parsed.traces)
     dst.update_run(parsed.run.with_(**dst.summarize(run_id)))
     return "merged"
 

@@ -174,3 +174,16 @@ def trace_stamp(store: Store, run_ids: Iterable[str]) -> dict[str, list[Any]]:
             for run_id, source, n, newest in conn.execute(query):
                 out.setdefault(run_id, []).append([source, int(n), newest])
     return out
+
+
+def trace_rows(store: Store, run_id: str) -> list[tuple[str, str, int, bytes | None, str | None]]:
+    """Every ``token_traces`` row of ``run_id`` as stored — ``(item_id, source, start, data,
+    error)``, data not decoded, errors included — in no particular order: what an export
+    copies as it is."""
+    t = token_traces.c
+    query = sa.select(t.item_id, t.source, t.start, t.data, t.error).where(t.run_id == run_id)
+    with store.transaction(write=False) as conn:
+        return [
+            (item, source, int(start), None if data is None else bytes(data), error)
+            for item, source, start, data, error in conn.execute(query)
+        ]
