@@ -72,11 +72,12 @@ def _missing(
     if not lacking:
         return None
     names = " and ".join(f"{r.config.layout} run {r.run_id}" for r in lacking)
+    has, it = ("have", "them") if len(lacking) > 1 else ("has", "it")
     if path == "decode":
-        return f"{names} has no token logprobs: rerun it with --logprobs 5"
+        return f"{names} {has} no token logprobs: rerun {it} with --logprobs 5"
     return (
-        f"{names} has no teacher-forced traces of the baseline's tokens: run `evalpipe score "
-        f"{run.run_id} --against {baseline.run_id}`"
+        f"{names} {has} no teacher-forced traces of the baseline's tokens: run `evalpipe "
+        f"score {run.run_id} --against {baseline.run_id}`"
     )
 
 
