@@ -83,7 +83,7 @@ def test_the_forced_path_reads_traces_of_the_baselines_tokens(store: Store) -> N
     assert found is not None and set(found.paths) == {"forced"}
     assert found.paths["forced"].metrics["kl"].mean == 0.0
     assert found.paths["forced"].verdict == "unknown"  # no repeat: no floor
-    assert "rerun it with --logprobs 5" in found.unavailable["decode"]
+    assert "rerun them with --logprobs 5" in found.unavailable["decode"]
 
 
 def test_no_traces_no_token_comparison_and_different_models_never_compared(
