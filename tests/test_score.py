@@ -316,3 +316,16 @@ def test_the_cli_prints_the_summary_and_the_next_command(
         "  run base (tp1): 3 of 3 items scored now, 0 already stored, 0 errors"
     ]
     assert out.rstrip().endswith("next: evalpipe compare base --baseline base")
+
+
+def test_concurrency_defaults_to_the_runs_and_can_be_lowered(db: str, tmp_path: Path) -> None:
+    from evalpipe.run.score_engine import engine_spec
+
+    owner = Run("r", _config("tp1", concurrency=64, engine_kind="serve"), "finished", "t")
+    assert engine_spec(owner, None, "--endpoint", 5).generation.concurrency == 64
+    lowered = engine_spec(owner, None, "--endpoint", 5, concurrency=4, base_dir=tmp_path)
+    assert lowered.generation.concurrency == 4 and lowered.generation.logprobs == 5
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+    with pytest.raises(EvalpipeError, match="--concurrency must be at least 1"):
+        _score(db, "base", "base", endpoint="http://127.0.0.1:9", concurrency=0)

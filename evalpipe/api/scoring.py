@@ -23,6 +23,7 @@ def score(
     logprobs: int | None = None,
     floor: bool | None = None,
     max_error_rate: float = 0.0,
+    concurrency: int | None = None,
     runs_dir: Path | None = None,
     progress: bool = True,
 ) -> ScoreReport:
@@ -44,6 +45,7 @@ def score(
             logprobs=logprobs,
             floor=floor,
             max_error_rate=max_error_rate,
+            concurrency=concurrency,
             runs_dir=runs_dir,
             progress=progress,
         )

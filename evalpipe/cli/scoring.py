@@ -25,6 +25,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         logprobs=args.logprobs,
         floor=args.floor,
         max_error_rate=args.max_error_rate,
+        concurrency=args.concurrency,
         runs_dir=Path(args.runs_dir) if args.runs_dir else None,
         progress=not args.quiet,
     )
@@ -85,6 +86,13 @@ def register(sub: Any) -> None:
         type=float,
         default=0.0,
         help="share of items that may fail (e.g. longer than the context) (default 0)",
+    )
+    score.add_argument(
+        "--concurrency",
+        type=int,
+        help="requests in flight (default: as each run was made); prompt logprobs cost "
+        "memory for every prompt position in flight (vocabulary-sized rows): lower it when the "
+        "engine runs out of memory",
     )
     score.add_argument("--runs-dir", help="where engine logs go (default: $EVALPIPE_RUNS_DIR)")
     score.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -73,6 +73,7 @@ class ScoreOptions:
     logprobs: int | None = None
     floor: bool | None = None
     max_error_rate: float = 0.0
+    concurrency: int | None = None
     request_timeout_s: float = 3600.0
     health_timeout_s: float = 900.0
     runs_dir: Path | None = None
@@ -120,6 +121,8 @@ def execute(options: ScoreOptions) -> ScoreReport:
         raise EvalpipeError("--logprobs must be at least 1 to score")
     if not 0.0 <= options.max_error_rate <= 1.0:
         raise EvalpipeError("--max-error-rate is a fraction between 0 and 1 (e.g. 0.01)")
+    if options.concurrency is not None and options.concurrency < 1:
+        raise EvalpipeError("--concurrency must be at least 1")
     say = _sayer(options.progress)
     with open_store(options.store) as store:
         run, base_run = store.get_run(options.run), store.get_run(options.against)
@@ -185,6 +188,7 @@ def plan_work(
                 k,
                 engine=options.engine,
                 served_model=options.served_model,
+                concurrency=options.concurrency,
                 request_timeout_s=options.request_timeout_s,
                 health_timeout_s=options.health_timeout_s,
                 base_dir=options.runs_dir,

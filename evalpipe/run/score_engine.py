@@ -53,12 +53,14 @@ def engine_spec(
     *,
     engine: str | None = None,
     served_model: str | None = None,
+    concurrency: int | None = None,
     request_timeout_s: float = 3600.0,
     health_timeout_s: float = 900.0,
     base_dir: Path | None = None,
 ) -> SessionSpec:
     """The session that scores with ``owner``'s engine, asking for ``k`` prompt logprobs a
-    position (``base_dir``: where run directories go, as ``run --runs-dir``)."""
+    position (``base_dir``: where run directories go, as ``run --runs-dir``; ``concurrency``:
+    requests in flight, by default as ``owner`` was run)."""
     c = owner.config
     kind = engine_kind(owner, endpoint, flag, engine)
     layout = parse(c.layout)
@@ -75,7 +77,7 @@ def engine_spec(
     env = {} if kind == "endpoint" else platform_env(layout, c.platform)
     generation = Generation(
         sampling=c.sampling,
-        concurrency=c.concurrency,
+        concurrency=concurrency or c.concurrency,
         request_timeout_s=request_timeout_s,
         logprobs=k,
     )
