@@ -15,12 +15,22 @@ def dashboard(
     pairs: Sequence[str] = (),
     title: str | None = None,
     shard_period: int | None = None,
+    force: bool = False,
 ) -> Any:
     """Render the store into a static site under ``out``; ``pairs`` are ``LAYOUT=BASELINE``
     reference pairs for layouts that are not context-parallel (e.g. ``tp2=tp1``).
 
     Rendering into the folder of an earlier render redoes only what changed (comparisons
-    whose runs changed, pages whose content changed); the summary says how much."""
+    whose runs changed, pages whose content changed); the summary says how much. It removes
+    only files an earlier render wrote (listed in ``out/.evalpipe/manifest.json``) and
+    refuses a non-empty folder without that manifest unless ``force``: then it renders into
+    it, keeping its files (those at the dashboard's page paths are overwritten).
+
+    Example::
+
+        summary = dashboard("evalpipe.db", "site", pairs=["tp2=tp1"])
+        print(summary.index)
+    """
     from evalpipe.report.dashboard import render_dashboard
     from evalpipe.store import open_store
 
@@ -31,4 +41,6 @@ def dashboard(
             raise EvalpipeError(f"--pair takes LAYOUT=BASELINE_LAYOUT (e.g. tp2=tp1), got {item!r}")
         mapping[run_layout] = base_layout
     with open_store(store, create=False) as s:
-        return render_dashboard(s, Path(out), pairs=mapping, title=title, shard_period=shard_period)
+        return render_dashboard(
+            s, Path(out), pairs=mapping, title=title, shard_period=shard_period, force=force
+        )

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run
+from evalpipe.report.textfmt import safe
 
 
 def run_to_dict(run: Run) -> dict[str, Any]:
@@ -17,21 +18,56 @@ def run_to_dict(run: Run) -> dict[str, Any]:
     return _to_dict(run)
 
 
-def format_run_summary(run: Run, store: str | None) -> str:
+def format_run_summary(run: Run, store: str | None, details: bool = False) -> str:
+    """A run for the terminal: what ran, its accuracy, its speed and where it is stored;
+    ``details`` (``evalpipe runs show``) adds when, how and the commands that go further.
+    Stored text is shown with control characters escaped (an imported model name is
+    untrusted)."""
     from evalpipe.store import describe_store
 
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.1%}"
 
-    c = run.config
-    return (
-        f"run {run.run_id}: {c.task} v{c.task_version} on {c.layout} ({c.platform}), "
-        f"model {c.model}\n"
+    c, rid = run.config, safe(run.run_id)
+    head = [
+        f"run {rid}: {safe(c.task)} v{safe(c.task_version)} on {safe(c.layout)} "
+        f"({safe(c.platform)}), model {safe(c.model)}",
         f"  accuracy {pct(run.accuracy)} strict ({run.n_correct}/{run.n_samples - run.n_errors})"
-        f", {pct(run.accuracy_flexible)} flexible; infrastructure errors {run.n_errors}\n"
-        f"  {run.duration_s or 0:.1f}s, {run.throughput_tok_s or 0:.1f} output tok/s\n"
-        f"  stored in {describe_store(store)} (evalpipe runs show {run.run_id})"
-    )
+        f", {pct(run.accuracy_flexible)} flexible; infrastructure errors {run.n_errors}",
+        f"  {run.duration_s or 0:.1f}s, {run.throughput_tok_s or 0:.1f} output tok/s",
+    ]
+    if not details:
+        return "\n".join([*head, f"  stored in {describe_store(store)} (evalpipe runs show {rid})"])
+    return "\n".join([*head, *_details(run), f"  stored in {describe_store(store)}"])
+
+
+def _details(run: Run) -> list[str]:
+    c, rid = run.config, safe(run.run_id)
+
+    def pairs(values: dict[str, Any]) -> str:
+        return safe(" ".join(f"{k}={v}" for k, v in values.items()) or "-", 200)
+
+    lines = [
+        f"  status {safe(run.status)}; started {safe(run.started_at)}, finished "
+        f"{safe(run.finished_at or '-')}; {run.n_samples} samples of {run.n_items} items",
+        f"  model fingerprint {safe(c.model_fingerprint)}; engine {safe(c.engine_kind)} "
+        f"{pairs(dict(c.engine_versions))}",
+        f"  engine args {pairs(dict(c.engine_args))}",
+        f"  sampling {pairs(dict(c.sampling))}; seed {c.seed}; limit {c.limit or 'none'}; "
+        f"concurrency {c.concurrency}; repeat {c.repeat_index}",
+        f"  data {safe(c.data_source)} (sha256 {safe(c.data_sha256 or '-', 16)}); "
+        f"prompt {safe(c.prompt_hash, 16)}; config hash {c.config_hash()}",
+    ]
+    if run.tags:
+        lines.append(f"  tags {safe(', '.join(run.tags))}")
+    if run.message:
+        lines.append(f"  message {safe(run.message, 300)}")
+    lines += [
+        f"  every field: evalpipe runs show {rid} --json",
+        f"  its samples: evalpipe runs export {rid} -o run.jsonl",
+        f"  against its baseline: evalpipe compare {rid}",
+    ]
+    return lines
 
 
 def list_runs(
@@ -63,18 +99,33 @@ def format_runs_table(runs: Sequence[Run]) -> str:
     for r in runs:
         acc = "-" if r.accuracy is None else f"{r.accuracy:.1%}"
         rows.append(
-            f"{r.run_id:24} {r.config.task:10} {r.config.layout:12} {r.status:9} "
-            f"{r.n_samples:>5} {acc:>7} {r.n_errors:>4}  {Path(r.config.model).name}"
+            f"{safe(r.run_id):24} {safe(r.config.task):10} {safe(r.config.layout):12} "
+            f"{safe(r.status):9} {r.n_samples:>5} {acc:>7} {r.n_errors:>4}  "
+            f"{safe(Path(r.config.model).name)}"
         )
     return "\n".join(rows)
 
 
-def export_run(store: str | None, run_id: str, out: TextIO) -> None:
+def export_run(store: str | None, run_id: str, out: TextIO | str | Path) -> None:
+    """Write run ``run_id`` (id or unique prefix) and its samples as JSONL to ``out``, a
+    stream or a file path. A file is replaced only when the export is complete: a run that
+    does not exist, a full disk or an interrupt leaves an existing file as it was.
+
+    Example::
+
+        export_run("evalpipe.db", "20261128-065414-3f2a9c", "run.jsonl")
+    """
     from evalpipe.importers.jsonl import export_run as _export
+    from evalpipe.paths import open_atomic
     from evalpipe.store import open_store
 
     with open_store(store) as s:
-        _export(s, s.get_run(run_id).run_id, out)
+        found = s.get_run(run_id).run_id  # before any file is opened: a typo writes nothing
+        if not isinstance(out, (str, Path)):
+            _export(s, found, out)
+            return
+        with open_atomic(out) as stream:
+            _export(s, found, stream)
 
 
 def import_run(store: str | None, path: str) -> str:

@@ -25,18 +25,19 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     from evalpipe import api
 
     run = api.get_run(args.store, args.run)
-    print(json.dumps(api.run_to_dict(run), indent=None if args.json else 2))
+    if args.json:
+        print(json.dumps(api.run_to_dict(run)))
+    else:
+        print(api.format_run_summary(run, args.store, details=True))
     return 0
 
 
 def cmd_runs_export(args: argparse.Namespace) -> int:
     from evalpipe import api
 
-    if args.output in (None, "-"):
-        api.export_run(args.store, args.run, sys.stdout)
-    else:
-        with open(args.output, "w", encoding="utf-8") as out:
-            api.export_run(args.store, args.run, out)
+    # A file is replaced only once the export is complete (the run found, every line written).
+    out = sys.stdout if args.output in (None, "-") else args.output
+    api.export_run(args.store, args.run, out)
     return 0
 
 
@@ -144,9 +145,15 @@ def _runs(sub: Any) -> None:
     ls.add_argument("--limit", type=int, default=50)
     ls.add_argument("--json", action="store_true")
     store_arg(ls)
-    show = add(runs, "show", cmd_runs_show, "show one run", "evalpipe runs show 2026 --json")
-    show.add_argument("run", help="run id or a unique prefix")
-    show.add_argument("--json", action="store_true", help="one line of JSON")
+    show = add(
+        runs,
+        "show",
+        cmd_runs_show,
+        "show one run: what ran, its accuracy, when and how (--json: every stored field)",
+        "evalpipe runs show 20261128-065414-3f2a9c",
+    )
+    show.add_argument("run", help="run id or a unique prefix (`evalpipe runs list` shows them)")
+    show.add_argument("--json", action="store_true", help="every stored field as one line of JSON")
     store_arg(show)
     export = add(
         runs,
@@ -156,7 +163,11 @@ def _runs(sub: Any) -> None:
         "evalpipe runs export RUN_ID -o run.jsonl",
     )
     export.add_argument("run")
-    export.add_argument("-o", "--output", help="file (default: stdout)")
+    export.add_argument(
+        "-o",
+        "--output",
+        help="file, replaced only when the export is complete (default, or -: stdout)",
+    )
     store_arg(export)
     imp = add(
         runs,

@@ -24,8 +24,8 @@ from evalpipe import __version__
 from evalpipe.compare.breakdown import BoundaryGroup, BucketResult
 from evalpipe.compare.core import DIRECTIONS, Comparison, Noise, Settings, ShardPeriod
 from evalpipe.compare.stats import PairedResult
+from evalpipe.paths import write_atomic
 from evalpipe.records import Run, canonical_json, sha256_text
-from evalpipe.report.site import write_atomic
 from evalpipe.report.tokencache import from_dict, to_dict
 
 FORMAT = 2

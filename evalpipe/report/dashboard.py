@@ -115,6 +115,7 @@ def render_dashboard(
     pairs: Mapping[str, str] | None = None,
     title: str | None = None,
     shard_period: int | None = None,
+    force: bool = False,
 ) -> DashboardSummary:
     """Write the dashboard of ``store`` into ``out_dir`` and return what was written.
 
@@ -126,7 +127,8 @@ def render_dashboard(
     Incremental: a render into the folder of an earlier one reuses its comparisons whose
     inputs did not change, rewrites only the pages whose content changed and removes the
     pages it wrote that no longer exist (a run deleted); files it did not write stay
-    (:mod:`evalpipe.report.site`).
+    (:mod:`evalpipe.report.site`). A non-empty ``out_dir`` that no render wrote into is
+    refused unless ``force``.
 
     Example::
 
@@ -134,7 +136,7 @@ def render_dashboard(
             print(render_dashboard(store, Path("site")).index)
     """
     start = time.perf_counter()
-    site = Site(out_dir)
+    site = Site(out_dir, force)
     data = report_data.load(store, pairs, shard_period, cache.load(site.state_dir))
     env = _environment()
     css = Markup((Path(env.loader.searchpath[0]) / CSS_NAME).read_text())  # type: ignore[union-attr]
@@ -191,8 +193,24 @@ def _run_page(
         f"runs/{page_name(run.run_id)}",
         "../",
         inputs,
-        lambda: run_context(store, run, cell, with_samples),
+        partial(_run_context, store, run, cell, with_samples),
     )
+
+
+def _run_context(
+    store: Store, run: Run, cell: report_data.Cell | None, with_samples: bool
+) -> Mapping[str, Any]:
+    try:
+        return run_context(store, run, cell, with_samples)
+    except json.JSONDecodeError as exc:
+        # A sample row whose JSON maps do not parse: a hand edit or a disk fault, never
+        # something evalpipe wrote. Which run, and how to get past it, is all a user needs.
+        raise EvalpipeError(
+            f"run {run.run_id} is damaged in the store: a stored sample does not parse as "
+            f"JSON ({exc.msg}), so the store was changed outside evalpipe; restore it from a "
+            "backup, or copy its intact runs to a new store (`evalpipe store copy STORE NEW "
+            "--run ID`) and render that"
+        ) from exc
 
 
 def _comparison_pages(

@@ -11,39 +11,34 @@ of its inputs, a digest of its content and its size and modification time. The n
 - removes the files the previous render wrote that this one did not, and nothing else, so a
   file evalpipe never wrote survives in the folder.
 
+The manifest is also what makes a folder the dashboard's. A render goes into a new or empty
+folder, or one with a manifest; a non-empty folder without one (a project, a home folder, a
+site of another tool) is refused unless ``force`` says to render into it anyway (its files
+are kept; those at the dashboard's page paths are overwritten). The folder is claimed (an
+empty manifest) before the first page is written, so a first render cut short does not lock
+the folder it started.
+
 Every file is written to a temporary name in its folder, then renamed over the old one, so a
-reader (or a killed render) never sees half a page. An unreadable manifest means a folder
-evalpipe knows nothing about: every page is written again, and nothing is removed.
+reader (or a killed render) never sees half a page (:func:`evalpipe.paths.write_atomic`). An
+unreadable manifest means a folder whose files evalpipe cannot name: every page is written
+again, and nothing is removed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import secrets
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from evalpipe.errors import EvalpipeError
+from evalpipe.paths import explain, write_atomic
+
 STATE_DIR = ".evalpipe"
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 @dataclass(frozen=True)
@@ -65,12 +60,40 @@ def _digest(text: str, volatile: Iterable[str]) -> str:
 class Site:
     """The output folder during one render; :meth:`finish` records it."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, force: bool = False) -> None:
         self.out_dir = out_dir
         self.state_dir = out_dir / STATE_DIR
+        self._claim(force)
         self.before = self._read_manifest()
         self.now: dict[str, Entry] = {}
         self.written: set[str] = set()
+
+    def _claim(self, force: bool) -> None:
+        """Make sure the folder is the dashboard's (see the module's docstring)."""
+        out, manifest = self.out_dir, self.state_dir / MANIFEST_NAME
+        if out.exists() and not out.is_dir():
+            raise EvalpipeError(
+                f"--out {out} is a file; the dashboard is a folder of pages: give a folder "
+                "that is new, empty, or holds an earlier dashboard"
+            )
+        if manifest.exists():
+            return
+        try:
+            foreign = out.is_dir() and any(out.iterdir())
+        except OSError as exc:
+            raise EvalpipeError(f"cannot read --out {out}: {exc.strerror}; give another") from exc
+        if foreign and not force:
+            raise EvalpipeError(
+                f"--out {out} is a folder with files the dashboard did not write (there is no "
+                f"{manifest}); give a new or empty folder, or pass --force to render into it "
+                "(its files are kept; those named like the dashboard's pages are overwritten)"
+            )
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EvalpipeError(explain(self.state_dir, exc)) from exc
+        # Claimed before any page is written: a render cut short leaves a folder that is ours.
+        self._save({})
 
     def _read_manifest(self) -> dict[str, Entry]:
         try:
@@ -116,7 +139,12 @@ class Site:
             self.now[path] = Entry(inputs, content, old.size, old.mtime_ns)
             return False
         target = self.out_dir / path
-        write_atomic(target, text.encode("utf-8"))
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EvalpipeError(explain(target, exc)) from exc
+        # Not synced page by page: a page lost to a crash is rewritten by the next render.
+        write_atomic(target, text.encode("utf-8"), durable=False)
         st = target.stat()
         self.now[path] = Entry(inputs, content, st.st_size, st.st_mtime_ns)
         self.written.add(path)
@@ -132,7 +160,10 @@ class Site:
             if self.out_dir.resolve() in target.parents and target.is_file():
                 target.unlink()
                 removed.append(path)
-        files: dict[str, Any] = {p: asdict(e) for p, e in sorted(self.now.items())}
+        self._save(self.now)
+        return removed
+
+    def _save(self, entries: dict[str, Entry]) -> None:
+        files: dict[str, Any] = {p: asdict(e) for p, e in sorted(entries.items())}
         data = json.dumps({"format": FORMAT, "files": files}, separators=(",", ":"))
         write_atomic(self.state_dir / MANIFEST_NAME, data.encode())
-        return removed

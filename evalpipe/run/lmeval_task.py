@@ -24,6 +24,7 @@ import yaml
 from evalpipe.errors import EvalpipeError
 from evalpipe.importers.lmeval.build import LAYOUT_ARGS
 from evalpipe.layout import Layout
+from evalpipe.paths import write_atomic
 
 LOG_TAIL_LINES = 25
 INCLUDE_DIR = "lm-eval-tasks"
@@ -58,8 +59,8 @@ def run_lmeval(inv: Invocation, base_url: str, run_dir: Path, progress: bool = T
         include = run_dir / INCLUDE_DIR
         include.mkdir(exist_ok=True)
         spec = task_override(inv.task, find_task_yaml(inv.task), inv.data, inv.overrides)
-        (include / f"{_safe(inv.task)}.yaml").write_text(
-            yaml.safe_dump(spec, sort_keys=False), encoding="utf-8"
+        write_atomic(
+            include / f"{_safe(inv.task)}.yaml", yaml.safe_dump(spec, sort_keys=False).encode()
         )
     command = lmeval_command(inv, base_url, run_dir / OUTPUT_DIR, include)
     env = dict(os.environ)

