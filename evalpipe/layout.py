@@ -15,7 +15,7 @@ import importlib.util
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,6 +29,8 @@ GRAMMAR = (
 
 SIZE_KEYS = ("dp", "tp", "pp", "pcp", "dcp")
 """Size keywords in canonical order (the order of the canonical string and of the flags)."""
+
+MAX_SIZE = 1_000_000  # no axis has a million ranks; the bound keeps int() off 5000 digits
 
 PLATFORMS = ("cuda", "ascend", "cpu")
 ATTENTIONS = ("sfa",)
@@ -81,8 +83,10 @@ class Layout:
         # bool is an int subclass and would otherwise pass as a size of 1.
         for key in SIZE_KEYS:
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LayoutError(f"Layout.{key} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
+                raise LayoutError(
+                    f"Layout.{key} must be a positive integer up to {MAX_SIZE}, got {value!r}"
+                )
         if not isinstance(self.ep, bool):
             raise LayoutError(f"Layout.ep must be True or False, got {self.ep!r}")
 
@@ -182,10 +186,12 @@ def _tokenize(text: str) -> tuple[list[tuple[str, str]], list[str]]:
             problems.append(f"{token!r}: {key!r} needs a size, e.g. {key}2")
         elif not size.isdecimal() or not size.isascii():
             problems.append(f"{token!r}: the size must be a positive integer")
-        elif int(size) == 0:
+        elif not size.strip("0"):
             problems.append(f"{token!r}: the size must be at least 1")
         elif not _SIZE.fullmatch(size):
             problems.append(f"{token!r}: write the size without leading zeros")
+        elif len(size) > len(str(MAX_SIZE)) or int(size) > MAX_SIZE:
+            problems.append(f"{token[:20]!r}: the size must be at most {MAX_SIZE}")
         tokens.append((key, size))
     return tokens, problems
 
@@ -195,25 +201,27 @@ def _check_choice(name: str, value: str | None, choices: tuple[str, ...]) -> Non
         raise LayoutError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
 
 
+def rule_sets(platform: str | None = None, attention: str | None = None) -> list[str]:
+    """The rule sets :func:`validate` applies for ``platform`` and ``attention``, in order:
+    ``vllm``, then the platform's (``cuda``, ``ascend``, ``cpu``), then ``ascend+sfa``."""
+    _check_choice("platform", platform, PLATFORMS)
+    _check_choice("attention", attention, ATTENTIONS)
+    names = ["vllm"] if platform is None else ["vllm", platform]
+    if platform == "ascend" and attention == "sfa":
+        names.append("ascend+sfa")
+    return names
+
+
 def validate(
     layout: Layout, platform: str | None = None, attention: str | None = None
 ) -> list[str]:
     """Every rule the layout breaks, one message each (empty list = valid).
 
-    Without ``platform`` only vLLM's own rules apply; with one, that platform's rules are added.
-    ``attention`` only matters where a platform has an attention-specific rule (Ascend + sfa).
+    Without ``platform`` only vLLM's own rules apply; with one, that platform's rules are added
+    (:func:`rule_sets` names them). ``attention`` only matters where a platform has an
+    attention-specific rule (Ascend + sfa).
     """
-    _check_choice("platform", platform, PLATFORMS)
-    _check_choice("attention", attention, ATTENTIONS)
-    errors = _generic_errors(layout)
-    if platform == "ascend":
-        errors += _ascend_errors(layout, attention)
-    elif platform == "cpu":
-        errors += _cpu_errors(layout)
-    # cuda adds nothing that depends on sizes alone: whether DCP/PCP run there depends on the
-    # attention backend, which vLLM checks per layer at start-up
-    # (vllm/v1/worker/cp_utils.py check_attention_cp_compatibility).
-    return errors
+    return [e for name in rule_sets(platform, attention) for e in _RULES[name](layout)]
 
 
 def _generic_errors(layout: Layout) -> list[str]:
@@ -235,22 +243,25 @@ def _generic_errors(layout: Layout) -> list[str]:
     return []
 
 
-def _ascend_errors(layout: Layout, attention: str | None) -> list[str]:
+def _ascend_errors(layout: Layout) -> list[str]:
     # vllm-ascend vllm_ascend/platform.py NPUPlatform.check_and_update_config ->
     # _validate_parallel_config (snapshot tracking vLLM v0.27.1).
-    errors: list[str] = []
     if layout.pcp > 1:
         # Refused unless the V2 model runner is on, and vllm-ascend pins that to
         # VLLM_USE_V2_MODEL_RUNNER, default off (patch/platform/patch_use_v2_model_runner.py);
         # the NPU V2 runner in turn refuses DCP (vllm_ascend/worker/v2/model_runner.py).
-        errors.append(f"pcp{layout.pcp}: vLLM Ascend does not support prefill context parallel")
-    if attention == "sfa" and layout.dcp > 1 and layout.dcp != layout.tp:
+        return [f"pcp{layout.pcp}: vLLM Ascend does not support prefill context parallel"]
+    return []
+
+
+def _ascend_sfa_errors(layout: Layout) -> list[str]:
+    if layout.dcp > 1 and layout.dcp != layout.tp:
         # enable_sfa_dcp_replicated_indexer (sparse model and dcp > 1) -> dcp must equal tp.
-        errors.append(
+        return [
             f"dcp{layout.dcp} with tp{layout.tp}: vLLM Ascend runs DCP for sparse (SFA) "
             "attention only with dcp equal to tp"
-        )
-    return errors
+        ]
+    return []
 
 
 def _cpu_errors(layout: Layout) -> list[str]:
@@ -270,6 +281,18 @@ def _cpu_errors(layout: Layout) -> list[str]:
     return errors
 
 
+# cuda adds nothing that depends on sizes alone: whether DCP/PCP run there depends on the
+# attention backend, which vLLM checks per layer at start-up
+# (vllm/v1/worker/cp_utils.py check_attention_cp_compatibility).
+_RULES: dict[str, Callable[[Layout], list[str]]] = {
+    "vllm": _generic_errors,
+    "cuda": lambda layout: [],
+    "ascend": _ascend_errors,
+    "ascend+sfa": _ascend_sfa_errors,
+    "cpu": _cpu_errors,
+}
+
+
 def explain(text: str, platform: str | None = None, attention: str | None = None) -> dict[str, Any]:
     """Everything about a layout string as a JSON-ready dict with a fixed key set.
 
@@ -284,16 +307,8 @@ def explain(text: str, platform: str | None = None, attention: str | None = None
     try:
         layout = parse(text)
     except LayoutError as err:
-        return {
-            "layout": text,
-            "valid": False,
-            "errors": [err.message],
-            **dict.fromkeys(SIZE_KEYS),
-            "ep": None,
-            "devices": None,
-            "baseline": None,
-            "vllm_args": None,
-        }
+        derived = [*SIZE_KEYS, "ep", "devices", "baseline", "vllm_args"]
+        return {"layout": text, "valid": False, "errors": [err.message], **dict.fromkeys(derived)}
     errors = validate(layout, platform, attention)
     return {
         "layout": layout.canonical,
@@ -330,6 +345,7 @@ __all__ = [
     "current_platform",
     "explain",
     "parse",
+    "rule_sets",
     "validate",
 ]
 

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from evalpipe.errors import EvalpipeError
+from evalpipe.yamlload import YamlInputError, load_yaml
 
 ENGINE_KINDS = ("serve", "endpoint", "offline")
 
@@ -63,15 +62,22 @@ class RunOptions:
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["lengths=[240, 272]", "n=2"]`` -> ``{"lengths": [240, 272], "n": 2}`` (YAML values)."""
+    """``["lengths=[240, 272]", "n=2"]`` -> ``{"lengths": [240, 272], "n": 2}`` (YAML values).
+
+    Each value is read by :func:`evalpipe.yamlload.load_yaml` (a duplicate key inside one is
+    refused), and a KEY given twice is refused too: the last one silently winning is the
+    mistake strict YAML loading exists to catch.
+    """
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
             raise EvalpipeError(f"--param {pair!r} is not KEY=VALUE (example: --param n=2)")
+        if key in out:
+            raise EvalpipeError(f"--param {key} is given twice; give each parameter once")
         try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
+            out[key] = load_yaml(value)
+        except YamlInputError as exc:
             raise EvalpipeError(f"--param {pair!r}: the value is not valid YAML: {exc}") from exc
     return out

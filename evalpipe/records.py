@@ -63,13 +63,19 @@ def new_run_id() -> str:
 def engine_arg_value(raw: str) -> Any:
     """An engine argument's text read as YAML (``4096`` a number, ``true`` a boolean), as
     ``--engine-arg KEY=VALUE`` values are; text that YAML reads as something JSON cannot hold
-    (a date) stays text, so every stored value is JSON."""
-    import yaml
+    (a date) stays text, so every stored value is JSON. A mapping with a key twice is refused:
+    plain YAML would keep the last value silently."""
+    from evalpipe.errors import EvalpipeError
+    from evalpipe.yamlload import YamlInputError, load_yaml
 
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw)
         json.dumps(value)
-    except (yaml.YAMLError, TypeError, ValueError):
+    except YamlInputError as exc:
+        if "duplicate key" in exc.problem:
+            raise EvalpipeError(f"--engine-arg value {raw!r}: {exc.message}") from exc
+        return raw
+    except (TypeError, ValueError):
         return raw
     return value
 

@@ -127,6 +127,7 @@ def test_layout_explain_json_exact_keys_and_exit_codes() -> None:
         "devices",
         "baseline",
         "vllm_args",
+        "rules",
     ]
     assert info["layout"] == "dp2tp8dcp8" and info["devices"] == 16
     assert info["baseline"] == "dp2tp8"

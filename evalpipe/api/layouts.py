@@ -6,6 +6,15 @@ from typing import Any
 
 from evalpipe.api.running import resolve_model
 
+RULE_TEXT = {
+    "vllm": "ParallelConfig's size rules (pcp 1: dcp divides tp; pcp > 1: dcp is 1, pcp or tp*pcp)",
+    "cuda": "none on sizes alone (vLLM checks the attention backends when it starts)",
+    "ascend": "vLLM Ascend refuses prefill context parallel",
+    "ascend+sfa": "with sparse (SFA) attention vLLM Ascend needs dcp = tp when dcp > 1",
+    "cpu": "vLLM's CPU backend refuses decode and prefill context parallel",
+}
+"""What each rule set of :func:`evalpipe.layout.rule_sets` checks, as ``layout explain`` says."""
+
 
 def explain_layout(
     text: str,
@@ -13,22 +22,47 @@ def explain_layout(
     attention: str | None = None,
     model: str | None = None,
 ) -> dict[str, Any]:
-    """``evalpipe layout explain``: the layout's sizes, rule violations, baseline and flags.
+    """``evalpipe layout explain``: the layout's sizes, rule violations, baseline and flags,
+    and under ``rules`` what was checked (one ``NAME: what`` line each), so that a
+    ``--platform`` or ``--attention`` that changes no verdict still shows it was applied.
 
     With ``model``, vLLM's own config validation also runs (when vllm is importable) and its
     message, if any, is added to ``errors``.
     """
-    from evalpipe.layout import explain, parse
+    from evalpipe.layout import current_platform, explain, rule_sets
 
     info = explain(text, platform=platform, attention=attention)
-    if model and info["valid"]:
-        from evalpipe.engine.vllm_check import check_with_vllm
-
-        check = check_with_vllm(parse(text), resolve_model(model), {})
-        if check.available and not check.ok:
-            info["errors"].append(f"vLLM: {check.message}")
-            info["valid"] = False
+    rules = [f"{name}: {RULE_TEXT[name]}" for name in rule_sets(platform, attention)]
+    if platform is None:
+        rules.append(
+            "platform: none given, no platform rules (add --platform; `evalpipe run` applies "
+            f"its own: {current_platform()} here)"
+        )
+    if attention is not None and platform != "ascend":
+        rules.append(
+            f"attention: {attention} changes nothing here (only --platform ascend has rules for it)"
+        )
+    if model:
+        rules.append(_vllm_check(info, text, model))
+    info["rules"] = rules
     return info
+
+
+def _vllm_check(info: dict[str, Any], text: str, model: str) -> str:
+    """Run vLLM's own config check for ``model`` if the layout passed the rules above; its
+    ``rules`` line. A failure is added to ``info``'s errors."""
+    if not info["valid"]:
+        return "vllm-config: skipped (the layout already breaks a rule above)"
+    from evalpipe.engine.vllm_check import check_with_vllm
+    from evalpipe.layout import parse
+
+    check = check_with_vllm(parse(text), resolve_model(model), {})
+    if not check.available:
+        return f"vllm-config: skipped ({check.message})"
+    if not check.ok:
+        info["errors"].append(f"vLLM: {check.message}")
+        info["valid"] = False
+    return f"vllm-config: vLLM's own config check for {model} (heads, KV heads, backends)"
 
 
 def format_layout(info: dict[str, Any]) -> str:
@@ -40,4 +74,5 @@ def format_layout(info: dict[str, Any]) -> str:
         lines.append(f"baseline {info['baseline'] or '(not a context-parallel layout)'}")
         lines.append(f"vllm     {' '.join(info['vllm_args'])}")
     lines += [f"error    {e}" for e in info["errors"]]
+    lines += [f"{'rules' if i == 0 else '':8} {r}" for i, r in enumerate(info.get("rules", []))]
     return "\n".join(lines)

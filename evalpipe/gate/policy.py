@@ -2,15 +2,20 @@
 
 A policy names what a release needs (which models, tasks and layouts must each match their
 baseline) and how strictly (margin, alpha, minimum n, infrastructure-error rate, whether an
-inconclusive verdict blocks). The file is read with ``yaml.safe_load`` and checked strictly:
-unknown keys, wrong types and invalid layouts are refused with the file and key named, and exit
-code 3, so a typo (``margins:``) can never fall back to a default and quietly relax a gate.
+inconclusive verdict blocks). The file is read with :func:`evalpipe.yamlload.load_yaml`, which
+is safe and refuses a duplicate key (plain YAML would keep the second ``margin:`` silently), and
+checked strictly: unknown keys, wrong types, out-of-range values and invalid layouts are refused
+with the file and key named, in one line, and exit code 3, so a typo (``margins:``) can never
+fall back to a default and quietly relax a gate, and no input ends in a traceback.
 
 Decisions recorded here:
 
 - ``margin`` and ``alpha`` have no default: a release gate must state them. ``min_n`` defaults
   to 100 (:data:`evalpipe.compare.power.DEFAULT_MIN_N`), ``max_error_rate`` to 0 and
-  ``inconclusive_blocks`` to true, the strict choices.
+  ``inconclusive_blocks`` to true, the strict choices. ``min_n`` is at most
+  :data:`MAX_MIN_N`: no evaluation has more paired items, and the stored decision keeps it
+  in a 64-bit column.
+- No text value may hold a NUL character: PostgreSQL cannot store one in a text column.
 - ``model`` is matched against ``run.config.model`` case-insensitively, either in full or by
   its last path component, and may be a glob (``deepseek-v3.2*``): runs store a local path
   (``/models/DeepSeek-V3.2``) or a hub name (``deepseek-ai/DeepSeek-V3.2``), and the policy
@@ -42,6 +47,7 @@ EXIT_BAD_POLICY = 3
 """Exit code of ``evalpipe gate`` for a bad policy file or bad usage."""
 
 DEFAULT_MIN_N = 100
+MAX_MIN_N = 10**9
 TokenDrift = Literal["block", "warn", "off"]
 TOKEN_DRIFT_VALUES: tuple[TokenDrift, ...] = get_args(TokenDrift)
 DEFAULT_TOKEN_DRIFT: TokenDrift = "warn"
@@ -144,7 +150,7 @@ def load_policy(path: str | Path) -> Policy:
         policy = load_policy("examples/release.yaml")
         print(policy.name, [r.label for r in policy.requirements])
     """
-    import yaml
+    from evalpipe.yamlload import YamlInputError, load_yaml
 
     source = str(path)
     try:
@@ -154,9 +160,9 @@ def load_policy(path: str | Path) -> Policy:
     except UnicodeDecodeError as exc:
         raise _bad(source, f"not UTF-8 text ({exc.reason})") from exc
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise _bad(source, f"not valid YAML: {exc}") from exc
+        data = load_yaml(text)
+    except YamlInputError as exc:  # duplicate keys, deep nesting, unreadable values
+        raise _bad(source, f"not valid YAML: {exc.message}") from exc
     return parse_policy(data, source)
 
 
@@ -175,14 +181,16 @@ def parse_policy(data: object, source: str = "<policy>") -> Policy:
     if not 0 < alpha < 0.5:
         raise _bad(source, f"alpha: must be above 0 and below 0.5, got {alpha}")
     min_n = data.get("min_n", DEFAULT_MIN_N)
-    if isinstance(min_n, bool) or not isinstance(min_n, int) or min_n < 1:
-        raise _bad(source, f"min_n: must be a positive integer, got {min_n!r}")
+    if isinstance(min_n, bool) or not isinstance(min_n, int) or not 1 <= min_n <= MAX_MIN_N:
+        raise _bad(
+            source, f"min_n: must be a positive integer up to {MAX_MIN_N:_}, got {_shown(min_n)}"
+        )
     max_error_rate = _number(data.get("max_error_rate", 0.0), source, "max_error_rate")
     if not 0 <= max_error_rate <= 1:
         raise _bad(source, f"max_error_rate: must be in [0, 1], got {max_error_rate}")
     blocks = data.get("inconclusive_blocks", True)
     if not isinstance(blocks, bool):
-        raise _bad(source, f"inconclusive_blocks: must be true or false, got {blocks!r}")
+        raise _bad(source, f"inconclusive_blocks: must be true or false, got {_shown(blocks)}")
     return Policy(
         name=_text(data["name"], source, "name"),
         requirements=_requirements(data["requirements"], source),
@@ -203,7 +211,7 @@ def _token_drift(value: object, source: str) -> TokenDrift:
     for allowed in TOKEN_DRIFT_VALUES:
         if value == allowed:
             return allowed
-    shown = "true (YAML reads on/yes/true so)" if value is True else repr(value)
+    shown = "true (YAML reads on/yes/true so)" if value is True else _shown(value)
     raise _bad(source, f"token_drift: must be one of {', '.join(TOKEN_DRIFT_VALUES)}, got {shown}")
 
 
@@ -281,15 +289,31 @@ def _check_keys(data: Mapping[Any, Any], allowed: set[str], source: str, prefix:
 
 def _number(value: object, source: str, where: str) -> float:
     # bool is an int subclass: `margin: yes` must not become 1.0.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _bad(source, f"{where}: must be a number, got {value!r}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(source, f"{where}: must be a number, got {_shown(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int of 309+ digits has no float
+        number = math.inf
+    if not math.isfinite(number):
+        raise _bad(source, f"{where}: must be a finite number, got {_shown(value)}")
+    return number
 
 
 def _text(value: object, source: str, where: str, empty: bool = False) -> str:
     if not isinstance(value, str) or not (empty or value.strip()):
-        raise _bad(source, f"{where}: must be a non-empty string, got {value!r}")
+        raise _bad(source, f"{where}: must be a non-empty string, got {_shown(value)}")
+    if "\x00" in value:
+        raise _bad(source, f"{where}: must not contain a NUL character (no store can keep it)")
     return value.strip()
+
+
+def _shown(value: object) -> str:
+    """``repr`` cut to 60 characters: a policy value can be a 4000-digit number."""
+    text = (
+        repr(value) if not isinstance(value, int) or value.bit_length() < 200 else "a huge integer"
+    )
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _kind(value: object) -> str:

@@ -4,7 +4,9 @@ decision record, writes) a store.
 
 For every required (model, task, layout) the gate selects a run (the newest finished one, or
 the newest carrying a tag), finds its baseline, checks both runs' infrastructure-error rates
-and compares them with the policy's margin, alpha and minimum n.
+and compares them with the policy's margin, alpha and minimum n. A comparison that cannot be
+made fails its requirement, except when the store itself cannot be read: that
+:class:`~evalpipe.errors.StoreError` stops the whole gate (it is no verdict on the runs).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import replace
 
 from evalpipe.compare.pairing import find_baseline, pairing_key
 from evalpipe.compare.runs import compare_runs
-from evalpipe.errors import EvalpipeError
+from evalpipe.errors import EvalpipeError, StoreError
 from evalpipe.gate.decide import GateDecision, Prepared, decide, error_rate
 from evalpipe.gate.policy import Policy, Requirement
 from evalpipe.layout import parse
@@ -98,6 +100,8 @@ def prepare(store: Store, policy: Policy, req: Requirement, tag: str | None) -> 
         )
     try:
         baseline = find_gate_baseline(store, run, req, tag)
+    except StoreError:
+        raise  # an unreadable store says nothing about this requirement: stop the gate
     except EvalpipeError as exc:
         return Prepared(req, run=run, missing=f"missing baseline: {exc.message}")
     failures = [
@@ -117,6 +121,8 @@ def prepare(store: Store, policy: Policy, req: Requirement, tag: str | None) -> 
             min_n=policy.min_n,
             tokens=policy.token_drift != "off",
         )
+    except StoreError:
+        raise
     except EvalpipeError as exc:
         return Prepared(req, run, baseline, failures=(*failures, exc.message))
     return Prepared(req, run, baseline, failures=tuple(failures), comparison=comparison)

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from evalpipe.errors import EvalpipeError
+from evalpipe.errors import EvalpipeError, StoreError
 from evalpipe.records import GateRecord, Run, Sample, summary_of
 from evalpipe.store import gates, schema
 from evalpipe.store.connect import BEGIN_IMMEDIATE, Location, create_engine, resolve
@@ -34,14 +34,18 @@ from evalpipe.store.schema import prompts, runs, samples, token_traces
 
 _SAMPLE_KEY = ("run_id", "item_id")
 _AMBIGUOUS_SHOWN = 10
+_EMPTY = "{} is empty, not an evalpipe store: point --store at one (`evalpipe run` makes one)"
 
 
-def open_store(url_or_path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+def open_store(
+    url_or_path: str | os.PathLike[str] | None = None, *, create: bool = True, empty_ok: bool = True
+) -> Store:
     """Open (creating or migrating as needed) the store at a path or SQLAlchemy URL.
 
     ``None`` means ``$EVALPIPE_STORE``, else ``./evalpipe.db``. A plain path is an SQLite
     file; anything with ``://`` is a URL (``sqlite:///…``, ``postgresql://…``). With
-    ``create=False`` a missing SQLite file is an error instead of a new empty store.
+    ``create=False`` a missing SQLite file is an error instead of a new store; with ``empty_ok``
+    False so is an empty file or database, instead of being given the tables (``StoreError``).
 
     Example::
 
@@ -49,8 +53,12 @@ def open_store(url_or_path: str | os.PathLike[str] | None = None, *, create: boo
             print([r.run_id for r in store.list_runs(limit=5)])
     """
     loc = resolve(url_or_path)
+    if not empty_ok and loc.path is not None and loc.path.is_file() and not loc.path.stat().st_size:
+        raise StoreError(_EMPTY.format(loc.name))  # checked first: connecting writes a header
     engine = create_engine(loc, create=create)
     try:
+        if not empty_ok and not sa.inspect(engine).get_table_names():
+            raise StoreError(_EMPTY.format(loc.name))  # or opening would make it a store
         with schema_lock(engine):
             applied = schema.ensure_schema(engine, loc.name)
     except EvalpipeError:
@@ -58,7 +66,7 @@ def open_store(url_or_path: str | os.PathLike[str] | None = None, *, create: boo
         raise
     except (sa.exc.DBAPIError, sqlite3.Error) as exc:
         engine.dispose()
-        raise EvalpipeError(_open_failure(loc.name, exc)) from exc
+        raise StoreError(_open_failure(loc.name, exc)) from exc
     return Store(engine, loc, applied)
 
 
@@ -129,7 +137,7 @@ class Store:
         except sa.exc.IntegrityError:
             raise  # callers turn these into specific messages
         except sa.exc.DBAPIError as exc:
-            raise EvalpipeError(f"store {self.name}: {exc.orig}") from exc
+            raise StoreError(f"store {self.name}: {exc.orig}") from exc
 
     # --- runs --------------------------------------------------------------------------
 

@@ -15,8 +15,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import evalpipe
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import canonical_json, sha256_text
@@ -25,6 +23,7 @@ from evalpipe.tasks.data import TARGET_TRANSFORMS, read_rows
 from evalpipe.tasks.prompts import FEWSHOT_VAR, compile_template
 from evalpipe.tasks.scoring import METRICS, ExtractorSpec, check_extractor
 from evalpipe.tasks.spec import DataSpec, TaskSpec
+from evalpipe.yamlload import YamlInputError, load_yaml
 
 TASKS_PATH_ENV = "EVALPIPE_TASKS_PATH"
 REQUEST_KINDS = ("completion", "chat")
@@ -89,22 +88,6 @@ def find_task(name_or_path: str, search_path: Sequence[Path] | None = None) -> P
 # --- loading ------------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """The safe loader, also refusing duplicate keys (YAML would keep the last silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[tuple[str, str]] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                key = (key_node.tag, key_node.value)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_task(
     name_or_path: str,
     search_path: Sequence[Path] | None = None,
@@ -119,10 +102,16 @@ def load_task(
     """
     path = find_task(name_or_path, search_path)
     try:
-        # A SafeLoader subclass: as safe as yaml.safe_load, plus the duplicate-key check.
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
-    except yaml.YAMLError as exc:
+        # As safe as yaml.safe_load, and refuses duplicate keys (see evalpipe.yamlload).
+        doc = load_yaml(path.read_text(encoding="utf-8"))
+    except YamlInputError as exc:
         raise EvalpipeError(f"{path}: not a valid task file: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise EvalpipeError(
+            f"{path}: not a valid task file: not UTF-8 text ({exc.reason})"
+        ) from exc
+    except OSError as exc:
+        raise EvalpipeError(f"{path}: cannot read the task file: {exc.strerror or exc}") from exc
     doc = _mapping(doc, f"{path}")
     if params:
         data = doc.get("data")
