@@ -6,6 +6,7 @@ if command -v chromium >/dev/null 2>&1; then
   echo "chromium already installed: $(command -v chromium)"
   exit 0
 fi
+echo "installing chromium (Debian package, with its libraries about 300 MB) for the dashboard's browser test"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update

@@ -21,15 +21,27 @@ def resolve_model(model: str) -> str:
     return model
 
 
+def _resolved(options: RunOptions) -> RunOptions:
+    if options.engine == "endpoint":
+        return options  # a served name, not ours to build
+    return dataclasses.replace(options, model=resolve_model(options.model))
+
+
 def run(options: RunOptions) -> Run:
     """Evaluate ``options.task`` on ``options.model`` with ``options.layout``; see
     :func:`evalpipe.run.native.execute` for what happens on failure and resume. A task named
-    ``lm-eval:NAME`` runs lm-eval's task NAME instead (:mod:`evalpipe.run.lmeval`)."""
-    from evalpipe.run import native as runner
+    ``lm-eval:NAME`` runs lm-eval's task NAME instead (:mod:`evalpipe.run.lmeval`).
 
-    if options.engine != "endpoint":
-        options = dataclasses.replace(options, model=resolve_model(options.model))
-    if options.task.startswith("lm-eval:"):
+    The model and vLLM's verdict on the configuration are checked first
+    (:func:`evalpipe.run.plan.precheck`): a bad input raises before any run is stored."""
+    from evalpipe.run import native as runner
+    from evalpipe.run.plan import precheck
+
+    options = _resolved(options)
+    lmeval = options.task.startswith("lm-eval:")
+    if not lmeval or options.engine == "serve":  # lm-eval checks its other engines itself
+        precheck(options)
+    if lmeval:
         from evalpipe.run import lmeval as lmeval_run
 
         return lmeval_run.execute(options)
@@ -46,6 +58,7 @@ def run_with_baseline(
     are not context-parallel (e.g. tp1 for tp2).
     """
     from evalpipe.layout import parse
+    from evalpipe.run.plan import precheck
 
     layout = parse(options.layout)
     base = baseline_layout or (layout.baseline().canonical if layout.is_cp else None)
@@ -57,6 +70,9 @@ def run_with_baseline(
     # The baseline's generated long-context items straddle the CP run's shard boundaries.
     shard_layout = options.shard_layout or options.layout
     base_options = dataclasses.replace(options, layout=base, shard_layout=shard_layout)
+    # Both before either runs: a refused layout must not wait for its baseline's run.
+    options, base_options = _resolved(options), _resolved(base_options)
+    precheck(base_options, options)
     base_runs = run_repeated(base_options, repeat, reuse=True)
     return base_runs, run_repeated(options, repeat, reuse=True)
 

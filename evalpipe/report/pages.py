@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalpipe.compare.core import Flip
+from evalpipe.compare.pairing import pairing_key
 from evalpipe.compare.power import DEFAULT_MARGIN
 from evalpipe.engine.args import EngineArgs
 from evalpipe.layout import parse
-from evalpipe.records import Run
+from evalpipe.records import Run, canonical_json
 from evalpipe.report.charts import Chart, accuracy_chart, delta_chart
 from evalpipe.report.data import Cell, DashboardData
 from evalpipe.report.tokenpage import token_view
@@ -136,6 +137,8 @@ def overview_context(data: DashboardData) -> dict[str, Any]:
         if v.verdict is not None:
             counts[v.verdict] += 1
     return {
+        # Shown, not a baseline, compared with nothing: in no verdict's count otherwise.
+        "not_compared": sum(1 for v in shown if v.cell is None and not v.is_baseline),
         "columns": [{"layout": c, "is_baseline": c in baselines} for c in columns],
         "rows": rows,
         "problems": problems,
@@ -156,26 +159,89 @@ def filters_of(runs: list[Run]) -> dict[str, list[str]]:
 
 @dataclass(frozen=True)
 class Series:
-    """One trend: every finished run of a (model, task, platform, layout), oldest first."""
+    """One trend: every finished run of a (model, task, platform, layout) and configuration
+    (:func:`series_key`), oldest first; ``variant`` names what sets it apart from the other
+    series of its model, task, platform and layout ("" when there are none)."""
 
     model: str
     task: str
     platform: str
     layout: str
+    variant: str
     runs: list[Run]
     accuracy: Chart
     delta: Chart | None
     verdict: str | None  # of the latest run
 
 
+def series_key(run: Run) -> dict[str, Any]:
+    """What one trend line holds equal: the pairing key (everything but the layout) without
+    the engine versions, which the x axis names: an upgrade is a point on the line, a float32
+    run beside bfloat16 ones is another line."""
+    return {k: v for k, v in pairing_key(run).items() if k != "engine_versions"}
+
+
+# How a differing pairing-key field is named in a series' variant (the rest: "FIELD VALUE").
+_KEY_TEXT = {
+    "model_fingerprint": "model {:.19}",
+    "task_version": "task v{}",
+    "prompt_hash": "prompts {:.8}",
+    "data_sha256": "data {:.8}",
+}
+
+
+def _arg_text(args: Mapping[str, Any], name: str) -> str:
+    if name not in args:
+        return f"{name} unset"
+    value = args[name]
+    return f"{name}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+def variants(keys: list[dict[str, Any]]) -> list[str]:
+    """For the series keys of one model, task, platform and layout: what tells each apart
+    (the fields that differ, engine arguments by name), "" for a series alone."""
+    if len(keys) < 2:
+        return [""] * len(keys)
+    fields = [f for f in keys[0] if any(k[f] != keys[0][f] for k in keys)]
+    names = sorted({a for k in keys for a in k["engine_args"]})
+    differ = [a for a in names if len({canonical_json(k["engine_args"].get(a)) for k in keys}) > 1]
+    out = []
+    for key in keys:
+        parts = []
+        for f in fields:
+            if f == "engine_args":
+                parts += [_arg_text(key["engine_args"], a) for a in differ]
+            else:
+                text = key[f] if isinstance(key[f], str) else canonical_json(key[f])
+                parts.append(_KEY_TEXT.get(f, f + " {:.24}").format(text))
+        out.append(" · ".join(parts))
+    return out
+
+
+SeriesId = tuple[str, str, str, str, str]  # model, task, platform, layout, series key
+
+
+def _variant_names(groups: Mapping[SeriesId, list[Run]]) -> dict[SeriesId, str]:
+    siblings: dict[tuple[str, ...], list[SeriesId]] = defaultdict(list)
+    for g in groups:
+        siblings[g[:4]].append(g)
+    names: dict[SeriesId, str] = {}
+    for members in siblings.values():
+        labels = variants([series_key(groups[g][0]) for g in members])
+        names.update(zip(members, labels, strict=True))
+    return names
+
+
 def trends_context(data: DashboardData) -> dict[str, Any]:
     """Accuracy and Δ charts per series; series whose latest run drifted come first."""
-    groups: dict[tuple[str, str, str, str], list[Run]] = defaultdict(list)
+    groups: dict[SeriesId, list[Run]] = defaultdict(list)
     for run in reversed(data.runs):  # oldest first along the x axis
         if run.status == "finished" and run.accuracy is not None:
-            groups[(*_row_key(run), run.config.layout)].append(run)
+            key = canonical_json(series_key(run))
+            groups[(*_row_key(run), run.config.layout, key)].append(run)
+    names = _variant_names(groups)
     series = []
-    for (model, task, platform, layout), runs in groups.items():
+    for (model, task, platform, layout, key), runs in groups.items():
         labels = [run_label(r) for r in runs]
         cells = [data.cells.get(r.run_id) for r in runs]
         results = [c.result if c is not None else None for c in cells]
@@ -193,8 +259,11 @@ def trends_context(data: DashboardData) -> dict[str, Any]:
             )
         last = cells[-1]
         verdict = None if last is None else last.verdict
-        series.append(Series(model, task, platform, layout, runs, acc, delta, verdict))
-    series.sort(key=lambda s: (_RANK.get(s.verdict or "", len(_RANK)), s.model, s.task, s.layout))
+        variant = names[(model, task, platform, layout, key)]
+        series.append(Series(model, task, platform, layout, variant, runs, acc, delta, verdict))
+    series.sort(
+        key=lambda s: (_RANK.get(s.verdict or "", len(_RANK)), s.model, s.task, s.layout, s.variant)
+    )
     return {"series": series, "filters": filters_of(data.runs)}
 
 

@@ -1,7 +1,9 @@
 """What a run decides before any engine starts: layout and platform, task, data, prompts,
 engine arguments, and the session that will serve it.
 
-Everything here can fail without an engine, so it fails first and clearly.
+Everything here can fail without an engine, so it fails first and clearly: :func:`precheck`
+before a run is created (the model is there, vLLM accepts the configuration), :func:`plan`
+once it is being run.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evalpipe.engine import models
 from evalpipe.engine.args import EngineArgs, platform_env
 from evalpipe.engine.fingerprint import model_fingerprint
 from evalpipe.engine.session import Generation, SessionSpec
 from evalpipe.engine.tokens import token_counter
+from evalpipe.engine.vllm_check import LaunchConfig, check_before_launch
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import Layout, current_platform, parse, shard_period, validate
 from evalpipe.options import ENGINE_KINDS, RunOptions, parse_params
@@ -94,6 +98,42 @@ def engine_settings(
     remote = options.engine == "endpoint"
     args = EngineArgs.build(layout, options.engine_args, platform, remote=remote)
     return args, ({} if remote else platform_env(layout, platform))
+
+
+def precheck(*runs: RunOptions) -> None:
+    """What must hold before a run is created, so a bad input stores no failed run and costs
+    no engine launch: the options, the layout on the platform, the task and its parameters,
+    the model (a path that exists, no typo of a built-in name), and last, as the slow one
+    (seconds: it imports vLLM), vLLM's own config check (head counts and the like). Give a
+    run and its baseline together: vLLM is imported once for both.
+
+    An endpoint is not checked here: its model is a served name (it may be anything) and its
+    layout is declared, so vLLM is not even imported. Without vLLM installed, or for a model
+    the engine will download, vLLM's check is left to the engine's launch.
+    """
+    launches: list[LaunchConfig] = []
+    for options in runs:
+        check_engine_options(options)
+        layout, platform = resolve_layout(options)
+        if not options.task.startswith("lm-eval:"):
+            # The task file and --param values: cheap, so they fail before the slow check.
+            load_task(options.task, params=parse_params(options.params))
+        if options.engine == "endpoint":
+            continue
+        if models.where(options.model) == "hub" or platform != current_platform():
+            # Reading a hub model's config would download it; the installed vLLM cannot
+            # speak for another platform's (--platform ascend on this box).
+            continue
+        args, _ = engine_settings(options, layout, platform)
+        launches.append(LaunchConfig(layout, options.model, args.values))
+    for launch, verdict in zip(launches, check_before_launch(launches), strict=True):
+        if verdict.available and not verdict.ok:
+            name, model = launch.layout.canonical, launch.model
+            raise EvalpipeError(
+                f"vLLM refuses layout {name} for model {model}: {verdict.message}\n"
+                f"(nothing was started or stored; `evalpipe layout explain {name} --model "
+                f"{model}` shows the rules)"
+            )
 
 
 def plan(options: RunOptions) -> Plan:
