@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run
 from evalpipe.report.textfmt import safe
 
@@ -129,12 +127,7 @@ def export_run(store: str | None, run_id: str, out: TextIO | str | Path) -> None
 
 
 def import_run(store: str | None, path: str) -> str:
-    from evalpipe.importers.jsonl import import_run as _import
-    from evalpipe.store import open_store
+    """Import the JSONL run at ``path`` (``-``: standard input) into ``store``; its id."""
+    from evalpipe.api.importing import import_jsonl
 
-    try:
-        source = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
-    except OSError as exc:
-        raise EvalpipeError(f"cannot read {path}: {exc.strerror}") from exc
-    with source, open_store(store) as s:
-        return _import(s, source)
+    return import_jsonl(store, path)

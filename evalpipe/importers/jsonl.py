@@ -5,8 +5,9 @@ sample, then (version 3) one ``{"trace": {...}}`` line per stored token-trace ro
 (:mod:`evalpipe.importers.tracelines`). :func:`export_run` writes every field evalpipe knows;
 :func:`import_run` needs only ``model``, ``task``, ``task_version`` and ``layout`` on the run
 and ``item_id``, ``output`` and ``correct`` on each sample, fills documented defaults for the
-rest, and stores the run with its original ``run_id`` so that importing the same file twice
-changes nothing.
+rest, checks values as a native run's (:mod:`evalpipe.importers.runcheck`) and stores the run
+under its ``run_id`` (or, without one, an id made from its content), so that importing the
+same file twice, or many times at once, changes nothing.
 
 Import-light: SQLAlchemy and numpy are only reached through the :class:`~evalpipe.store.Store`
 passed in and inside the trace functions.
@@ -14,8 +15,6 @@ passed in and inside the trace functions.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import IO, TYPE_CHECKING, Any
@@ -24,16 +23,28 @@ from evalpipe import __version__
 from evalpipe.errors import EvalpipeError
 from evalpipe.importers import tracelines
 from evalpipe.importers.lines import (
+    COUNT,
     INT,
     NUM,
     OBJ,
     STR,
     STRS,
     TEXT,
+    TIMESTAMP,
     Check,
     checked,
     json_line,
+    numbered_texts,
     optional,
+    read_json,
+)
+from evalpipe.importers.runcheck import (
+    UNKNOWN_PROMPT,
+    canonical_layout,
+    content_id,
+    derived_prompt_hash,
+    same_run,
+    summary,
 )
 from evalpipe.importers.tracelines import TraceLine
 from evalpipe.records import (
@@ -46,6 +57,7 @@ from evalpipe.records import (
     config_to_dict,
     new_run_id,
     sha256_text,
+    summary_of,
     utcnow,
 )
 
@@ -81,17 +93,17 @@ RUN_KEYS: dict[str, Check] = {
     "engine_args": _ENGINE_ARGS,
     "sampling": OBJ,
     "seed": INT,
-    "limit": optional(INT),
-    "concurrency": INT,
+    "limit": optional(COUNT),
+    "concurrency": COUNT,
     "engine_versions": OBJ,
-    "repeat_index": INT,
+    "repeat_index": COUNT,
     "config_hash": STR,  # derived from the config: written for readers, ignored on import
     "status": _STATUS,
-    "started_at": STR,
-    "finished_at": optional(STR),
-    **dict.fromkeys(("n_items", "n_samples", "n_correct", "n_correct_flexible", "n_errors"), INT),
+    "started_at": TIMESTAMP,
+    "finished_at": optional(TIMESTAMP),
+    **dict.fromkeys(("n_items", "n_samples", "n_correct", "n_correct_flexible", "n_errors"), COUNT),
     **dict.fromkeys(("accuracy", "accuracy_flexible", "duration_s"), optional(NUM)),
-    "output_tokens": INT,
+    "output_tokens": COUNT,
     "throughput_tok_s": optional(NUM),
     "tags": STRS,
     "provenance": OBJ,
@@ -110,10 +122,11 @@ SAMPLE_KEYS: dict[str, Check] = {
     "correct": optional((lambda v: isinstance(v, bool), "true/false")),
     "extracted": _ANSWERS,
     "correct_by": _VERDICTS,
-    **dict.fromkeys(("prompt_tokens", "output_tokens"), optional(INT)),
+    **dict.fromkeys(("prompt_tokens", "output_tokens"), optional(COUNT)),
     "finish_reason": optional(STR),
     "latency_s": optional(NUM),
-    **dict.fromkeys(("error", "completed_at"), optional(STR)),
+    "error": optional(STR),
+    "completed_at": optional(TIMESTAMP),
     "meta": OBJ,
 }
 
@@ -131,7 +144,6 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "engine_versions": {},
     "repeat_index": 0,
 }
-UNKNOWN_PROMPT = "unknown"
 _FLOAT_FIELDS = ("accuracy", "accuracy_flexible", "duration_s", "throughput_tok_s")
 
 
@@ -162,11 +174,15 @@ def sample_to_dict(sample: Sample, prompt: str | None = None) -> dict[str, Any]:
 
 def export_run(store: Store, run_id: str, out: IO[str]) -> int:
     """Write run ``run_id`` (id or unique prefix) as JSONL to ``out``, samples then token
-    traces; return the sample count."""
+    traces; return the sample count.
+
+    The counts written are the samples': a running run's stored record has the counts of
+    when it last stopped (the runner refreshes them then), and a file must import.
+    """
     run = store.get_run(run_id)
     found = store.samples(run.run_id)
     texts = store.get_prompts(s.prompt_hash for s in found)
-    out.write(json_line({"run": run_to_dict(run)}))
+    out.write(json_line({"run": run_to_dict(run.with_(**summary_of(found)))}))
     for s in found:
         out.write(json_line(sample_to_dict(s, texts.get(s.prompt_hash))))
     tracelines.write_trace_lines(store, run.run_id, [s.item_id for s in found], out)
@@ -175,25 +191,35 @@ def export_run(store: Store, run_id: str, out: IO[str]) -> int:
 
 @dataclass(frozen=True)
 class Parsed:
-    """A validated JSONL run: the records to store."""
+    """A validated JSONL run: the records to store, and which of the run's fields the
+    import's clock filled (``clock``: not the file's content, see :mod:`.runcheck`)."""
 
     run: Run
     samples: tuple[Sample, ...]
     prompts: dict[str, str]
     traces: tuple[TraceLine, ...] = ()
+    clock: tuple[str, ...] = ()
 
 
 def import_run(
-    store: Store, lines: Iterable[str], *, new_id: bool = False, source: str = "input"
+    store: Store,
+    lines: Iterable[str | bytes],
+    *,
+    new_id: bool = False,
+    source: str | None = None,
 ) -> str:
-    """Store the run in JSONL ``lines``; return its run id.
+    """Store the run in JSONL ``lines`` (text, or bytes read as UTF-8); return its run id.
 
-    The run keeps the ``run_id`` in the file unless ``new_id`` is true or the file has none.
-    If the store already holds that id with the same run and samples, only the file's trace
-    rows the store lacks are written and the id is returned (importing twice writes nothing);
-    a different run, samples or stored trace is an error. ``source`` names the input in error
-    messages (``source:LINE: …``).
+    The run keeps the ``run_id`` in the file; a file without one is stored under an id made
+    from its content, and ``new_id`` gives a fresh one. If the store already holds that id
+    with the same run and samples (the import's clock aside), only the file's trace rows the
+    store lacks are written and the id is returned: importing twice, or many times at once,
+    writes nothing more. A different run, samples or stored trace is an error. ``source``
+    names the input in messages (``source:LINE: …``); by default the open file's name.
     """
+    if source is None:
+        name = getattr(lines, "name", None)
+        source = name if isinstance(name, str) else "input"
     parsed = parse_jsonl(lines, source=source)
     if new_id:
         parsed = _renamed(parsed, new_run_id())
@@ -211,15 +237,18 @@ def import_run(
             if existing is None:
                 raise
     why = ""
-    if existing == parsed.run and _same_samples(store.samples(run_id), parsed.samples):
+    same = same_run(existing, parsed.run, parsed.clock)
+    if same and _same_samples(store.samples(run_id), parsed.samples):
         plan = tracelines.plan_trace_lines(store, run_id, parsed.traces)
         if not plan.conflicts:
-            tracelines.put_trace_lines(store, run_id, plan.new)
+            if plan.new:
+                tracelines.put_trace_lines(store, run_id, plan.new)
             return run_id
         why = f" ({plan.conflicts[0]})"
     raise EvalpipeError(
-        f"{source}: run {run_id} is already in {store.name} with different content{why}; "
-        "import it as a new run (new_id=True; CLI --new-id) or delete the stored one first"
+        f"{source}: run {run_id} is already in {store.name} with different content{why}; to "
+        'keep both, remove "run_id" from line 1 (the run is then stored under an id made from '
+        "its content)"
     )
 
 
@@ -235,7 +264,7 @@ def _renamed(parsed: Parsed, run_id: str) -> Parsed:
     )
 
 
-def parse_jsonl(lines: Iterable[str], *, source: str = "input") -> Parsed:
+def parse_jsonl(lines: Iterable[str | bytes], *, source: str = "input") -> Parsed:
     """Validate JSONL run lines and build the records, filling defaults; no store needed.
 
     Raises :class:`EvalpipeError` naming ``source``, the line and the key for bad input.
@@ -243,16 +272,11 @@ def parse_jsonl(lines: Iterable[str], *, source: str = "input") -> Parsed:
     header: tuple[int, dict[str, Any]] | None = None
     rows: list[tuple[int, dict[str, Any]]] = []
     traces: list[tuple[int, TraceLine]] = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in numbered_texts(lines, source):
         if not line.strip():
             continue
         where = f"{source}:{number}"
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalpipeError(
-                f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
-            ) from None
+        value = read_json(line, where)
         if header is None:
             if not (isinstance(value, dict) and set(value) == {"run"}):
                 raise EvalpipeError(
@@ -289,8 +313,8 @@ def _build(
             f"{where}: written by a newer evalpipe (schema {r['schema_version']}; this one "
             f"knows {EXCHANGE_VERSION}): upgrade evalpipe to import it"
         )
-    run_id = r.get("run_id") or new_run_id()
-    samples, prompts = _samples(rows, run_id, source)
+    layout = canonical_layout(r["layout"], where)
+    samples, prompts = _samples(rows, source)
     config = config_from_dict(
         {
             **CONFIG_DEFAULTS,
@@ -299,39 +323,40 @@ def _build(
             "model_fingerprint": r.get("model_fingerprint", f"name:{r['model']}"),
             "task": r["task"],
             "task_version": _text(r["task_version"]),
-            "prompt_hash": r.get("prompt_hash", _derived_prompt_hash(samples)),
-            "layout": r["layout"],
+            "prompt_hash": r.get("prompt_hash", derived_prompt_hash(samples)),
+            "layout": layout,
         }
     )
     status = r.get("status", "finished")
-    started = r.get("started_at", utcnow())
+    # Times the file leaves out come from the clock: not content (see .runcheck).
+    clock: tuple[str, ...] = () if "started_at" in r else ("started_at",)
+    if clock and status == "finished" and "finished_at" not in r:
+        clock += ("finished_at",)  # a finished run's absent finish is its start
+    started = r["started_at"] if "started_at" in r else utcnow()
     given = {k: r[k] for k in (f.name for f in fields(Run)) if k in r and k != "run_id"}
     for k in _FLOAT_FIELDS:
         if given.get(k) is not None:
             given[k] = float(given[k])
-    from evalpipe.records import summary_of
-
-    summary = summary_of(samples)
-    if status == "finished":
-        _check_summary(given, summary, where)
     run = Run(
         **{
-            **summary,
             "n_items": len(samples),
             "finished_at": started if status == "finished" else None,
             **given,
-            "run_id": run_id,
+            **summary(given, samples, where),
+            "run_id": "",
             "config": config,
             "status": status,
             "started_at": started,
             "tags": tuple(r.get("tags", ())),
         }
     )
-    return Parsed(run, tuple(samples), prompts)
+    run_id = r.get("run_id") or content_id(run, samples, prompts, clock)
+    parsed = Parsed(run, tuple(samples), prompts, clock=clock)
+    return _renamed(parsed, run_id)
 
 
 def _samples(
-    rows: list[tuple[int, dict[str, Any]]], run_id: str, source: str
+    rows: list[tuple[int, dict[str, Any]]], source: str
 ) -> tuple[list[Sample], dict[str, str]]:
     samples: list[Sample] = []
     prompts: dict[str, str] = {}
@@ -354,30 +379,5 @@ def _samples(
         rest["target"] = _text(rest.get("target"))
         if rest.get("latency_s") is not None:
             rest["latency_s"] = float(rest["latency_s"])
-        samples.append(Sample(run_id=run_id, item_id=item_id, prompt_hash=prompt_hash, **rest))
+        samples.append(Sample(run_id="", item_id=item_id, prompt_hash=prompt_hash, **rest))
     return samples, prompts
-
-
-def _derived_prompt_hash(samples: list[Sample]) -> str:
-    """When every prompt is known: the runner's run-level hash over (item_id, prompt_hash)
-    pairs in file order, so an import of the same prompts matches an evalpipe run's."""
-    if not samples or any(s.prompt_hash == UNKNOWN_PROMPT for s in samples):
-        return UNKNOWN_PROMPT
-    return sha256_text("".join(canonical_json([s.item_id, s.prompt_hash]) + "\n" for s in samples))
-
-
-def _check_summary(given: Mapping[str, Any], summary: Mapping[str, Any], where: str) -> None:
-    """A finished run's stated counts must be what its samples give (reproducibility)."""
-    for key, computed in summary.items():
-        if key not in given:
-            continue
-        stated = given[key]
-        if isinstance(computed, float) and isinstance(stated, float):
-            same = math.isclose(stated, computed, rel_tol=1e-9, abs_tol=1e-12)
-        else:
-            same = stated == computed
-        if not same:
-            raise EvalpipeError(
-                f"{where}: run {key} is {stated!r} but the samples give {computed!r}; fix the "
-                "file, or leave the summary fields out to have them computed"
-            )

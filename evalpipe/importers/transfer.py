@@ -85,7 +85,9 @@ def copy_runs(src: Store, dst: Store, run_ids: Sequence[str] | None = None) -> C
 def _copy_one(src: Store, dst: Store, run_id: str) -> str:
     buffer = io.StringIO()
     export_run(src, run_id, buffer)
-    lines = buffer.getvalue().splitlines()
+    # Lines end at "\n" only: str.splitlines() also breaks at U+2028, U+0085, … which JSON
+    # leaves unescaped inside strings (a model output holding one would break its line).
+    lines = buffer.getvalue().split("\n")
     source = f"{src.name} run {run_id}"
     parsed = parse_jsonl(lines, source=source)
     existing = dst.find_run(run_id)

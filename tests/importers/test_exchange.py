@@ -299,16 +299,6 @@ def test_bad_input_is_rejected_with_line_and_key(
         assert dst.list_runs() == []  # nothing half-imported
 
 
-def test_a_running_run_keeps_its_stated_counts(tmp_path: Path) -> None:
-    lines = lines_of(
-        {"run": {**MINIMAL_RUN, "status": "running", "n_correct": 0, "n_items": 10}},
-        {"item_id": "1", "output": "x", "correct": True},
-    )
-    with open_store(tmp_path / "dst.db") as dst:
-        run = dst.get_run(import_run(dst, lines, source="part.jsonl"))
-    assert (run.status, run.n_correct, run.n_items, run.finished_at) == ("running", 0, 10, None)
-
-
 def test_error_messages_name_the_source(tmp_path: Path) -> None:
     with (
         open_store(tmp_path / "dst.db") as dst,
