@@ -329,3 +329,20 @@ def test_concurrency_defaults_to_the_runs_and_can_be_lowered(db: str, tmp_path: 
         add_run(s, "base", _config("tp1"))
     with pytest.raises(EvalpipeError, match="--concurrency must be at least 1"):
         _score(db, "base", "base", endpoint="http://127.0.0.1:9", concurrency=0)
+
+
+def test_limit_scores_the_first_items_in_dataset_order_on_every_side(db: str) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+    with FakeForced(MODEL) as srv:
+        report = _score(db, "base", "base", endpoint=srv.url, limit=2)
+        first = len(srv.bodies)
+        with open_store(db) as s:
+            assert sorted(read_traces(s, "base", "base")) == ["0", "1"]
+        _score(db, "base", "base", endpoint=srv.url)  # the rest, later
+        assert len(srv.bodies) > first
+    with open_store(db) as s:
+        assert sorted(read_traces(s, "base", "base")) == sorted(PROMPTS)
+    assert report.targets[0].scored == 2
+    with pytest.raises(EvalpipeError, match="--limit must be at least 1"):
+        _score(db, "base", "base", endpoint="http://127.0.0.1:9", limit=0)

@@ -24,6 +24,7 @@ def score(
     floor: bool | None = None,
     max_error_rate: float = 0.0,
     concurrency: int | None = None,
+    limit: int | None = None,
     runs_dir: Path | None = None,
     progress: bool = True,
 ) -> ScoreReport:
@@ -46,6 +47,7 @@ def score(
             floor=floor,
             max_error_rate=max_error_rate,
             concurrency=concurrency,
+            limit=limit,
             runs_dir=runs_dir,
             progress=progress,
         )

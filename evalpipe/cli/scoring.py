@@ -26,6 +26,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         floor=args.floor,
         max_error_rate=args.max_error_rate,
         concurrency=args.concurrency,
+        limit=args.limit,
         runs_dir=Path(args.runs_dir) if args.runs_dir else None,
         progress=not args.quiet,
     )
@@ -93,6 +94,13 @@ def register(sub: Any) -> None:
         help="requests in flight (default: as each run was made); prompt logprobs cost "
         "memory for every prompt position in flight (vocabulary-sized rows): lower it when the "
         "engine runs out of memory",
+    )
+    score.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="score only the baseline's first N items (dataset order), the same N on every "
+        "side; a later call with a larger N scores the rest",
     )
     score.add_argument("--runs-dir", help="where engine logs go (default: $EVALPIPE_RUNS_DIR)")
     score.add_argument("--json", action="store_true", help="print the summary as JSON")

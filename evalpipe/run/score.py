@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from evalpipe.compare.core import item_order
 from evalpipe.engine.args import EngineArgs
 from evalpipe.engine.session import Engine, SessionSpec, open_session
 from evalpipe.errors import EvalpipeError
@@ -74,6 +75,7 @@ class ScoreOptions:
     floor: bool | None = None
     max_error_rate: float = 0.0
     concurrency: int | None = None
+    limit: int | None = None
     request_timeout_s: float = 3600.0
     health_timeout_s: float = 900.0
     runs_dir: Path | None = None
@@ -123,6 +125,8 @@ def execute(options: ScoreOptions) -> ScoreReport:
         raise EvalpipeError("--max-error-rate is a fraction between 0 and 1 (e.g. 0.01)")
     if options.concurrency is not None and options.concurrency < 1:
         raise EvalpipeError("--concurrency must be at least 1")
+    if options.limit is not None and options.limit < 1:
+        raise EvalpipeError("--limit must be at least 1")
     say = _sayer(options.progress)
     with open_store(options.store) as store:
         run, base_run = store.get_run(options.run), store.get_run(options.against)
@@ -169,6 +173,9 @@ def plan_work(
     missing ``--baseline-endpoint`` fails before RUN's engine spends an hour)."""
     source = base.run.run_id
     items = set(base.traces)
+    if options.limit is not None:
+        # The first items in dataset order, the same on every side and every call.
+        items = set(sorted(items, key=item_order)[: options.limit])
     out = []
     for side in sides:
         todo: dict[str, list[str]] = {}
