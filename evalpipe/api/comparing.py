@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ def compare(
     from evalpipe.compare.runs import compare_runs
     from evalpipe.store import open_store
 
+    _check_thresholds(margin, alpha, min_n)
     with open_store(store) as s:
         results = []
         for rid in run_ids:
@@ -39,6 +41,13 @@ def compare(
                 b = s.get_run(baseline)
             else:
                 b = find_baseline(s, r, baseline_layout)
+            if b.run_id == r.run_id:
+                # Every item agrees with itself: a clean "no drift" that means nothing.
+                raise EvalpipeError(
+                    f"run {r.run_id} cannot be compared with itself: give another run as "
+                    "--baseline, or leave --baseline out for the latest finished run that "
+                    "pairs with it on its baseline layout"
+                )
             results.append(
                 compare_runs(
                     s,
@@ -52,6 +61,20 @@ def compare(
                 )
             )
         return adjust(results)
+
+
+def _check_thresholds(margin: float, alpha: float, min_n: int) -> None:
+    """Refuse thresholds no decision can use, before any store is read: a NaN margin would
+    make every comparison silently inconclusive, an alpha outside (0, 1) has no interval."""
+    problems = []
+    if not (math.isfinite(margin) and 0 < margin < 1):
+        problems.append(f"the margin must be above 0 and below 100 points, not {100 * margin:g}")
+    if not 0 < alpha < 1:
+        problems.append(f"alpha must be between 0 and 1, not {alpha:g}")
+    if min_n < 0:
+        problems.append(f"min_n must be 0 or more, not {min_n}")
+    if problems:
+        raise EvalpipeError("; ".join(problems), exit_code=2)
 
 
 def tagged_comparisons(

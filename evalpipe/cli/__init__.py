@@ -9,15 +9,21 @@ milliseconds and never loads vllm, torch or SQLAlchemy.
 
 Exit codes: 0 success; 1 the evaluation failed, the layout is invalid or the input is bad
 (the message says what to do); 2 usage error; 130 interrupted. ``gate``: 0 pass, 1 fail
-(drift or failed), 2 incomplete (a run or baseline is missing), 3 bad policy or usage.
+(drift or failed), 2 incomplete (a run or baseline is missing), 3 bad policy or usage, 4 the
+store cannot be opened or read.
+A closed output pipe (``evalpipe runs list | head -1``) is no error: what is left to print is
+dropped, the command (a run too) finishes and exits with its own code.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO, cast
 
 from evalpipe import __version__
 from evalpipe.cli import reporting, running, scoring, setup, stored
@@ -52,7 +58,71 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+class _ClosedPipeGuard:
+    """A standard stream that swallows a closed pipe instead of raising ``BrokenPipeError``.
+
+    ``evalpipe runs list | head -1`` closes stdout after one line and ``evalpipe run … 2>&1 |
+    head`` closes both streams mid-run: the reader chose to stop reading, so what is left to
+    print is dropped while the command (the run: every sample stored) carries on. The stream's
+    descriptor is pointed at /dev/null so that later writes, and Python's final flush at exit,
+    find nothing to complain about.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._closed = False
+
+    def write(self, text: str) -> int:
+        if not self._closed:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._divert()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._closed:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._divert()
+
+    def _divert(self) -> None:
+        self._closed = True
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return  # not a file (a test's capture): dropping the writes is enough
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+        with contextlib.suppress(OSError):
+            self._stream.flush()  # the bytes still buffered now go to /dev/null
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _guarded_streams() -> Iterator[None]:
+    saved = sys.stdout, sys.stderr
+    sys.stdout = cast(TextIO, _ClosedPipeGuard(sys.stdout))
+    sys.stderr = cast(TextIO, _ClosedPipeGuard(sys.stderr))
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout, sys.stderr = saved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _guarded_streams():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -75,12 +145,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EvalpipeError as exc:
         print(f"evalpipe: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # The file system's answer (a full disk, a directory where a file was meant, no
+        # permission) is the whole story; a traceback would add nothing a user can act on.
+        print(f"evalpipe: error: {_os_error(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "evalpipe: interrupted; the run is stored and resumes with the same command",
             file=sys.stderr,
         )
         return 130
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    paths = [os.fsdecode(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {what}" if paths else what
 
 
 if __name__ == "__main__":

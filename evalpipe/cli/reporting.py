@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from evalpipe.cli.common import add, store_arg
+from evalpipe.cli.common import add, count, points, probability, store_arg, tokens
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -72,7 +72,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from evalpipe import api
 
     summary = api.dashboard(
-        args.store, args.out, pairs=args.pair, title=args.title, shard_period=args.shard_period
+        args.store,
+        args.out,
+        pairs=args.pair,
+        title=args.title,
+        shard_period=args.shard_period,
+        force=args.force,
     )
     print(
         f"{summary.pages} pages ({summary.runs} runs, {summary.comparisons} comparisons) "
@@ -108,15 +113,15 @@ def _compare(sub: Any) -> None:
     cmp.add_argument(
         "--baseline-layout", help="with auto: pair with this layout instead of the non-CP one"
     )
-    cmp.add_argument("--margin", type=float, default=1.0, help="in points (default 1.0)")
-    cmp.add_argument("--alpha", type=float, default=0.05)
-    cmp.add_argument("--min-n", type=int, default=100, help="fewer paired items: inconclusive")
+    cmp.add_argument("--margin", type=points, default=1.0, help="in points (default 1.0)")
+    cmp.add_argument("--alpha", type=probability, default=0.05)
+    cmp.add_argument("--min-n", type=count, default=100, help="fewer paired items: inconclusive")
     cmp.add_argument(
         "--force", action="store_true", help="compare runs that differ in prompts, data or model"
     )
     cmp.add_argument(
         "--shard-period",
-        type=int,
+        type=tokens,
         metavar="TOKENS",
         help="locate prompt lengths relative to multiples of this many tokens (default: "
         "dcp x interleave of the run's layout)",
@@ -152,7 +157,7 @@ def _gate(sub: Any) -> None:
         "gate",
         cmd_gate,
         "release gate: exit 0 pass, 1 drift/failed, 2 incomplete (run or baseline missing), "
-        "3 bad policy or usage",
+        "3 bad policy or usage, 4 store cannot be opened or read",
         "evalpipe gate --policy examples/release.yaml --tag rc1 --junit gate.xml",
     )
     gate.add_argument("--policy", required=True, help="policy YAML (see examples/release.yaml)")
@@ -188,10 +193,16 @@ def _dashboard(sub: Any) -> None:
     )
     dash.add_argument(
         "--shard-period",
-        type=int,
+        type=tokens,
         metavar="TOKENS",
         help="shard-boundary panel for every comparison, at multiples of this many tokens "
         "(default: DCP runs only, at their dcp x interleave)",
     )
     dash.add_argument("--title", help="page title (default: evalpipe dashboard)")
+    dash.add_argument(
+        "--force",
+        action="store_true",
+        help="render into a non-empty folder no earlier render wrote (its files are kept; "
+        "those named like the dashboard's pages are overwritten)",
+    )
     store_arg(dash)

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from evalpipe.cli.common import add, store_arg
+from evalpipe.cli.common import add, points, store_arg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -165,7 +165,7 @@ def _run_options(run: argparse.ArgumentParser) -> None:
         "--repeat", type=int, default=1, help="K runs of the same config (engine noise floor)"
     )
     run.add_argument(
-        "--margin", type=float, default=1.0, help="non-inferiority margin in points (default 1)"
+        "--margin", type=points, default=1.0, help="non-inferiority margin in points (default 1)"
     )
     run.add_argument("--json", action="store_true", help="print the run record as JSON")
     run.add_argument("--quiet", action="store_true", help="no progress output")

@@ -121,7 +121,10 @@ def find_baseline(store: Store, run: Run, layout_override: str | None = None) ->
         f"{wanted} --model {c.model} --seed {c.seed} --concurrency {c.concurrency}"
         + (f" --limit {c.limit}" if c.limit else "")
         + (f" {extra}" if extra else "")
-        + f"\n(or in one step: evalpipe run {c.task} --layout {c.layout} --with-baseline …)"
+        + f"\n(or in one step: evalpipe run {c.task} --layout {c.layout} --with-baseline"
+        # The one-step command must pair with the same layout the user asked for.
+        + (f" --baseline-layout {wanted}" if layout_override else "")
+        + " …)"
     )
 
 

@@ -185,9 +185,11 @@ def connect(endpoint: str, served_model: str, generation: Generation) -> HttpSes
     except Exception as exc:
         raise EvalpipeError(
             f"cannot reach an OpenAI-compatible server at {base} ({exc}); check the URL and "
-            "that the server is up (`curl {base}/v1/models`)"
+            f"that the server is up (`curl {base}/v1/models`)"
         ) from exc
-    ids = [m.get("id") for m in models.get("data", [])]
+    # Whatever answers there may not be an OpenAI server: anything but a model list has no ids.
+    data = models.get("data") if isinstance(models, dict) else None
+    ids = [m.get("id") for m in data if isinstance(m, dict)] if isinstance(data, list) else []
     if served_model not in ids:
         raise EvalpipeError(
             f"the server at {base} serves {ids}, not {served_model!r}; pass --served-model "

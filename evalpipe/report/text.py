@@ -31,8 +31,8 @@ def _figures(c: Comparison) -> list[str]:
     r, run, base = c.result, c.run.config, c.baseline.config
     noise = c.noise
     return [
-        f"{run.layout} (run {c.run.run_id}) vs {base.layout} (baseline "
-        f"{c.baseline.run_id}): {run.task} v{run.task_version}, n={r.n} "
+        f"{safe(run.layout)} (run {safe(c.run.run_id)}) vs {safe(base.layout)} (baseline "
+        f"{safe(c.baseline.run_id)}): {safe(run.task)} v{safe(run.task_version)}, n={r.n} "
         f"(excluded {c.n_excluded})",
         "                 baseline right  baseline wrong",
         f"  run right      {r.both_correct:>14}  {r.only_run:>14}",
@@ -65,11 +65,11 @@ def _flips(c: Comparison, max_flips: int) -> list[str]:
     for direction in DIRECTIONS:
         ids = c.flips[direction]
         label = _FLIP_LABELS[direction]
-        shown = ", ".join(ids[:20]) + (" …" if len(ids) > 20 else "")
+        shown = ", ".join(safe(i, 40) for i in ids[:20]) + (" …" if len(ids) > 20 else "")
         lines.append(f"flips {label} ({len(ids)}): {shown or '-'}")
     examples = [e for e in c.flip_examples if e.direction == "correct_to_wrong"]
     for e in examples[:max_flips]:
-        lines.append(f"  item {e.item_id} (target {safe(str(e.target), 40)}):")
+        lines.append(f"  item {safe(e.item_id, 40)} (target {safe(str(e.target), 40)}):")
         lines.append(f"    run:      {safe(e.run_output)}")
         lines.append(f"    baseline: {safe(e.baseline_output)}")
     return lines
@@ -89,14 +89,14 @@ def _breakdowns(c: Comparison) -> list[str]:
     if len(c.per_verdict) > 1:
         lines.append(
             "accuracy by verdict: "
-            + "; ".join(f"{k} {a:.1%} vs {b:.1%}" for k, (a, b) in c.per_verdict.items())
+            + "; ".join(f"{safe(k, 40)} {a:.1%} vs {b:.1%}" for k, (a, b) in c.per_verdict.items())
         )
     return lines
 
 
 def _verdict(c: Comparison) -> list[str]:
     return [
-        *(f"warning: {w}" for w in c.warnings),
+        *(f"warning: {safe(w, None)}" for w in c.warnings),
         f"verdict: {SYMBOL[c.verdict]} — {c.result.reason}",
     ]
 

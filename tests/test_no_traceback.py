@@ -1,0 +1,363 @@
+"""No traceback reaches a user: every command, run as a user runs it (``python -m evalpipe``),
+against a table of bad inputs — files that are not what they claim, stores that cannot be
+opened, URLs, layouts and policies a hand or a script got wrong, outputs that cannot be
+written. Each row must end with a message and the documented exit code, never with "Traceback
+(most recent call last)". No engine: ``--endpoint`` points at a port where nothing listens.
+
+Adding a command adds a row: :func:`test_every_command_has_a_row` fails otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from evalpipe import api
+from evalpipe.cli import build_parser
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NOWHERE = "http://127.0.0.1:9"  # the discard port: connection refused at once
+TRACEBACK = "Traceback (most recent call last)"
+
+
+@dataclass(frozen=True)
+class Row:
+    """``evalpipe ARGS`` (``{w}`` is the row's own copy of the bad inputs) and its exit code
+    (``None``: any, the input may be accepted; only a traceback fails the row)."""
+
+    name: str
+    args: tuple[str, ...]
+    code: int | None = 1
+
+
+def row(name: str, command: str | tuple[str, ...], code: int | None = 1) -> Row:
+    """``command``: shell words (``shlex``), or the arguments themselves."""
+    return Row(name, tuple(shlex.split(command)) if isinstance(command, str) else command, code)
+
+
+GOOD = "--store {w}/good.db"
+LAYOUTS = ("tp0", "tp" + "9" * 40, "tp\u0661", "tp2tp2", "", "dcp2" * 500, "tp1\x1b")
+STORES = {
+    "port out of range": "postgresql://u@localhost:99999/db",
+    "port not a number": "postgresql://u:pw@host:notaport/db",
+    "port zero": "postgresql://u@localhost:0/db",
+    "ipv6 unclosed": "postgresql://u@[::1/db",
+    "nobody listening": "postgresql://u@127.0.0.1:9/db",
+    "unsupported dialect": "mysql://u@localhost/db",
+    "no scheme": "://nothing",
+    "sqlite in a missing folder": "sqlite:///{w}/missing/x.db",
+    "not a database": "{w}/notdb.db",
+    "a directory": "{w}/folder",
+    "damaged pages": "{w}/damaged.db",
+}
+IMPORTS = (
+    "invalid-utf8", "binary", "deep-run", "deep-meta", "huge-int", "huge-float", "nan",
+    "empty", "not-an-object", "bad-layout", "bad-timestamp",
+)  # fmt: skip
+POLICIES = (
+    "missing", "deep", "huge-min-n", "huge-float-min-n", "duplicate-key", "binary",
+    "invalid-utf8", "not-a-mapping",
+)  # fmt: skip
+RUN = f"--endpoint {NOWHERE} --store {{w}}/run.db"
+
+ROWS: list[Row] = [
+    # The damage hits the samples' pages: listing and showing runs may still work.
+    *(
+        row(f"runs list: {k}", ("runs", "list", "--store", v), None if "damaged" in k else 1)
+        for k, v in STORES.items()
+    ),
+    *(
+        row(f"dashboard: {k}", ("dashboard", "--out", "{w}/site", "--store", v))
+        for k, v in STORES.items()
+    ),
+    row("runs list: limit not a number", "runs list --limit x", code=2),
+    row("runs show: missing run", f"runs show nope {GOOD}"),
+    row("runs show: empty id", f"runs show '' {GOOD}"),
+    row("runs show: damaged store", "runs show big --store {w}/damaged.db", code=None),
+    row(
+        "runs export: missing run, existing -o", f"runs export nope -o {{w}}/existing.jsonl {GOOD}"
+    ),
+    row("runs export: -o a directory", f"runs export base -o {{w}}/folder {GOOD}"),
+    row("runs export: -o in a missing folder", f"runs export base -o {{w}}/no/r.jsonl {GOOD}"),
+    row("runs export: full disk", f"runs export base -o /dev/full {GOOD}"),
+    row("runs export: damaged store", "runs export big --store {w}/damaged.db"),
+    *(
+        row(f"runs import: {n}", f"runs import {{w}}/{n}.jsonl --store {{w}}/import.db")
+        for n in IMPORTS
+    ),
+    row("runs import: NUL characters", "runs import {w}/nul.jsonl --store {w}/i.db", code=None),
+    row("runs import: missing file", "runs import {w}/missing.jsonl"),
+    row("runs import: a directory", "runs import {w}/folder"),
+    row("import lm-eval: missing folder", "import lm-eval {w}/missing --layout tp1"),
+    row("import lm-eval: a file", "import lm-eval {w}/existing.jsonl --layout tp1"),
+    row("import lm-eval: empty folder", "import lm-eval {w}/empty --layout tp1"),
+    row("import lm-eval: results not JSON", "import lm-eval {w}/lmeval-bad-results"),
+    row("import lm-eval: binary samples", "import lm-eval {w}/lmeval-binary-samples"),
+    row("import lm-eval: bad layout", "import lm-eval {w}/lmeval --layout tp0"),
+    row("import aisbench: missing folder", "import aisbench {w}/missing --layout tp1"),
+    row("import aisbench: empty folder", "import aisbench {w}/empty --layout tp1"),
+    row("import aisbench: binary predictions", "import aisbench {w}/ais-binary --layout tp1"),
+    row("store migrate: not a database", "store migrate --store {w}/notdb.db"),
+    row("store migrate: a directory", "store migrate --store {w}/folder"),
+    row("store migrate: bad port", "store migrate --store postgresql://u@h:99999/d"),
+    row("store copy: missing source", "store copy {w}/missing.db {w}/copy.db"),
+    row("store copy: into a directory", "store copy {w}/good.db {w}/folder"),
+    row("store copy: damaged source", "store copy {w}/damaged.db {w}/copy.db"),
+    row("compare: missing run", f"compare nope {GOOD}"),
+    row("compare: a run with itself", f"compare cp --baseline cp {GOOD}"),
+    row("compare: junk baseline layout", f"compare base --baseline-layout tp0x {GOOD}"),
+    row("compare: margin nan", f"compare cp --baseline base --margin nan {GOOD}", code=2),
+    row("compare: margin 0", f"compare cp --baseline base --margin 0 {GOOD}", code=2),
+    row("compare: margin negative", f"compare cp --baseline base --margin -1 {GOOD}", code=2),
+    row("compare: alpha above 1", f"compare cp --baseline base --alpha 5 {GOOD}", code=2),
+    row("compare: huge min-n", f"compare cp --baseline base --min-n {'9' * 30} {GOOD}", None),
+    row("compare: shard period 0", f"compare cp --baseline base --shard-period 0 {GOOD}", 2),
+    row("compare: damaged store", "compare big --baseline big --store {w}/damaged.db"),
+    row("comment: no tagged runs", f"comment --repo o/r --pr 1 --dry-run {GOOD}"),
+    row(
+        "comment: junk repo",
+        f"comment --repo 'not a repo' --pr 1 --run cp --baseline-layout tp1 --dry-run {GOOD}",
+        code=None,
+    ),
+    *(row(f"gate: policy {n}", f"gate --policy {{w}}/{n}.yaml {GOOD}", code=3) for n in POLICIES),
+    row("gate: policy a directory", f"gate --policy {{w}}/folder {GOOD}", code=3),
+    row("gate: store typo", "gate --policy {w}/policy.yaml --store {w}/TYPO.db", code=4),
+    row("gate: store not a database", "gate --policy {w}/policy.yaml --store {w}/notdb.db", 4),
+    row(
+        "gate: store bad port", "gate --policy {w}/policy.yaml --store postgresql://u@h:99999/d", 4
+    ),
+    row("gate: junit into a directory", f"gate --policy {{w}}/policy.yaml {GOOD} --junit {{w}}", 3),
+    row("dashboard: --out an existing file", f"dashboard --out {{w}}/existing.jsonl {GOOD}"),
+    row("dashboard: --out below a file", f"dashboard --out {{w}}/existing.jsonl/site {GOOD}"),
+    row("dashboard: junk pair", f"dashboard --out {{w}}/site --pair tp2 {GOOD}"),
+    row("dashboard: junk pair layout", f"dashboard --out {{w}}/site --pair tp0=tp1 {GOOD}"),
+    row("dashboard: shard period -1", f"dashboard --out {{w}}/site --shard-period -1 {GOOD}", 2),
+    row("score: missing run", f"score nope --against base --endpoint {NOWHERE} {GOOD}"),
+    row("score: missing baseline", f"score cp --against nope --endpoint {NOWHERE} {GOOD}"),
+    row("run: nothing at the endpoint", f"run arith --model m {RUN}"),
+    *(row(f"run: layout {v!r}", ("run", "arith", "--layout", v, *RUN.split())) for v in LAYOUTS),
+    row("run: margin nan", f"run arith --with-baseline --margin nan {RUN}", code=2),
+    row("run: endpoint not a URL", "run arith --endpoint 'not a url' --store {w}/run.db"),
+    row("run: engine arg without a value", f"run arith --engine-arg dtype {RUN}"),
+    row("run: param bad YAML", f"run arith --param 'lengths=[1,' {RUN}"),
+    row("run: concurrency 0", f"run arith --concurrency 0 {RUN}"),
+    row("run: negative limit", f"run arith --limit -3 {RUN}"),
+    row("run: max error rate 5", f"run arith --max-error-rate 5 {RUN}"),
+    row("run: repeat 0", f"run arith --repeat 0 {RUN}"),
+    row("run: resume a missing run", f"run arith --resume nope --endpoint {NOWHERE} {GOOD}"),
+    row("run: data binary", f"run gsm8k --data {{w}}/binary.jsonl {RUN}"),
+    row("run: data missing", f"run gsm8k --data {{w}}/missing.jsonl {RUN}"),
+    row("run: data a directory", f"run gsm8k --data {{w}}/folder {RUN}"),
+    row("run: task file junk", f"run {{w}}/task-junk.yaml {RUN}"),
+    row("run: task file deep", f"run {{w}}/task-deep.yaml {RUN}"),
+    row("run: bad store", f"run arith --endpoint {NOWHERE} --store postgresql://u@h:x/d"),
+    row("run: missing model path", "run arith --model {w}/no-such-model --store {w}/run.db"),
+    *(row(f"layout explain: {v!r}", ("layout", "explain", v)) for v in LAYOUTS),
+    row("layout explain: missing model", "layout explain tp1 --model {w}/no-such-model"),
+    row("model fetch: unknown model", "model fetch no-such-model", code=2),
+    row("model list: junk argument", "model list --junk", code=2),
+    row("data fetch: unknown dataset", "data fetch no-such-data", code=2),
+    row("tasks list: junk argument", "tasks list --junk", code=2),
+]
+
+
+def _commands() -> set[str]:
+    found: set[str] = set()
+
+    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> None:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            found.add(" ".join(prefix))
+        for action in subs:
+            for name, child in action.choices.items():
+                walk(child, [*prefix, name])
+
+    walk(build_parser(), [])
+    return found
+
+
+def test_every_command_has_a_row() -> None:
+    covered = {
+        " ".join(r.args[:n]) for r in ROWS for n in (1, 2) if " ".join(r.args[:n]) in _commands()
+    }
+    assert sorted(_commands() - covered) == []
+
+
+# --- the bad inputs ---------------------------------------------------------------------
+
+
+def _jsonl(run: dict[str, object], samples: list[dict[str, object]]) -> str:
+    fields = {"model": "m", "task": "gsm8k", "task_version": "1.0", "layout": "tp1", **run}
+    return "".join(json.dumps(line) + "\n" for line in [{"run": fields}, *samples])
+
+
+def _samples(n: int, output: str = "The answer is 1.") -> list[dict[str, object]]:
+    return [
+        {"item_id": str(i), "output": output, "correct": i % 3 != 0, "prompt": f"q{i}"}
+        for i in range(n)
+    ]
+
+
+def _damage(db: Path) -> None:
+    """Overwrite pages in the middle of the file (the samples' pages), keep the schema page."""
+    data = bytearray(db.read_bytes())
+    page = 4096
+    pages = len(data) // page
+    for p in range(pages // 3, 2 * pages // 3):
+        data[p * page : (p + 1) * page] = bytes([0xA5]) * page
+    db.write_bytes(bytes(data))
+
+
+def _stores(w: Path) -> None:
+    good = str(w / "good.db")
+    for rid, layout in (("base", "tp1"), ("cp", "tp2")):
+        (w / f"{rid}.src").write_text(_jsonl({"run_id": rid, "layout": layout}, _samples(6)))
+        api.import_run(good, str(w / f"{rid}.src"))
+    big = w / "big.src"
+    big.write_text(_jsonl({"run_id": "big"}, _samples(3000, "x" * 300)))
+    api.import_run(str(w / "damaged.db"), str(big))
+    _damage(w / "damaged.db")
+    (w / "notdb.db").write_bytes(b"this is not a database" * 200)
+    for name in ("folder", "empty"):
+        (w / name).mkdir()
+    (w / "existing.jsonl").write_text("keep me\n")
+
+
+def _imports(w: Path) -> None:
+    base = {"model": "m", "task": "gsm8k", "task_version": "1.0", "layout": "tp1"}
+    head = json.dumps({"run": base})
+    sample = json.dumps(_samples(1)[0])
+    files = {
+        "invalid-utf8": head.encode() + b"\n" + b'{"item_id": "0", "output": "\xff\xfe", '
+        b'"correct": true}\n',
+        "binary": bytes(range(256)) * 40,
+        "deep-run": ('{"run": ' + "[" * 200_000 + "]" * 200_000 + "}\n").encode(),
+        "deep-meta": (
+            head
+            + "\n"
+            + sample[:-1]
+            + ', "meta": '
+            + '{"a":' * 100_000
+            + "1"
+            + "}" * 100_000
+            + "}\n"
+        ).encode(),
+        "huge-int": (
+            json.dumps({"run": base})[:-2] + ', "seed": ' + "9" * 100_000 + "}}\n" + sample + "\n"
+        ).encode(),
+        "huge-float": (
+            json.dumps({"run": base})[:-2] + ', "seed": 1e999999}}\n' + sample + "\n"
+        ).encode(),
+        "nan": (head + "\n" + sample[:-1] + ', "latency_s": NaN}\n').encode(),
+        "nul": (head + "\n" + json.dumps({**_samples(1)[0], "output": "a\x00b"}) + "\n").encode(),
+        "empty": b"",
+        "not-an-object": b"[1, 2, 3]\n",
+        "bad-layout": _jsonl({"layout": "tp0x"}, _samples(1)).encode(),
+        "bad-timestamp": _jsonl({"started_at": "yesterday"}, _samples(1)).encode(),
+    }
+    for name, data in files.items():
+        (w / f"{name}.jsonl").write_bytes(data)
+
+
+def _policies(w: Path) -> None:
+    ok = (
+        "name: t\nrequirements:\n  - model: m\n    task: gsm8k\n    layouts: [tp2]\n"
+        "    baseline_layout: tp1\nmargin: 1.0\nalpha: 0.05\n"
+    )
+    files = {
+        "policy": ok.encode(),
+        "deep": (ok + "description: " + "[" * 50_000 + "]" * 50_000 + "\n").encode(),
+        "huge-min-n": (ok + "min_n: " + "9" * 5000 + "\n").encode(),
+        "huge-float-min-n": (ok + "min_n: 1e400\n").encode(),
+        "duplicate-key": (ok + "margin: 50\n").encode(),
+        "binary": bytes(range(256)) * 8,
+        "invalid-utf8": ok.encode() + b"description: \xff\xfe\n",
+        "not-a-mapping": b"- just\n- a list\n",
+    }
+    for name, data in files.items():
+        (w / f"{name}.yaml").write_bytes(data)
+    (w / "task-junk.yaml").write_bytes(b"name: [unclosed\n\x00\xff")
+    (w / "task-deep.yaml").write_text("name: " + "[" * 50_000 + "]" * 50_000 + "\n")
+
+
+def _harness_outputs(w: Path) -> None:
+    lm = w / "lmeval"
+    shutil.copytree(FIXTURES / "lmeval" / "gsm8k-smollm2-tp1", lm)
+    for name, pattern, data in (
+        ("lmeval-bad-results", "results_*.json", b"{ not json"),
+        ("lmeval-binary-samples", "samples_*.jsonl", bytes(range(256)) * 16),
+    ):
+        shutil.copytree(lm, w / name)
+        for path in (w / name).rglob(pattern):
+            path.write_bytes(data)
+    ais = w / "ais-binary"
+    shutil.copytree(FIXTURES / "aisbench" / "details" / "20261128_072944", ais)
+    for path in (ais / "predictions").rglob("*.json*"):
+        path.write_bytes(bytes(range(256)) * 16)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    w = tmp_path_factory.mktemp("bad-inputs")
+    _stores(w)
+    _imports(w)
+    _policies(w)
+    _harness_outputs(w)
+    return w
+
+
+def _run(case: Row, inputs: Path, w: Path) -> subprocess.CompletedProcess[str]:
+    shutil.copytree(inputs, w)  # a row's writes (or wrongly deleted files) stay its own
+    args = [a.replace("{w}", str(w)) for a in case.args]
+    env = {**os.environ, "EVALPIPE_STORE": str(w / "default.db"), "EVALPIPE_RUNS_DIR": str(w)}
+    return subprocess.run(
+        [sys.executable, "-m", "evalpipe", *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=300,
+        cwd=w,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def results(
+    request: pytest.FixtureRequest, inputs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Every selected row's process, run a few at a time: each one mostly waits for its
+    interpreter to start, and there are over a hundred."""
+    selected = {
+        item.callspec.params["case"].name: item.callspec.params["case"]
+        for item in request.session.items
+        if isinstance(item, pytest.Function) and item.originalname == "test_no_traceback"
+    }
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        futures = {
+            name: pool.submit(_run, case, inputs, tmp_path_factory.mktemp("row") / "w")
+            for name, case in selected.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", ROWS, ids=[r.name for r in ROWS])
+def test_no_traceback(case: Row, results: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    proc = results[case.name]
+    shown = f"exit {proc.returncode}\nstderr: {proc.stderr[-3000:]}\nstdout: {proc.stdout[-500:]}"
+    assert TRACEBACK not in proc.stderr + proc.stdout, shown
+    if case.code is not None:
+        assert proc.returncode == case.code, shown
+    if proc.returncode not in (0, 2):
+        # The message is evalpipe's own line, not a stray exception's last line
+        # (`layout explain` of an invalid layout explains it on stdout instead).
+        assert "evalpipe: error: " in proc.stderr or bool(proc.stdout.strip()), shown
