@@ -346,3 +346,17 @@ def test_limit_scores_the_first_items_in_dataset_order_on_every_side(db: str) ->
     assert report.targets[0].scored == 2
     with pytest.raises(EvalpipeError, match="--limit must be at least 1"):
         _score(db, "base", "base", endpoint="http://127.0.0.1:9", limit=0)
+
+
+def test_engine_args_apply_to_every_scoring_session_and_layout_keys_are_refused(
+    tmp_path: Path,
+) -> None:
+    from evalpipe.run.score_engine import engine_spec
+
+    config = _config("tp1", engine_kind="serve", engine_args={"dtype": "float32"})
+    owner = Run("r", config, "finished", "t")
+    spec = engine_spec(owner, None, "--endpoint", 5, extra_args=("max_num_batched_tokens=1024",))
+    assert spec.args.values["max_num_batched_tokens"] == 1024
+    assert spec.args.values["dtype"] == "float32"  # the stored ones stay
+    with pytest.raises(EvalpipeError, match="layout sets it"):
+        engine_spec(owner, None, "--endpoint", 5, extra_args=("tensor_parallel_size=2",))

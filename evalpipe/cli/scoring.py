@@ -26,6 +26,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         floor=args.floor,
         max_error_rate=args.max_error_rate,
         concurrency=args.concurrency,
+        engine_args=tuple(args.engine_arg),
         limit=args.limit,
         runs_dir=Path(args.runs_dir) if args.runs_dir else None,
         progress=not args.quiet,
@@ -94,6 +95,15 @@ def register(sub: Any) -> None:
         help="requests in flight (default: as each run was made); prompt logprobs cost "
         "memory for every prompt position in flight (vocabulary-sized rows): lower it when the "
         "engine runs out of memory",
+    )
+    score.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="engine argument over the stored ones for every scoring session, the same on "
+        "both sides (e.g. max_num_batched_tokens=1024: prompt logprobs need a vocabulary-sized "
+        "row per prefill token of a step); repeatable",
     )
     score.add_argument(
         "--limit",

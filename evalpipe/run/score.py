@@ -75,6 +75,7 @@ class ScoreOptions:
     floor: bool | None = None
     max_error_rate: float = 0.0
     concurrency: int | None = None
+    engine_args: tuple[str, ...] = ()
     limit: int | None = None
     request_timeout_s: float = 3600.0
     health_timeout_s: float = 900.0
@@ -196,6 +197,7 @@ def plan_work(
                 engine=options.engine,
                 served_model=options.served_model,
                 concurrency=options.concurrency,
+                extra_args=options.engine_args,
                 request_timeout_s=options.request_timeout_s,
                 health_timeout_s=options.health_timeout_s,
                 base_dir=options.runs_dir,

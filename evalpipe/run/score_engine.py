@@ -12,14 +12,14 @@ so those are scored only through a server the user names.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evalpipe.engine.args import EngineArgs, platform_env
+from evalpipe.engine.args import EngineArgs, parse_pairs, platform_env
 from evalpipe.engine.session import Engine, Generation, SessionSpec
 from evalpipe.errors import EvalpipeError
-from evalpipe.layout import parse
+from evalpipe.layout import LAYOUT_ENGINE_KEYS, parse
 from evalpipe.options import RunOptions
 from evalpipe.records import Run
 from evalpipe.run.plan import runs_dir, session_spec
@@ -54,13 +54,16 @@ def engine_spec(
     engine: str | None = None,
     served_model: str | None = None,
     concurrency: int | None = None,
+    extra_args: Sequence[str] = (),
     request_timeout_s: float = 3600.0,
     health_timeout_s: float = 900.0,
     base_dir: Path | None = None,
 ) -> SessionSpec:
     """The session that scores with ``owner``'s engine, asking for ``k`` prompt logprobs a
     position (``base_dir``: where run directories go, as ``run --runs-dir``; ``concurrency``:
-    requests in flight, by default as ``owner`` was run)."""
+    requests in flight, by default as ``owner`` was run; ``extra_args``: ``KEY=VALUE`` engine
+    arguments over the stored ones, the same for every side, e.g. a smaller
+    ``max_num_batched_tokens`` to bound prompt-logprob memory; layout keys are refused)."""
     c = owner.config
     kind = engine_kind(owner, endpoint, flag, engine)
     layout = parse(c.layout)
@@ -82,7 +85,15 @@ def engine_spec(
         logprobs=k,
     )
     run_dir = runs_dir(options) / owner.run_id
-    spec = session_spec(options, layout, EngineArgs(c.engine_args), env, run_dir, generation)
+    extras = parse_pairs(extra_args)
+    clash = sorted(set(extras) & LAYOUT_ENGINE_KEYS)
+    if clash:
+        raise EvalpipeError(
+            f"--engine-arg {clash[0]}: the scored run's layout sets it ({c.layout}); scoring "
+            "re-creates each run's own layout"
+        )
+    args = EngineArgs({**c.engine_args, **extras})
+    spec = session_spec(options, layout, args, env, run_dir, generation)
     return dataclasses.replace(spec, log_path=run_dir / "vllm-score.log")
 
 
