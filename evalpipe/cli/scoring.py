@@ -89,6 +89,15 @@ def register(sub: Any) -> None:
         default=0.0,
         help="share of items that may fail (e.g. longer than the context) (default 0)",
     )
+    _engine_options(score)
+    score.add_argument("--runs-dir", help="where engine logs go (default: $EVALPIPE_RUNS_DIR)")
+    score.add_argument("--json", action="store_true", help="print the summary as JSON")
+    score.add_argument("--quiet", action="store_true", help="no progress output")
+    store_arg(score)
+
+
+def _engine_options(score: argparse.ArgumentParser) -> None:
+    """How the scoring sessions run: requests in flight, engine arguments, how many items."""
     score.add_argument(
         "--concurrency",
         type=int,
@@ -112,7 +121,3 @@ def register(sub: Any) -> None:
         help="score only the baseline's first N items (dataset order), the same N on every "
         "side; a later call with a larger N scores the rest",
     )
-    score.add_argument("--runs-dir", help="where engine logs go (default: $EVALPIPE_RUNS_DIR)")
-    score.add_argument("--json", action="store_true", help="print the summary as JSON")
-    score.add_argument("--quiet", action="store_true", help="no progress output")
-    store_arg(score)
