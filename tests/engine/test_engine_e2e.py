@@ -192,6 +192,7 @@ def test_gemma_tp1_and_tp2(gemma_tp1: Served, gemma_tp2: Served, workdir: dict[s
     assert len(c["flips"]["correct_to_wrong"]) == c["only_baseline"]
     text = cli("compare", runs["tp2"]["run_id"], "--baseline-layout", "tp1", env=workdir)
     assert "verdict:" in text.stdout and "flips right→wrong" in text.stdout
+    assert_token_level(workdir, runs, c, text.stdout)
     # The dashboard renders these real runs, with tp2 paired against tp1.
     site = Path(workdir["EVALPIPE_RUNS_DIR"]).parent / "site"
     dash = cli("dashboard", "--out", str(site), "--pair", "tp2=tp1", env=workdir)
@@ -202,6 +203,51 @@ def test_gemma_tp1_and_tp2(gemma_tp1: Served, gemma_tp2: Served, workdir: dict[s
     comparison = (site / "compare" / f"{tp2_id}.html").read_text()
     assert runs["tp1"]["run_id"] in comparison  # paired with the real tp1 run
     assert (site / "runs" / f"{tp2_id}.html").is_file()
+
+
+def assert_token_level(
+    env: dict[str, str], runs: dict[str, Any], c: dict[str, Any], text: str
+) -> None:
+    """Both real runs captured token ids and top-5 logprobs (the default) for every answer;
+    they survive export and import; the comparison reports the decode path's figures."""
+    from evalpipe.store import open_store
+    from evalpipe.store.traces import read_traces
+
+    with open_store(env["EVALPIPE_STORE"]) as store:
+        for run in runs.values():
+            traces = read_traces(store, run["run_id"])
+            samples = {s.item_id: s for s in store.samples(run["run_id"])}
+            assert set(traces) == set(samples) and len(traces) == N
+            for item_id, stored in traces.items():
+                t = stored.trace
+                assert t.k == 5 and t.n == samples[item_id].output_tokens
+                assert stored.start == samples[item_id].prompt_tokens
+                assert (t.logprobs <= 0).all() and (t.top_logprobs[:, 0] <= 0).all()
+                assert (t.top_logprobs[:, :-1] >= t.top_logprobs[:, 1:]).all()
+                # Greedy decoding: the chosen token is the most likely one (ties aside).
+                assert (t.token_ids == t.top_ids[:, 0]).mean() > 0.95
+    exported = cli("runs", "export", runs["tp2"]["run_id"], env=env)
+    assert exported.returncode == 0 and '"trace"' in exported.stdout
+    other = {**env, "EVALPIPE_STORE": env["EVALPIPE_STORE"] + ".copy.db"}
+    imported = subprocess.run(
+        [sys.executable, "-m", "evalpipe", "runs", "import", "-"],
+        input=exported.stdout,
+        env={**os.environ, **other},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert imported.returncode == 0, imported.stderr
+    with open_store(env["EVALPIPE_STORE"]) as a, open_store(other["EVALPIPE_STORE"]) as b:
+        assert read_traces(a, runs["tp2"]["run_id"]) == read_traces(b, runs["tp2"]["run_id"])
+    tokens = c["tokens"]
+    decode = tokens["paths"]["decode"]
+    assert decode["n_items"] == N and decode["k"] == 5
+    assert 0.0 <= decode["greedy_agreement"] <= 1.0
+    kl = decode["metrics"]["kl"]
+    assert 0.0 <= kl["ci_low"] <= kl["mean"] <= kl["ci_high"]
+    assert tokens["paths"]["forced"] is None and "evalpipe score" in tokens["unavailable"]["forced"]
+    assert "token level:" in text and "decode:" in text
 
 
 def test_kill9_then_resume_ends_with_exactly_n_samples(
