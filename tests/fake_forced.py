@@ -12,12 +12,10 @@ so two fakes play two layouts. Every completion body is kept in ``bodies``.
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from fake_openai import JsonServer
 
 BOS = 1
 
@@ -48,7 +46,7 @@ def alternatives(position: int, k: int) -> list[int]:
     return [2 + (position + j) % 5 for j in range(k)]
 
 
-class FakeForced:
+class FakeForced(JsonServer):
     """``with FakeForced(model="m") as srv: …`` — ``srv.url`` is the base URL."""
 
     def __init__(
@@ -58,47 +56,21 @@ class FakeForced:
         shift: float = 0.0,
         prompt_logprobs: bool = True,
     ) -> None:
-        self.model = model
+        super().__init__(model)
         self.max_model_len = max_model_len
         self.shift = shift
         self.prompt_logprobs = prompt_logprobs
         self.bodies: list[dict[str, Any]] = []
         self.tokenized: list[dict[str, Any]] = []
-        fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, code: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if self.path == "/v1/models":
-                    self._send(200, {"object": "list", "data": [{"id": fake.model}]})
-                else:
-                    self._send(404, {"error": "not found"})
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path == "/tokenize":
-                    fake.tokenized.append(body)
-                    self._send(200, fake.tokenize(body))
-                elif self.path == "/v1/completions":
-                    fake.bodies.append(body)
-                    self._send(*fake.complete(body))
-                else:
-                    self._send(404, {"error": "not found"})
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if path == "/tokenize":
+            self.tokenized.append(body)
+            return 200, self.tokenize(body)
+        if path == "/v1/completions":
+            self.bodies.append(body)
+            return self.complete(body)
+        return 404, {"error": "not found"}
 
     def tokenize(self, body: Mapping[str, Any]) -> dict[str, Any]:
         if "messages" in body:
@@ -145,16 +117,3 @@ class FakeForced:
                     "decoded_token": "a",
                 }
         return out
-
-    def __enter__(self) -> FakeForced:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -17,7 +17,9 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
+
+_S = TypeVar("_S", bound="JsonServer")
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -25,18 +27,13 @@ class _QuietServer(ThreadingHTTPServer):
         pass  # a client that hangs up mid-answer (lm-eval giving up) is not a test failure
 
 
-class FakeOpenAI:
-    """``with FakeOpenAI(model="m") as srv: …`` — ``srv.url`` is the base URL."""
+class JsonServer:
+    """A loopback HTTP server in a thread speaking JSON: ``GET /v1/models`` lists ``model``,
+    and every POST goes to :meth:`post` (``(status, body)``; 404 for a path it does not
+    serve). ``with Server(…) as srv: …`` — ``srv.url`` is the base URL."""
 
-    def __init__(
-        self, model: str, answer: str = " #### 0", status: int = 200, logprobs_mode: str = "ids"
-    ) -> None:
+    def __init__(self, model: str) -> None:
         self.model = model
-        self.answer = answer
-        self.status = status
-        self.logprobs_mode = logprobs_mode
-        self.completions = 0
-        self.bodies: list[dict[str, Any]] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,30 +57,59 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path != "/v1/completions":
-                    self._send(404, {"error": "not found"})
-                    return
-                fake.completions += 1
-                fake.bodies.append(body)
-                if fake.status != 200:
-                    self._send(fake.status, {"error": "the engine died"})
-                    return
-                prompts = body.get("prompt")
-                n = len(prompts) if isinstance(prompts, list) else 1
-                choices = [
-                    {"index": i, "text": fake.answer, "finish_reason": "stop"} for i in range(n)
-                ]
-                usage: dict[str, Any] = {}
-                if isinstance(prompts, str):
-                    usage = {"prompt_tokens": len(prompts), "completion_tokens": len(fake.answer)}
-                if body.get("logprobs") and fake.logprobs_mode != "ignore":
-                    for choice in choices:
-                        choice["logprobs"] = fake.logprobs(fake.answer)
-                self._send(200, {"choices": choices, "usage": usage})
+                self._send(*fake.post(self.path, body))
 
         self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        return 404, {"error": "not found"}
+
+    def __enter__(self: _S) -> _S:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class FakeOpenAI(JsonServer):
+    """``with FakeOpenAI(model="m") as srv: …`` — ``srv.url`` is the base URL."""
+
+    def __init__(
+        self, model: str, answer: str = " #### 0", status: int = 200, logprobs_mode: str = "ids"
+    ) -> None:
+        super().__init__(model)
+        self.answer = answer
+        self.status = status
+        self.logprobs_mode = logprobs_mode
+        self.completions = 0
+        self.bodies: list[dict[str, Any]] = []
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if path != "/v1/completions":
+            return 404, {"error": "not found"}
+        self.completions += 1
+        self.bodies.append(body)
+        if self.status != 200:
+            return self.status, {"error": "the engine died"}
+        prompts = body.get("prompt")
+        n = len(prompts) if isinstance(prompts, list) else 1
+        choices = [{"index": i, "text": self.answer, "finish_reason": "stop"} for i in range(n)]
+        usage: dict[str, Any] = {}
+        if isinstance(prompts, str):
+            usage = {"prompt_tokens": len(prompts), "completion_tokens": len(self.answer)}
+        if body.get("logprobs") and self.logprobs_mode != "ignore":
+            for choice in choices:
+                choice["logprobs"] = self.logprobs(self.answer)
+        return 200, {"choices": choices, "usage": usage}
 
     def logprobs(self, text: str) -> dict[str, Any]:
         """vLLM's completion ``logprobs`` for ``text``, one token per character."""
@@ -97,16 +123,3 @@ class FakeOpenAI:
             "top_logprobs": [{name: -0.1, runner_up: -2.5} for name in names],
             "text_offset": list(range(len(text))),
         }
-
-    def __enter__(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()

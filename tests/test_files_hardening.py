@@ -218,7 +218,6 @@ def test_export_into_a_missing_folder(store: str, tmp_path: Path) -> None:
     assert not target.parent.exists()
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
 def test_export_to_a_full_device(store: str) -> None:
     """/dev/full is written in place (a device is never renamed over) and says ENOSPC."""
     line = one_line_error(cli("runs", "export", RUN, "-o", "/dev/full", "--store", store))
