@@ -18,14 +18,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import token_fixtures
 from test_report import add_run, build_store, config, text_of
 
 from evalpipe.compare.core import Answer, Comparison, ShardPeriod, compare_answers
 from evalpipe.compare.runs import compare_runs
 from evalpipe.compare.tokentypes import (
-    Bin,
-    BoundaryTest,
-    FloorTest,
     MetricSummary,
     PathComparison,
     TokenComparison,
@@ -41,45 +39,29 @@ from evalpipe.traces import DECODE, StoredTrace, trace_of
 
 HOSTILE_ITEM = "<script>window.__pwned=1</script>"
 INF = float("inf")
-KL = MetricSummary(1.234e-4, 1.01e-4, 1.456e-4, 2.3e-3, 5.6e-3, INF, HOSTILE_ITEM, 345)
-DLOGPROB = MetricSummary(3.21e-3, 2.5e-3, 3.9e-3, 4.4e-2, 9.9e-2, 0.2, "7", 200)
-TOP1 = MetricSummary(0.0052, 0.0031, 0.0073, 1.0, 1.0, 1.0, "7", 200)
-FLOOR = FloorTest(100, 1.234e-4, 4.5e-5, 7.84e-5, 5.0e-5, INF, 0.0012)
-BOUNDARY = BoundaryTest(128, 16, 110, 2.1e-4, 1.1e-4, 1.0e-4, 4.0e-5, 1.6e-4, 0.003)
+# The shared hand-made comparison (tests/token_fixtures.py), with a hostile worst item and an
+# infinite maximum: what the page must escape and print.
+KL = dataclasses.replace(token_fixtures.KL, max=INF, worst_item=HOSTILE_ITEM)
 FORCED_REASON = "no teacher-forced traces: run `evalpipe score RUN --against BASELINE`"
 
 
 def decode_path(**changes: Any) -> PathComparison:
     """A decode path that drifts: every figure filled, against a shard period of 128."""
-    path = PathComparison(
-        path="decode",
-        n_items=120,
-        n_tokens=9876,
-        k=5,
-        metrics={"kl": KL, "abs_dlogprob": DLOGPROB, "top1_disagree": TOP1},
-        greedy_agreement=0.725,
-        first_divergence=(130, 250, 300, 410, 700),
-        divergence_offsets=(2, -6, 44, 26, -60),
-        by_residue=(
-            Bin("near", 0, 15, 110, 1200, 2.1e-4, 1.5e-4, 2.7e-4),
-            Bin("rest", 16, 127, 120, 8676, 1.1e-4, 0.9e-4, 1.3e-4),
-        ),
-        by_band=(Bin("0-511", 0, 511, 120, 9000, 1.2e-4, 1.0e-4, 1.4e-4),),
-        boundary=BOUNDARY,
-        floor=FLOOR,
-        floor_metrics={"kl": dataclasses.replace(KL, mean=4.5e-5, ci_low=3.9e-5, ci_high=5.1e-5)},
-        verdict="token-drift",
+    metrics = {**token_fixtures.decode_path().metrics, "kl": KL}
+    floor_kl = dataclasses.replace(KL, mean=4.5e-5, ci_low=3.9e-5, ci_high=5.1e-5)
+    base = token_fixtures.decode_path(
+        metrics=metrics,
+        floor_metrics={"kl": floor_kl},
         reason="mean KL exceeds the baseline-repeat floor",
-        missing_tokens=3,
     )
-    return dataclasses.replace(path, **changes)
+    return dataclasses.replace(base, **changes)
 
 
 def tokens(run: str = "r", baseline: str = "b", verdict: str = "token-drift") -> TokenComparison:
-    return TokenComparison(
+    return token_fixtures.tokens(
+        verdict,
         run_id=run,
         baseline_id=baseline,
-        period=128,
         paths={"decode": decode_path(verdict=verdict)},
         unavailable={"forced": FORCED_REASON},
     )
