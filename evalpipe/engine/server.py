@@ -102,7 +102,8 @@ def cpu_env_defaults(tp: int, pp: int, env: Mapping[str, str]) -> dict[str, str]
     return out
 
 
-def _healthy(base_url: str) -> bool:
+def healthy(base_url: str) -> bool:
+    """Whether the server answers ``GET /health`` with 200 within 5 s."""
     try:
         with urllib.request.urlopen(base_url + "/health", timeout=5) as resp:
             return bool(resp.status == 200)
@@ -193,7 +194,7 @@ def _wait_healthy(
                 f"the engine exited with code {code} before it became healthy.\n"
                 f"Last lines of {handle.log_path}:\n{handle.log_tail()}"
             )
-        if _healthy(handle.base_url):
+        if healthy(handle.base_url):
             return
         time.sleep(1.0)
     raise EvalpipeError(

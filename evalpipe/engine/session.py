@@ -110,6 +110,22 @@ class HttpSession(Engine):
     def report(self) -> dict[str, Any]:
         return {"base_url": self.base_url, **self.launch, "server": self.server_info}
 
+    def with_generation(self, generation: Generation) -> HttpSession:
+        """The same server, generating another way: one server serves a sweep's every task
+        of its (model, layout), each with its own sampling, stops and batching."""
+        other = HttpSession(
+            self.base_url, self.served_model, dict(self.versions), self.server_info, generation
+        )
+        other.launch = dict(self.launch)
+        return other
+
+    def alive(self) -> bool:
+        """Whether the server still answers ``/health`` (vLLM; an OpenAI server without it
+        counts as gone only when its model list no longer answers)."""
+        from evalpipe.engine.server import healthy
+
+        return healthy(self.base_url)
+
     def generate(
         self, requests: Sequence[Request], on_result: Callable[[Completion], None]
     ) -> None:
@@ -232,9 +248,13 @@ def open_session(
 def http_session(
     spec: SessionSpec, say: Say, connected: HttpSession | None = None
 ) -> Iterator[HttpSession]:
-    """:func:`open_session` for a server: ``serve`` (launched here) or ``endpoint``."""
-    if spec.kind == "endpoint":
-        yield connected or connect_spec(spec)
+    """:func:`open_session` for a server: ``serve`` (launched here) or ``endpoint``. A
+    ``connected`` session is used as it is, whatever the kind: an endpoint reached earlier, or
+    a server a sweep launched once for every task of its (model, layout)."""
+    if connected is not None:
+        yield connected
+    elif spec.kind == "endpoint":
+        yield connect_spec(spec)
     elif spec.kind == "serve":
         with _serve(spec, say) as served:
             yield served

@@ -29,17 +29,25 @@ from evalpipe.tasks.prompts import Prompt
 __all__ = ["execute"]
 
 
-def execute(options: RunOptions) -> Run:
+def execute(options: RunOptions, shared: HttpSession | None = None) -> Run:
     """Run (or resume) an evaluation and return the finished run record.
 
     The run is stored before the engine starts. An engine that cannot start or an
     infrastructure-error rate above ``max_error_rate`` marks it ``failed`` and raises
     :class:`EvalpipeError`; Ctrl-C marks it ``aborted``. Either way the stored samples stay,
     and the same command resumes it.
+
+    ``shared`` is a server already up for this run's model and layout (a sweep starts one per
+    pair and runs every task on it): it is used instead of starting one, and since it was
+    started from the same configuration the run's stored configuration is the one a run
+    alone would store, so both pair, reuse and resume alike.
     """
     p = plan(options)
     endpoint = None
-    if options.engine == "endpoint":
+    if shared is not None:
+        endpoint = shared.with_generation(generation(p))
+        versions = endpoint.versions
+    elif options.engine == "endpoint":
         # The endpoint's versions are part of the configuration, so it is reached first.
         assert options.endpoint is not None  # plan() checked it
         served = options.served_model or options.model

@@ -1,0 +1,109 @@
+"""The typed sweep: what a plan expands to, and what running it returned.
+
+A :class:`Cell` is one run (model, task, layout, repeat); a :class:`Group` is the cells one
+engine serves, one per (model, layout), so a server starts once per pair and serves every task
+of it; a :class:`Pair` is a layout and the baseline its runs are compared with. Everything here
+is plain frozen data, so a group can be sent to another process (a Ray worker) as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from evalpipe.options import RunOptions
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the matrix. ``options`` are complete: what ``evalpipe run`` would be given
+    (layout, repeat index, store, limit, engine arguments …), so a cell run alone or by a sweep
+    has the same configuration and pairs, reuses and resumes alike. ``line`` is the plan line
+    it comes from (its task's entry)."""
+
+    model: str
+    task: str
+    layout: str
+    repeat_index: int
+    options: RunOptions
+    baseline: bool = False
+    line: int | None = None
+
+    @property
+    def key(self) -> str:
+        """``model/task/layout#repeat``: how messages and results name the cell."""
+        return f"{self.model}/{self.task}/{self.layout}#{self.repeat_index}"
+
+
+@dataclass(frozen=True)
+class Group:
+    """The cells one engine serves: one (model, layout). ``devices`` are the accelerators the
+    layout occupies; ``endpoint`` is a server the plan says is already running for this pair
+    (then nothing is launched)."""
+
+    model: str
+    layout: str
+    devices: int
+    cells: tuple[Cell, ...]
+    endpoint: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}@{self.layout}"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Runs of ``layout`` compared with runs of ``baseline`` (same model, task and repeat)."""
+
+    model: str
+    task: str
+    layout: str
+    baseline: str
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A plan file (or the flags of a small sweep), expanded. ``groups`` run in this order on
+    one machine; ``source`` names where it came from, for messages."""
+
+    groups: tuple[Group, ...]
+    pairs: tuple[Pair, ...]
+    source: str = "<flags>"
+
+    @property
+    def cells(self) -> tuple[Cell, ...]:
+        return tuple(c for g in self.groups for c in g.cells)
+
+
+CELL_STATES = ("finished", "reused", "failed", "not run")
+"""How a cell ended: ``reused`` a finished run already in the store (nothing generated),
+``not run`` its group never got an engine (retries exhausted, or the sweep stopped)."""
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """One cell's outcome. ``generation_s`` is the engine time of its requests (the run's
+    ``duration_s``); ``wall_s`` the whole cell, planning and storing included."""
+
+    key: str
+    state: str
+    run_id: str | None = None
+    message: str | None = None
+    wall_s: float = 0.0
+    generation_s: float | None = None
+    n_samples: int = 0
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """One group's outcome on one attempt. ``server_start_s`` is the time its engine took to
+    become healthy (None: an endpoint, or it never started); ``engine_lost`` says the engine
+    died under it (the executor retries the group: finished cells are reused, the cell it
+    was running resumes from its stored samples); ``host`` where it ran."""
+
+    key: str
+    cells: tuple[CellResult, ...]
+    server_start_s: float | None = None
+    engine_lost: str | None = None
+    host: str = ""
+    attempts: int = 1
