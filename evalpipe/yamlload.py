@@ -156,6 +156,47 @@ def load_yaml(text: str) -> Any:
             loader.dispose()
 
 
+Path = tuple[str | int, ...]
+"""Where a value sits in a document: mapping keys (as written) and sequence indexes."""
+
+
+def load_yaml_lines(text: str) -> tuple[Any, dict[Path, int]]:
+    """:func:`load_yaml`, plus the 1-based line of every value by its path, so a refusal of
+    what a value means (an unknown task in a sweep plan) can name the line, as a refusal of
+    the YAML itself does. ``load_yaml_lines("a:\n  - x\n  - y")[1][("a", 1)]`` is 3."""
+    loader: _StrictLoader | None = None
+    try:
+        loader = _StrictLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        raise _marked(exc) from exc
+    except yaml.YAMLError as exc:  # the reader's own errors: load_yaml words them
+        load_yaml(text)
+        raise YamlInputError(_one_line(str(exc))) from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
+    lines: dict[Path, int] = {}
+    _walk(node, (), lines)
+    return data, lines
+
+
+def _walk(node: Node, path: Path, lines: dict[Path, int]) -> None:
+    if path in lines:  # an alias: its first place is where it is written
+        return
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, MappingNode):
+        for key, value in node.value:
+            if isinstance(key, ScalarNode):
+                _walk(value, (*path, key.value), lines)
+    elif isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, (*path, i), lines)
+
+
 def _refuse(problem: str, mark: Any) -> ConstructorError:
     return ConstructorError(None, None, problem, mark)
 
@@ -175,4 +216,4 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-__all__ = ["MAX_DEPTH", "YamlInputError", "load_yaml"]
+__all__ = ["MAX_DEPTH", "YamlInputError", "load_yaml", "load_yaml_lines"]

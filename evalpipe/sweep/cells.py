@@ -30,8 +30,11 @@ class Cell:
 
     @property
     def key(self) -> str:
-        """``model/task/layout#repeat``: how messages and results name the cell."""
-        return f"{self.model}/{self.task}/{self.layout}#{self.repeat_index}"
+        """``model/task/layout#repeat``: how messages and results name the cell; a baseline
+        of a generated long-context task made for a CP layout's shard grid adds ``@grid``."""
+        grid = self.options.shard_layout
+        suffix = f"@{grid}" if grid and grid != self.layout else ""
+        return f"{self.model}/{self.task}/{self.layout}{suffix}#{self.repeat_index}"
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,10 @@ class Group:
 
 @dataclass(frozen=True)
 class Pair:
-    """Runs of ``layout`` compared with runs of ``baseline`` (same model, task and repeat)."""
+    """The cell ``run`` compared with the cell ``baseline`` (by key): the same model, task
+    and repeat on a layout and on its baseline layout."""
 
-    model: str
-    task: str
-    layout: str
+    run: str
     baseline: str
 
 

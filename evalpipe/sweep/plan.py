@@ -1,0 +1,201 @@
+"""Read a sweep plan (a YAML file, or the same keys from flags) and expand it into cells.
+
+A plan names models, tasks and layouts; every layout runs every task on every model, each
+``repeat`` times, and each context-parallel layout brings its non-CP baseline (``tp2=tp1``
+names one for a layout that is not CP). Everything that can be refused without an engine is
+refused here, all at once, each problem with the plan line it is about: an unknown key, task
+or model, a layout that does not parse or break the platform's rules. What vLLM itself
+accepts is checked afterwards by :func:`evalpipe.run.plan.precheck`, like any run.
+
+Example::
+
+    models: [gemma3-270m]
+    tasks:
+      - gsm8k
+      - {task: passkey, params: {lengths: [4096]}, limit: 8}
+    layouts: [tp2=tp1, dp2tp8dcp8]
+    repeat: 2
+    limit: 200
+    engine_args: {max_model_len: 8192}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from evalpipe.engine import models as builtin_models
+from evalpipe.errors import EvalpipeError
+from evalpipe.layout import Layout, current_platform, parse, validate
+from evalpipe.options import RunOptions
+from evalpipe.sweep.cells import Cell, Group, Pair, SweepPlan
+from evalpipe.sweep.entries import (
+    TOP_KEYS,
+    LayoutEntry,
+    ModelEntry,
+    Problems,
+    TaskEntry,
+    common_options,
+    layout_entries,
+    model_entries,
+    task_entries,
+    whole,
+)
+from evalpipe.tasks import generators
+from evalpipe.tasks.load import load_task
+from evalpipe.yamlload import Path as YamlPath
+
+
+def expand(
+    data: Mapping[str, Any],
+    template: RunOptions,
+    source: str = "<flags>",
+    lines: Mapping[YamlPath, int] | None = None,
+    resolve_model: Callable[[str], str] = lambda m: m,
+) -> SweepPlan:
+    """The cells, groups and pairs of a plan. ``template`` holds what every run shares and
+    the plan does not set (store, runs folder, progress …); ``resolve_model`` turns a
+    built-in model name into its local folder (built on first use)."""
+    problems = Problems(source, lines or {})
+    for key in data:
+        if key not in TOP_KEYS:
+            known = ", ".join(TOP_KEYS)
+            problems.add(f"unknown key {key!r} (a plan has: {known})", key)
+    for key in ("models", "tasks", "layouts"):
+        if not data.get(key):
+            problems.add(f"{key} is missing or empty: a plan needs {TOP_KEYS[key]}")
+    options = common_options(data, template, problems)
+    models = model_entries(data.get("models") or [], problems)
+    tasks = task_entries(data.get("tasks") or [], problems)
+    layouts = layout_entries(data.get("layouts") or [], problems)
+    repeat = whole(data.get("repeat", 1), problems, "repeat", minimum=1)
+    _check_rules(models, layouts, options, problems)
+    problems.raise_any()
+    groups: list[Group] = []
+    pairs: list[Pair] = []
+    for model in models:
+        launched = any(x.canonical not in model.endpoints for x in _all_layouts(layouts))
+        resolved = _resolve(model, resolve_model) if launched else model.name
+        _expand_model(model, resolved, tasks, layouts, repeat, options, groups, pairs)
+    return SweepPlan(tuple(groups), tuple(pairs), source)
+
+
+def _resolve(model: ModelEntry, resolve: Callable[[str], str]) -> str:
+    try:
+        return resolve(model.name)
+    except EvalpipeError as exc:
+        where = f" (line {model.line})" if model.line else ""
+        raise EvalpipeError(f"model {model.name}{where}: {exc}") from exc
+
+
+def _check_model(model: ModelEntry, problems: Problems, where: tuple[str | int, ...]) -> None:
+    """A model evalpipe will launch must be a built-in name, a folder or a known hub id."""
+    if model.name in builtin_models.MODELS:
+        return
+    try:
+        builtin_models.where(model.path or model.name)
+    except EvalpipeError as exc:
+        problems.add(str(exc), *where)
+
+
+def _check_rules(
+    models: list[ModelEntry], layouts: list[LayoutEntry], options: RunOptions, problems: Problems
+) -> None:
+    """Each layout and baseline against the rules of the platform it will run on: this
+    machine's for an engine evalpipe launches, the declared (or generic) ones for an
+    endpoint, as ``evalpipe run`` does."""
+    for i, model in enumerate(models):
+        if any(x.canonical not in model.endpoints for x in _all_layouts(layouts)):
+            _check_model(model, problems, ("models", i))
+        for entry in layouts:
+            for layout in (entry.layout, entry.baseline):
+                if layout is None:
+                    continue
+                remote = layout.canonical in model.endpoints
+                platform = options.platform or ("generic" if remote else current_platform())
+                rules = None if platform == "generic" else platform
+                for error in validate(layout, rules, options.attention):
+                    problems.add(
+                        f"layout {layout.canonical} cannot run on platform {platform}: {error}",
+                        "layouts",
+                        layouts.index(entry),
+                    )
+
+
+def _all_layouts(layouts: list[LayoutEntry]) -> list[Layout]:
+    return [x for e in layouts for x in (e.layout, e.baseline) if x is not None]
+
+
+def _expand_model(
+    model: ModelEntry,
+    resolved: str,
+    tasks: list[TaskEntry],
+    layouts: list[LayoutEntry],
+    repeat: int,
+    options: RunOptions,
+    groups: list[Group],
+    pairs: list[Pair],
+) -> None:
+    """This model's groups (baselines first, so pairs complete early) and pairs."""
+    cells: dict[str, dict[str, Cell]] = {}  # layout → cell key → cell, in order
+
+    def cell(layout: Layout, task: TaskEntry, r: int, grid: Layout | None, base: bool) -> str:
+        o = _cell_options(model, resolved, task, layout, r, grid, options)
+        c = Cell(model.name, task.name, layout.canonical, r, o, base, task.line)
+        cells.setdefault(layout.canonical, {}).setdefault(c.key, c)
+        return c.key
+
+    # A baseline's cells are made before its layout's, so its group comes first and each
+    # pair can be compared as soon as its layout's group ends.
+    for entry in layouts:
+        for task in tasks:
+            for r in range(repeat):
+                if entry.baseline is None:
+                    cell(entry.layout, task, r, None, False)
+                    continue
+                grid = entry.layout if _needs_grid(task) else None
+                base_key = cell(entry.baseline, task, r, grid, True)
+                pairs.append(Pair(cell(entry.layout, task, r, None, False), base_key))
+    for layout, by_key in cells.items():
+        endpoint = model.endpoints.get(layout)
+        devices = 0 if endpoint else parse(layout).devices
+        groups.append(Group(model.name, layout, devices, tuple(by_key.values()), endpoint))
+
+
+def _needs_grid(task: TaskEntry) -> bool:
+    """Whether the task's items depend on the shard grid (long-context generators): then a
+    baseline is run on its CP layout's grid, so both score the same prompts."""
+    spec = load_task(task.name)
+    if spec.data.generator is None or task.data:
+        return False
+    return "shard_period" in generators.get(spec.data.generator).requires
+
+
+def _cell_options(
+    model: ModelEntry,
+    resolved: str,
+    task: TaskEntry,
+    layout: Layout,
+    r: int,
+    grid: Layout | None,
+    o: RunOptions,
+) -> RunOptions:
+    endpoint = model.endpoints.get(layout.canonical)
+    shard = grid.canonical if grid is not None else None
+    return dataclasses.replace(
+        o,
+        task=task.name,
+        model=model.name if endpoint else resolved,
+        layout=layout.canonical,
+        repeat_index=r,
+        engine="endpoint" if endpoint else "serve",
+        endpoint=endpoint,
+        served_model=model.served_model,
+        model_path=model.path,
+        engine_args=(*o.engine_args, *model.engine_args),
+        params=task.params,
+        limit=task.limit if task.limit is not None else o.limit,
+        data=task.data,
+        shard_layout=shard,
+    )
