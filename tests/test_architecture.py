@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, int]] = [
     ("evalpipe.__main__", 7),
     ("evalpipe.api", 6),
     ("evalpipe.report", 5),
+    ("evalpipe.sweep", 5),
     ("evalpipe.run", 4),
     ("evalpipe.gate", 4),
     ("evalpipe.importers", 3),

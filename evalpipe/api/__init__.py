@@ -27,11 +27,13 @@ from evalpipe.api.stored import (
     list_runs,
     run_to_dict,
 )
+from evalpipe.api.sweeping import SweepSettings, format_sweep, sweep, sweep_json
 from evalpipe.options import RunOptions
 
 __all__ = [
     "ModelInfo",
     "RunOptions",
+    "SweepSettings",
     "TaskInfo",
     "comment",
     "compare",
@@ -49,6 +51,7 @@ __all__ = [
     "format_run_summary",
     "format_runs_table",
     "format_score",
+    "format_sweep",
     "gate",
     "gate_json",
     "get_run",
@@ -66,5 +69,7 @@ __all__ = [
     "run_with_baseline",
     "score",
     "score_json",
+    "sweep",
+    "sweep_json",
     "tagged_comparisons",
 ]

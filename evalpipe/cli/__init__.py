@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO, cast
 
 from evalpipe import __version__
-from evalpipe.cli import reporting, running, scoring, setup, stored
+from evalpipe.cli import reporting, running, scoring, setup, stored, sweeping
 from evalpipe.cli.common import Handler, formatter
 from evalpipe.errors import EvalpipeError
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # The order of `evalpipe --help`: evaluate and report, then stored runs, then setup.
     running.register(sub)
+    sweeping.register(sub)
     scoring.register(sub)
     reporting.register(sub)
     setup.register_layout(sub)

@@ -102,10 +102,10 @@ def cpu_env_defaults(tp: int, pp: int, env: Mapping[str, str]) -> dict[str, str]
     return out
 
 
-def healthy(base_url: str) -> bool:
-    """Whether the server answers ``GET /health`` with 200 within 5 s."""
+def healthy(base_url: str, path: str = "/health") -> bool:
+    """Whether the server answers ``GET path`` with 200 within 5 s."""
     try:
-        with urllib.request.urlopen(base_url + "/health", timeout=5) as resp:
+        with urllib.request.urlopen(base_url + path, timeout=5) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False

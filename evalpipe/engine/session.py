@@ -120,11 +120,11 @@ class HttpSession(Engine):
         return other
 
     def alive(self) -> bool:
-        """Whether the server still answers ``/health`` (vLLM; an OpenAI server without it
-        counts as gone only when its model list no longer answers)."""
+        """Whether the server still answers: its model list, which every OpenAI-compatible
+        server has (vLLM's ``/health`` is its own)."""
         from evalpipe.engine.server import healthy
 
-        return healthy(self.base_url)
+        return healthy(self.base_url, "/v1/models")
 
     def generate(
         self, requests: Sequence[Request], on_result: Callable[[Completion], None]

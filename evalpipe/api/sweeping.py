@@ -1,0 +1,239 @@
+"""Sweeps: a plan of models × tasks × layouts (with baselines) × repeats as one job.
+
+:func:`sweep` reads the plan (a YAML file, the flags, or both: flags win), refuses what it can
+before anything starts (the plan's lines, devices, vLLM's own check), says where each cell
+stands in the store, runs the groups on the chosen executor, then compares every pair, decides
+the gate and renders the dashboard when asked. Running the same command again reuses the
+finished cells and resumes the rest from their stored samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evalpipe.errors import EvalpipeError
+from evalpipe.options import RunOptions
+
+Say = Callable[[str], None]
+EXECUTORS = ("local", "ray")
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """How to run a sweep. ``plan`` is a YAML file; ``overrides`` are plan keys given as
+    flags (``models``, ``tasks``, ``layouts``, ``repeat``, ``limit``, ``engine_args`` …),
+    which win over the file's. ``template`` holds what every run shares (store, runs
+    folder, progress). ``devices`` overrides the local executor's device count;
+    ``ray_address`` / ``ray_resource`` choose the Ray cluster and its accelerator name."""
+
+    plan: str | None = None
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    template: RunOptions = dataclasses.field(default_factory=lambda: RunOptions(task="", model=""))
+    executor: str = "local"
+    devices: int | None = None
+    ray_address: str = "auto"
+    ray_resource: str = "GPU"
+    max_retries: int = 2
+    dry_run: bool = False
+    margin: float = 0.01
+    policy: str | None = None
+    tag: str | None = None
+    dashboard: str | None = None
+
+
+def plan_sweep(settings: SweepSettings) -> Any:
+    """The expanded plan (:class:`~evalpipe.sweep.cells.SweepPlan`) of ``settings``: every
+    problem of the plan refused at once with its line; built-in models built on first use."""
+    from evalpipe.api.running import resolve_model
+    from evalpipe.sweep.entries import read_plan_text
+    from evalpipe.sweep.plan import expand
+
+    data: dict[str, Any] = {}
+    lines: dict[Any, int] = {}
+    source = "<flags>"
+    if settings.plan is not None:
+        source = settings.plan
+        try:
+            text = Path(settings.plan).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EvalpipeError(f"cannot read the sweep plan {settings.plan}: {exc}") from exc
+        data, lines = read_plan_text(text, source)
+    for key, value in settings.overrides.items():
+        data[key] = value
+        lines = {k: v for k, v in lines.items() if not k or k[0] != key}  # a flag has no line
+    if settings.executor not in EXECUTORS:
+        raise EvalpipeError(f"--executor must be one of {', '.join(EXECUTORS)}")
+    if settings.max_retries < 0:
+        raise EvalpipeError("--max-retries must be 0 or more")
+    return expand(data, _absolute(settings.template), source, lines, resolve_model)
+
+
+def _absolute(template: RunOptions) -> RunOptions:
+    """Store and runs folder as absolute locations: the cells may run in another process
+    (a Ray worker) whose working folder is not this one."""
+    from evalpipe.run.plan import runs_dir
+    from evalpipe.store.connect import resolve
+
+    location = resolve(template.store)
+    store = str(location.path) if location.path is not None else template.store
+    if location.path is None and template.store is None:
+        store = location.url.render_as_string(hide_password=False)
+    return dataclasses.replace(template, store=store, runs_dir=runs_dir(template))
+
+
+def sweep(settings: SweepSettings, say: Say = _stderr) -> Any:
+    """Run (or with ``dry_run`` only describe) the sweep; returns a
+    :class:`~evalpipe.sweep.outcome.SweepOutcome` whose ``exit_code`` the CLI exits with."""
+    from evalpipe.run.plan import precheck
+    from evalpipe.sweep.outcome import SweepOutcome
+
+    began = time.monotonic()
+    plan = plan_sweep(settings)
+    ray_settings = _check_devices(plan, settings)
+    precheck(*(c.options for c in plan.cells))
+    states = tuple(_states(plan, settings.template.store))
+    if settings.dry_run:
+        return SweepOutcome(plan, settings.executor, states, dry_run=True)
+    results = _execute(plan, settings, ray_settings, states, say)
+    run_ids = {c.key: c.run_id for r in results for c in r.cells if c.run_id}
+    outcome = SweepOutcome(
+        plan, settings.executor, states, tuple(results), _pairs(plan, run_ids, settings)
+    )
+    gate = _gate(settings) if settings.policy else None
+    board = _dashboard(plan, settings) if settings.dashboard else None
+    wall = time.monotonic() - began
+    return dataclasses.replace(outcome, gate=gate, dashboard=board, wall_s=wall)
+
+
+def _states(plan: Any, store_url: str | None) -> list[Any]:
+    """Each cell as the store has it, read only (a sweep's first run creates the store)."""
+    from evalpipe.store import open_store
+    from evalpipe.sweep.state import CellState, cell_states
+
+    first = plan.cells[0].options.store if plan.cells else store_url
+    try:
+        store = open_store(first, create=False)
+    except EvalpipeError:  # no store yet: every cell is new
+        return [_new_state(c) for c in plan.cells]
+    with store:
+        out: list[CellState] = []
+        for group in plan.groups:
+            out.extend(cell_states(store, group))
+        return out
+
+
+def _new_state(cell: Any) -> Any:
+    from evalpipe.run.plan import plan as plan_run
+    from evalpipe.sweep.state import CellState
+
+    return CellState(cell, "new", "", len(plan_run(cell.options).prompts))
+
+
+def _check_devices(plan: Any, settings: SweepSettings) -> Any:
+    """Refuse, before anything starts, a layout that needs more devices than the executor
+    offers (both numbers said), and a SQLite store for cells on several hosts. Returns the
+    Ray settings for the Ray executor."""
+    from evalpipe.sweep import devices
+
+    if settings.executor == "local":
+        available = settings.devices or devices.local_devices(settings.template.platform)
+        devices.raise_refusals(devices.local_refusals(plan.groups, available))
+        return None
+    from evalpipe.sweep import rayexec
+
+    ray_settings = rayexec.RaySettings(
+        address=settings.ray_address,
+        resource=settings.ray_resource,
+        max_retries=settings.max_retries,
+    )
+    nodes = rayexec.connect(ray_settings)
+    devices.raise_refusals(devices.cluster_refusals(plan.groups, nodes, settings.ray_resource))
+    store = plan.cells[0].options.store if plan.cells else None
+    devices.check_store_hosts(store, nodes)
+    return ray_settings
+
+
+def _execute(
+    plan: Any, settings: SweepSettings, ray_settings: Any, states: Sequence[Any], say: Say
+) -> list[Any]:
+    from evalpipe.sweep.local import run_local
+    from evalpipe.sweep.monitor import Monitor
+
+    if settings.executor == "local":
+        return run_local(plan.groups, settings.max_retries, say)
+    from evalpipe.sweep import rayexec
+
+    store = plan.cells[0].options.store if plan.cells else None
+    with Monitor(store, states, say):
+        return list(rayexec.run_groups(plan.groups, ray_settings, say))
+
+
+def _pairs(plan: Any, run_ids: Mapping[str, str], settings: SweepSettings) -> tuple[Any, ...]:
+    """Each pair compared, or why it is not: a cell without a finished run, or a refusal."""
+    from evalpipe.api.comparing import compare
+    from evalpipe.sweep.outcome import PairOutcome
+
+    out = []
+    for pair in plan.pairs:
+        missing = [k for k in (pair.run, pair.baseline) if k not in run_ids]
+        if missing:
+            out.append(PairOutcome(pair, missing=f"no finished run for {', '.join(missing)}"))
+            continue
+        store = plan.cells[0].options.store
+        try:
+            (c,) = compare(
+                store, [run_ids[pair.run]], baseline=run_ids[pair.baseline], margin=settings.margin
+            )
+        except EvalpipeError as exc:
+            out.append(PairOutcome(pair, missing=str(exc)))
+            continue
+        out.append(PairOutcome(pair, comparison=c))
+    return tuple(out)
+
+
+def _gate(settings: SweepSettings) -> Any:
+    from evalpipe.api.gating import gate
+
+    return gate(settings.template.store, settings.policy or "", tag=settings.tag)
+
+
+def _dashboard(plan: Any, settings: SweepSettings) -> str:
+    """Render the dashboard; non-CP pairs (tp2=tp1) are passed as the reference pairs."""
+    from evalpipe.api.dashboard import dashboard
+    from evalpipe.layout import parse
+
+    layouts = {c.key: c.layout for c in plan.cells}
+    named = sorted(
+        {
+            f"{layouts[p.run]}={layouts[p.baseline]}"
+            for p in plan.pairs
+            if not parse(layouts[p.run]).is_cp
+        }
+    )
+    out = settings.dashboard or "site"
+    dashboard(settings.template.store, out, pairs=named)
+    return out
+
+
+def format_sweep(outcome: Any) -> str:
+    """The one-screen summary (or, for a dry run, the cells and what each needs)."""
+    from evalpipe.report.sweeptext import format_outcome
+
+    return str(format_outcome(outcome))
+
+
+def sweep_json(outcome: Any) -> dict[str, Any]:
+    """The outcome as ``evalpipe sweep --json`` prints it."""
+    from evalpipe.report.sweeptext import outcome_json
+
+    return dict(outcome_json(outcome))
