@@ -15,10 +15,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.options import RunOptions
+
+if TYPE_CHECKING:  # the sweep's modules load when a sweep runs, not with every command
+    from evalpipe.gate.decide import GateDecision
+    from evalpipe.sweep.cells import Cell, GroupResult, SweepPlan
+    from evalpipe.sweep.outcome import PairOutcome, SweepOutcome
+    from evalpipe.sweep.rayexec import RaySettings
+    from evalpipe.sweep.state import CellState
 
 Say = Callable[[str], None]
 EXECUTORS = ("local", "ray")
@@ -51,7 +58,7 @@ class SweepSettings:
     dashboard: str | None = None
 
 
-def plan_sweep(settings: SweepSettings) -> Any:
+def plan_sweep(settings: SweepSettings) -> SweepPlan:
     """The expanded plan (:class:`~evalpipe.sweep.cells.SweepPlan`) of ``settings``: every
     problem of the plan refused at once with its line; built-in models built on first use."""
     from evalpipe.api.running import resolve_model
@@ -91,7 +98,7 @@ def _absolute(template: RunOptions) -> RunOptions:
     return dataclasses.replace(template, store=store, runs_dir=runs_dir(template))
 
 
-def sweep(settings: SweepSettings, say: Say = _stderr) -> Any:
+def sweep(settings: SweepSettings, say: Say = _stderr) -> SweepOutcome:
     """Run (or with ``dry_run`` only describe) the sweep; returns a
     :class:`~evalpipe.sweep.outcome.SweepOutcome` whose ``exit_code`` the CLI exits with."""
     from evalpipe.run.plan import precheck
@@ -109,20 +116,19 @@ def sweep(settings: SweepSettings, say: Say = _stderr) -> Any:
     outcome = SweepOutcome(
         plan, settings.executor, states, tuple(results), _pairs(plan, run_ids, settings)
     )
-    gate = _gate(settings) if settings.policy else None
+    gate = _gate(plan, settings) if settings.policy else None
     board = _dashboard(plan, settings) if settings.dashboard else None
     wall = time.monotonic() - began
     return dataclasses.replace(outcome, gate=gate, dashboard=board, wall_s=wall)
 
 
-def _states(plan: Any, store_url: str | None) -> list[Any]:
+def _states(plan: SweepPlan, store_url: str | None) -> list[CellState]:
     """Each cell as the store has it, read only (a sweep's first run creates the store)."""
     from evalpipe.store import open_store
-    from evalpipe.sweep.state import CellState, cell_states
+    from evalpipe.sweep.state import cell_states
 
-    first = plan.cells[0].options.store if plan.cells else store_url
     try:
-        store = open_store(first, create=False)
+        store = open_store(_store(plan) or store_url, create=False)
     except EvalpipeError:  # no store yet: every cell is new
         return [_new_state(c) for c in plan.cells]
     with store:
@@ -132,14 +138,14 @@ def _states(plan: Any, store_url: str | None) -> list[Any]:
         return out
 
 
-def _new_state(cell: Any) -> Any:
+def _new_state(cell: Cell) -> CellState:
     from evalpipe.run.plan import plan as plan_run
     from evalpipe.sweep.state import CellState
 
     return CellState(cell, "new", "", len(plan_run(cell.options).prompts))
 
 
-def _check_devices(plan: Any, settings: SweepSettings) -> Any:
+def _check_devices(plan: SweepPlan, settings: SweepSettings) -> RaySettings | None:
     """Refuse, before anything starts, a layout that needs more devices than the executor
     offers (both numbers said), and a SQLite store for cells on several hosts. Returns the
     Ray settings for the Ray executor."""
@@ -158,14 +164,17 @@ def _check_devices(plan: Any, settings: SweepSettings) -> Any:
     )
     nodes = rayexec.connect(ray_settings)
     devices.raise_refusals(devices.cluster_refusals(plan.groups, nodes, settings.ray_resource))
-    store = plan.cells[0].options.store if plan.cells else None
-    devices.check_store_hosts(store, nodes)
+    devices.check_store_hosts(_store(plan), nodes)
     return ray_settings
 
 
 def _execute(
-    plan: Any, settings: SweepSettings, ray_settings: Any, states: Sequence[Any], say: Say
-) -> list[Any]:
+    plan: SweepPlan,
+    settings: SweepSettings,
+    ray_settings: RaySettings | None,
+    states: Sequence[CellState],
+    say: Say,
+) -> list[GroupResult]:
     from evalpipe.sweep.local import run_local
     from evalpipe.sweep.monitor import Monitor
 
@@ -173,12 +182,13 @@ def _execute(
         return run_local(plan.groups, settings.max_retries, say)
     from evalpipe.sweep import rayexec
 
-    store = plan.cells[0].options.store if plan.cells else None
-    with Monitor(store, states, say):
+    with Monitor(_store(plan), states, say):
         return list(rayexec.run_groups(plan.groups, ray_settings, say))
 
 
-def _pairs(plan: Any, run_ids: Mapping[str, str], settings: SweepSettings) -> tuple[Any, ...]:
+def _pairs(
+    plan: SweepPlan, run_ids: Mapping[str, str], settings: SweepSettings
+) -> tuple[PairOutcome, ...]:
     """Each pair compared, or why it is not: a cell without a finished run, or a refusal."""
     from evalpipe.api.comparing import compare
     from evalpipe.sweep.outcome import PairOutcome
@@ -189,10 +199,12 @@ def _pairs(plan: Any, run_ids: Mapping[str, str], settings: SweepSettings) -> tu
         if missing:
             out.append(PairOutcome(pair, missing=f"no finished run for {', '.join(missing)}"))
             continue
-        store = plan.cells[0].options.store
         try:
             (c,) = compare(
-                store, [run_ids[pair.run]], baseline=run_ids[pair.baseline], margin=settings.margin
+                _store(plan),
+                [run_ids[pair.run]],
+                baseline=run_ids[pair.baseline],
+                margin=settings.margin,
             )
         except EvalpipeError as exc:
             out.append(PairOutcome(pair, missing=str(exc)))
@@ -201,13 +213,18 @@ def _pairs(plan: Any, run_ids: Mapping[str, str], settings: SweepSettings) -> tu
     return tuple(out)
 
 
-def _gate(settings: SweepSettings) -> Any:
+def _gate(plan: SweepPlan, settings: SweepSettings) -> GateDecision:
     from evalpipe.api.gating import gate
 
-    return gate(settings.template.store, settings.policy or "", tag=settings.tag)
+    return gate(_store(plan), settings.policy or "", tag=settings.tag)
 
 
-def _dashboard(plan: Any, settings: SweepSettings) -> str:
+def _store(plan: SweepPlan) -> str | None:
+    """The store every cell writes to (resolved once, for all of them)."""
+    return plan.cells[0].options.store if plan.cells else None
+
+
+def _dashboard(plan: SweepPlan, settings: SweepSettings) -> str:
     """Render the dashboard; non-CP pairs (tp2=tp1) are passed as the reference pairs."""
     from evalpipe.api.dashboard import dashboard
     from evalpipe.layout import parse
@@ -221,19 +238,19 @@ def _dashboard(plan: Any, settings: SweepSettings) -> str:
         }
     )
     out = settings.dashboard or "site"
-    dashboard(settings.template.store, out, pairs=named)
+    dashboard(_store(plan), out, pairs=named)
     return out
 
 
-def format_sweep(outcome: Any) -> str:
+def format_sweep(outcome: SweepOutcome) -> str:
     """The one-screen summary (or, for a dry run, the cells and what each needs)."""
     from evalpipe.report.sweeptext import format_outcome
 
-    return str(format_outcome(outcome))
+    return format_outcome(outcome)
 
 
-def sweep_json(outcome: Any) -> dict[str, Any]:
+def sweep_json(outcome: SweepOutcome) -> dict[str, Any]:
     """The outcome as ``evalpipe sweep --json`` prints it."""
     from evalpipe.report.sweeptext import outcome_json
 
-    return dict(outcome_json(outcome))
+    return outcome_json(outcome)

@@ -36,11 +36,15 @@ def _stderr(text: str) -> None:
 def run_group(group: Group, say: Say = _stderr) -> GroupResult:
     """Run every cell of ``group`` on one engine; see the module docstring."""
     host = socket.gethostname()
-    store = open_store(group.cells[0].options.store)
     try:
-        states = {s.cell.key: s for s in cell_states(store, group)}
-    finally:
-        store.close()
+        store = open_store(group.cells[0].options.store)
+        try:
+            states = {s.cell.key: s for s in cell_states(store, group)}
+        finally:
+            store.close()
+    except EvalpipeError as exc:  # the store or the plan's endpoint cannot be reached
+        none = tuple(CellResult(c.key, "not run", message=str(exc)) for c in group.cells)
+        return GroupResult(group.key, none, engine_lost=str(exc), host=host)
     if all(s.state == "reuse" for s in states.values()):
         reused = tuple(
             CellResult(c.key, "reused", states[c.key].run_id, n_samples=states[c.key].n_items)
