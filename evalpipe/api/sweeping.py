@@ -153,7 +153,8 @@ def _check_devices(plan: SweepPlan, settings: SweepSettings) -> RaySettings | No
 
     if settings.executor == "local":
         available = settings.devices or devices.local_devices(settings.template.platform)
-        devices.raise_refusals(devices.local_refusals(plan.groups, available))
+        refusals = devices.local_refusals(plan.groups, available, settings.template.platform)
+        devices.raise_refusals(refusals)
         return None
     from evalpipe.sweep import rayexec
 
@@ -163,8 +164,7 @@ def _check_devices(plan: SweepPlan, settings: SweepSettings) -> RaySettings | No
         max_retries=settings.max_retries,
     )
     nodes = rayexec.connect(ray_settings)
-    devices.raise_refusals(devices.cluster_refusals(plan.groups, nodes, settings.ray_resource))
-    devices.check_store_hosts(_store(plan), nodes)
+    rayexec.check(plan.groups, nodes, settings.ray_resource)
     return ray_settings
 
 
@@ -178,7 +178,7 @@ def _execute(
     from evalpipe.sweep.local import run_local
     from evalpipe.sweep.monitor import Monitor
 
-    if settings.executor == "local":
+    if ray_settings is None:
         return run_local(plan.groups, settings.max_retries, say)
     from evalpipe.sweep import rayexec
 
