@@ -131,6 +131,16 @@ def test_lm_eval_tasks_and_bad_params_are_refused_with_their_line() -> None:
     assert "plan.yaml:4:" in message and "nope" in message
 
 
+def test_a_model_folder_is_named_by_its_last_part_and_must_be_unique(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name / "m").mkdir(parents=True)
+    plan = _expand(f"models: [{tmp_path}/a/m/]\ntasks: [arith]\nlayouts: [tp1]\n")
+    assert [c.key for c in plan.cells] == ["m/arith/tp1#0"]
+    assert plan.cells[0].options.model == f"{tmp_path}/a/m/"
+    twice = _refusal(f"models: [{tmp_path}/a/m, {tmp_path}/b/m]\ntasks: [arith]\nlayouts: [tp1]\n")
+    assert "plan.yaml:1: model m is listed twice" in twice
+
+
 def test_a_model_path_that_does_not_exist_is_refused(tmp_path: Path) -> None:
     message = _refusal(f"models: [{tmp_path}/none]\ntasks: [arith]\nlayouts: [tp1]\n")
     assert "plan.yaml:1:" in message and "does not exist" in message

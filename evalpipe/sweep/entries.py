@@ -12,6 +12,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from evalpipe.errors import EvalpipeError
@@ -48,6 +49,12 @@ class ModelEntry:
     served_model: str | None = None
     endpoints: Mapping[str, str] = dataclasses.field(default_factory=dict)
     engine_args: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """How cells name the model: a folder by its last part (``/models/DeepSeek-V3.2``
+        → ``DeepSeek-V3.2``), so keys stay short; anything else as written."""
+        return PurePath(self.name).name if "/" in self.name.rstrip("/") else self.name
 
 
 @dataclass(frozen=True)
@@ -175,8 +182,8 @@ def model_entries(value: Any, problems: Problems) -> list[ModelEntry]:
             {_canonical(k, problems, *where, "endpoints", k): v for k, v in endpoints.items()},
             engine_args(entry.get("engine_args", {}), problems, *where, "engine_args"),
         )
-        if any(m.name == model.name for m in out):
-            problems.add(f"model {model.name} is listed twice", *where)
+        if any(m.label == model.label for m in out):
+            problems.add(f"model {model.label} is listed twice", *where)
         out.append(model)
     return out
 

@@ -142,7 +142,7 @@ def _expand_model(
 
     def cell(layout: Layout, task: TaskEntry, r: int, grid: Layout | None, base: bool) -> str:
         o = _cell_options(model, resolved, task, layout, r, grid, options)
-        c = Cell(model.name, task.name, layout.canonical, r, o, base, task.line)
+        c = Cell(model.label, task.name, layout.canonical, r, o, base, task.line)
         cells.setdefault(layout.canonical, {}).setdefault(c.key, c)
         return c.key
 
@@ -160,7 +160,7 @@ def _expand_model(
     for layout, by_key in cells.items():
         endpoint = model.endpoints.get(layout)
         devices = 0 if endpoint else parse(layout).devices
-        groups.append(Group(model.name, layout, devices, tuple(by_key.values()), endpoint))
+        groups.append(Group(model.label, layout, devices, tuple(by_key.values()), endpoint))
 
 
 def _needs_grid(task: TaskEntry) -> bool:
