@@ -20,6 +20,7 @@ from fake_openai import FakeOpenAI
 
 from evalpipe import api
 from evalpipe.cli import main
+from evalpipe.errors import EvalpipeError
 from evalpipe.options import RunOptions
 from evalpipe.store import open_store
 from evalpipe.sweep.local import run_local
@@ -228,3 +229,55 @@ def _wait_for_samples(store: Path, n: int, driver: subprocess.Popen[bytes]) -> N
                 pass
         time.sleep(0.1)
     raise AssertionError(f"no run reached {n} samples in 60 s")
+
+
+def test_policy_and_dashboard_at_the_end_decide_the_exit_code(
+    tmp_path: Path, fakes: tuple[FakeOpenAI, FakeOpenAI]
+) -> None:
+    tp1, tp2 = fakes
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "name: sweep\nrequirements:\n  - {model: m, task: arith, layouts: [tp2], "
+        "baseline_layout: tp1}\nmargin: 1.0\nalpha: 0.05\nmin_n: 1\n"
+        "inconclusive_blocks: false\n"
+    )
+    site = tmp_path / "site"
+    settings = _settings(
+        tmp_path / "s.db",
+        _plan(tp1.url, tp2.url, repeat=1),
+        policy=str(policy),
+        dashboard=str(site),
+    )
+    outcome = api.sweep(settings, print)
+    assert outcome.gate is not None and outcome.gate.status == "pass"
+    assert outcome.exit_code == outcome.gate.exit_code == 0
+    assert (site / "index.html").is_file() and outcome.dashboard == str(site)
+    text = api.format_sweep(outcome)
+    assert "gate: pass (exit 0)" in text and f"dashboard: {site}/index.html" in text
+    # A stricter policy fails the gate, and the sweep exits with the gate's code.
+    policy.write_text(
+        policy.read_text()
+        .replace("min_n: 1\n", "min_n: 100\n")
+        .replace("inconclusive_blocks: false", "inconclusive_blocks: true")
+    )
+    strict = api.sweep(settings, print)
+    assert strict.gate is not None and strict.exit_code == strict.gate.exit_code != 0
+
+
+def test_a_bad_policy_or_dashboard_folder_is_refused_before_anything_runs(
+    tmp_path: Path, fakes: tuple[FakeOpenAI, FakeOpenAI]
+) -> None:
+    tp1, tp2 = fakes
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("name: x\nrequirements: []\n")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    for kw, words in (
+        ({"policy": str(policy)}, "margin: required"),
+        ({"dashboard": str(tmp_path / "taken")}, "files the dashboard did not write"),
+    ):
+        settings = _settings(tmp_path / "s.db", _plan(tp1.url, tp2.url), **kw)
+        with pytest.raises(EvalpipeError, match=words):
+            api.sweep(settings, print)
+    assert (tp1.completions, tp2.completions) == (0, 0)
+    assert not (tmp_path / "s.db").exists()

@@ -106,6 +106,7 @@ def sweep(settings: SweepSettings, say: Say = _stderr) -> SweepOutcome:
 
     began = time.monotonic()
     plan = plan_sweep(settings)
+    _check_outputs(settings)
     ray_settings = _check_devices(plan, settings)
     precheck(*(c.options for c in plan.cells))
     states = tuple(_states(plan, settings.template.store))
@@ -120,6 +121,17 @@ def sweep(settings: SweepSettings, say: Say = _stderr) -> SweepOutcome:
     board = _dashboard(plan, settings) if settings.dashboard else None
     wall = time.monotonic() - began
     return dataclasses.replace(outcome, gate=gate, dashboard=board, wall_s=wall)
+
+
+def _check_outputs(settings: SweepSettings) -> None:
+    """A bad policy or dashboard folder is refused now, not after hours of engine time."""
+    from evalpipe.gate.policy import load_policy
+    from evalpipe.report.site import check_out_dir
+
+    if settings.policy is not None:
+        load_policy(settings.policy)
+    if settings.dashboard is not None:
+        check_out_dir(Path(settings.dashboard))
 
 
 def _states(plan: SweepPlan, store_url: str | None) -> list[CellState]:

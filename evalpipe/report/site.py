@@ -57,6 +57,31 @@ def _digest(text: str, volatile: Iterable[str]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def check_out_dir(out: Path, force: bool = False) -> bool:
+    """Refuse an output folder the dashboard may not render into (a file; a folder with files
+    an earlier render did not write, unless ``force``), before any work is done; True when it
+    is not claimed yet (no manifest)."""
+    manifest = out / STATE_DIR / MANIFEST_NAME
+    if out.exists() and not out.is_dir():
+        raise EvalpipeError(
+            f"--out {out} is a file; the dashboard is a folder of pages: give a folder "
+            "that is new, empty, or holds an earlier dashboard"
+        )
+    if manifest.exists():
+        return False
+    try:
+        foreign = out.is_dir() and any(out.iterdir())
+    except OSError as exc:
+        raise EvalpipeError(f"cannot read --out {out}: {exc.strerror}; give another") from exc
+    if foreign and not force:
+        raise EvalpipeError(
+            f"--out {out} is a folder with files the dashboard did not write (there is no "
+            f"{manifest}); give a new or empty folder, or pass --force to render into it "
+            "(its files are kept; those named like the dashboard's pages are overwritten)"
+        )
+    return True
+
+
 class Site:
     """The output folder during one render; :meth:`finish` records it."""
 
@@ -70,24 +95,8 @@ class Site:
 
     def _claim(self, force: bool) -> None:
         """Make sure the folder is the dashboard's (see the module's docstring)."""
-        out, manifest = self.out_dir, self.state_dir / MANIFEST_NAME
-        if out.exists() and not out.is_dir():
-            raise EvalpipeError(
-                f"--out {out} is a file; the dashboard is a folder of pages: give a folder "
-                "that is new, empty, or holds an earlier dashboard"
-            )
-        if manifest.exists():
+        if not check_out_dir(self.out_dir, force):
             return
-        try:
-            foreign = out.is_dir() and any(out.iterdir())
-        except OSError as exc:
-            raise EvalpipeError(f"cannot read --out {out}: {exc.strerror}; give another") from exc
-        if foreign and not force:
-            raise EvalpipeError(
-                f"--out {out} is a folder with files the dashboard did not write (there is no "
-                f"{manifest}); give a new or empty folder, or pass --force to render into it "
-                "(its files are kept; those named like the dashboard's pages are overwritten)"
-            )
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
