@@ -162,6 +162,27 @@ ROWS: list[Row] = [
     row("run: task file deep", f"run {{w}}/task-deep.yaml {RUN}"),
     row("run: bad store", f"run arith --endpoint {NOWHERE} --store postgresql://u@h:x/d"),
     row("run: missing model path", "run arith --model {w}/no-such-model --store {w}/run.db"),
+    row("sweep: plan missing", f"sweep {{w}}/no-plan.yaml {GOOD}"),
+    row("sweep: plan binary", f"sweep {{w}}/binary.yaml {GOOD}"),
+    row("sweep: plan deep", f"sweep {{w}}/deep.yaml {GOOD}"),
+    row("sweep: plan a directory", f"sweep {{w}}/folder {GOOD}"),
+    row("sweep: plan invalid UTF-8", f"sweep {{w}}/invalid-utf8.yaml {GOOD}"),
+    row("sweep: no plan, no flags", f"sweep {GOOD}"),
+    row("sweep: nothing at the endpoint", f"sweep {{w}}/sweep-nowhere.yaml {GOOD}"),
+    row(
+        "sweep: ray unreachable",
+        f"sweep {{w}}/sweep-nowhere.yaml --executor ray --ray-address 127.0.0.1:9 {GOOD}",
+    ),
+    row(
+        "sweep: ray address junk",
+        f"sweep {{w}}/sweep-nowhere.yaml --executor ray --ray-address ::: {GOOD}",
+    ),
+    row(
+        "sweep: too many devices",
+        f"sweep --models {{w}}/folder --tasks arith --layouts tp2 --devices 1 {GOOD}",
+    ),
+    row("sweep: layout junk", f"sweep --models {{w}}/folder --tasks arith --layouts tp0 {GOOD}"),
+    row("sweep: max retries -1", f"sweep {{w}}/sweep-nowhere.yaml --max-retries -1 {GOOD}", 2),
     *(row(f"layout explain: {v!r}", ("layout", "explain", v)) for v in LAYOUTS),
     row("layout explain: missing model", "layout explain tp1 --model {w}/no-such-model"),
     row("model fetch: unknown model", "model fetch no-such-model", code=2),
@@ -287,6 +308,10 @@ def _policies(w: Path) -> None:
     for name, data in files.items():
         (w / f"{name}.yaml").write_bytes(data)
     (w / "task-junk.yaml").write_bytes(b"name: [unclosed\n\x00\xff")
+    (w / "sweep-nowhere.yaml").write_text(
+        f"models: [{{name: m, endpoints: {{tp1: '{NOWHERE}'}}}}]\ntasks: [arith]\n"
+        "layouts: [tp1]\nlimit: 2\n"
+    )
     (w / "task-deep.yaml").write_text("name: " + "[" * 50_000 + "]" * 50_000 + "\n")
 
 

@@ -22,7 +22,7 @@ from evalpipe.options import RunOptions
 
 if TYPE_CHECKING:  # the sweep's modules load when a sweep runs, not with every command
     from evalpipe.gate.decide import GateDecision
-    from evalpipe.sweep.cells import Cell, GroupResult, SweepPlan
+    from evalpipe.sweep.cells import GroupResult, SweepPlan
     from evalpipe.sweep.outcome import PairOutcome, SweepOutcome
     from evalpipe.sweep.rayexec import RaySettings
     from evalpipe.sweep.state import CellState
@@ -135,26 +135,24 @@ def _check_outputs(settings: SweepSettings) -> None:
 
 
 def _states(plan: SweepPlan, store_url: str | None) -> list[CellState]:
-    """Each cell as the store has it, read only (a sweep's first run creates the store)."""
+    """Each cell as the store has it, with the configuration hash that finds its run. Read
+    only: a SQLite store that does not exist yet is not created (every cell is new), and an
+    unreachable store or a plan's endpoint is refused here, before anything starts."""
     from evalpipe.store import open_store
+    from evalpipe.store.connect import resolve
     from evalpipe.sweep.state import cell_states
 
-    try:
-        store = open_store(_store(plan) or store_url, create=False)
-    except EvalpipeError:  # no store yet: every cell is new
-        return [_new_state(c) for c in plan.cells]
+    where = _store(plan) or store_url
+    path = resolve(where).path
+    store = open_store(":memory:" if path is not None and not path.exists() else where)
     with store:
         out: list[CellState] = []
         for group in plan.groups:
-            out.extend(cell_states(store, group))
+            try:
+                out.extend(cell_states(store, group))
+            except EvalpipeError as exc:
+                raise EvalpipeError(f"{group.key}: {exc} (nothing was started)") from exc
         return out
-
-
-def _new_state(cell: Cell) -> CellState:
-    from evalpipe.run.plan import plan as plan_run
-    from evalpipe.sweep.state import CellState
-
-    return CellState(cell, "new", "", len(plan_run(cell.options).prompts))
 
 
 def _check_devices(plan: SweepPlan, settings: SweepSettings) -> RaySettings | None:
