@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, TypeVar
@@ -84,9 +85,15 @@ class FakeOpenAI(JsonServer):
     """``with FakeOpenAI(model="m") as srv: …`` — ``srv.url`` is the base URL."""
 
     def __init__(
-        self, model: str, answer: str = " #### 0", status: int = 200, logprobs_mode: str = "ids"
+        self,
+        model: str,
+        answer: str = " #### 0",
+        status: int = 200,
+        logprobs_mode: str = "ids",
+        delay_s: float = 0.0,
     ) -> None:
         super().__init__(model)
+        self.delay_s = delay_s
         self.answer = answer
         self.status = status
         self.logprobs_mode = logprobs_mode
@@ -96,6 +103,8 @@ class FakeOpenAI(JsonServer):
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         if path != "/v1/completions":
             return 404, {"error": "not found"}
+        if self.delay_s:
+            time.sleep(self.delay_s)
         self.completions += 1
         self.bodies.append(body)
         if self.status != 200:

@@ -136,7 +136,7 @@ def test_a_model_folder_is_named_by_its_last_part_and_must_be_unique(tmp_path: P
         (tmp_path / name / "m").mkdir(parents=True)
     plan = _expand(f"models: [{tmp_path}/a/m/]\ntasks: [arith]\nlayouts: [tp1]\n")
     assert [c.key for c in plan.cells] == ["m/arith/tp1#0"]
-    assert plan.cells[0].options.model == f"{tmp_path}/a/m/"
+    assert plan.cells[0].options.model == str(tmp_path / "a" / "m")  # absolute, for workers
     twice = _refusal(f"models: [{tmp_path}/a/m, {tmp_path}/b/m]\ntasks: [arith]\nlayouts: [tp1]\n")
     assert "plan.yaml:1: model m is listed twice" in twice
 

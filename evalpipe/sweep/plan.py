@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from evalpipe.engine import models as builtin_models
@@ -186,16 +187,27 @@ def _cell_options(
     return dataclasses.replace(
         o,
         task=task.name,
-        model=model.name if endpoint else resolved,
+        model=model.name if endpoint else (_local(resolved) or resolved),
         layout=layout.canonical,
         repeat_index=r,
         engine="endpoint" if endpoint else "serve",
         endpoint=endpoint,
         served_model=model.served_model,
-        model_path=model.path,
+        model_path=_local(model.path),
         engine_args=(*o.engine_args, *model.engine_args),
         params=task.params,
         limit=task.limit if task.limit is not None else o.limit,
-        data=task.data,
+        data=_local(task.data),
+        data_dir=_local(o.data_dir),
         shard_layout=shard,
     )
+
+
+def _local(path: str | None) -> str | None:
+    """A local file or folder as an absolute path: a cell may run in a process (a Ray
+    worker) whose working folder is not this one. Anything else (a hub id, a served name)
+    as it is; neither is part of a run's configuration hash (the fingerprint and data
+    digest are), so a sweep's run still pairs with one made by hand."""
+    if path is None or not Path(path).expanduser().exists():
+        return path
+    return str(Path(path).expanduser().resolve())

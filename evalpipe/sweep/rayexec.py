@@ -10,7 +10,8 @@ the devices allow; the cluster's offer is checked before anything is scheduled.
 A group whose worker or node dies, or whose engine is lost, is retried as a fresh task, at
 most ``max_retries`` times. Nothing else is needed to resume: ``run_group`` reuses the cells
 already finished and the store resumes the interrupted one from its stored samples. Every
-path a worker is given must be absolute (the lead resolves them before calling; checked).
+path a worker is given must be absolute (the caller resolves them; checked before anything
+is scheduled).
 """
 
 from __future__ import annotations
@@ -209,10 +210,9 @@ def _start(sweep: _Sweep, index: int, number: int) -> None:
     # One bundle of all the devices, so that the task holds every one of them and Ray makes
     # exactly those visible to it (CUDA_VISIBLE_DEVICES, ASCEND_RT_VISIBLE_DEVICES): the
     # engine's ranks all start from this task. A bundle never spans nodes; STRICT_PACK says so.
+    # Unnamed: a name must be unique in the namespace, and two groups may share a key.
     pg = sweep.ray.util.placement_group(
-        [{sweep.settings.resource: group.devices}],
-        strategy="STRICT_PACK",
-        name=f"evalpipe {group.key} #{number}",
+        [{sweep.settings.resource: group.devices}], strategy="STRICT_PACK"
     )
     attempt = _Attempt(index, number, pg, pg.ready())
     sweep.active[attempt.ref] = attempt
