@@ -178,3 +178,24 @@ def test_the_layer_table_covers_every_module() -> None:
     for name in MODULES:
         assert any(name == p or name.startswith(p + ".") for p, _ in LAYERS), name
     assert list(itertools.chain(MODULES)), "no modules found"
+
+
+OPTIONAL_EXTRAS = {"ray": {"evalpipe.sweep.rayexec"}}
+"""Optional extras and the only modules that may import them (lazily, inside functions)."""
+
+
+@pytest.mark.parametrize("extra", sorted(OPTIONAL_EXTRAS))
+def test_an_optional_extra_is_imported_only_by_its_module(extra: str) -> None:
+    users = set()
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            if any(n == extra or n.startswith(extra + ".") for n in names):
+                users.add(name)
+    assert users == OPTIONAL_EXTRAS[extra]

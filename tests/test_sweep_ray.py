@@ -343,3 +343,41 @@ def test_real_engine_worker_killed_mid_cell_resumes_on_a_fresh_engine(
     assert sorted(n for _, n, _ in runs_stored.values()) == [4, 8]
     for status, n, items in runs_stored.values():
         assert status == "finished" and items == [str(i) for i in range(n)]
+
+
+def test_the_cli_sweeps_on_the_cluster_with_progress_and_a_summary(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """`evalpipe sweep --executor ray` as a user runs it, in its own driver process: the
+    cluster's devices are checked, the groups run on it, the driver prints each cell's
+    stored samples as they grow (read from the store), pairs are compared at the end."""
+    store = tmp_path / "s.db"
+    with FakeOpenAI(model="m", delay_s=0.1) as tp1, FakeOpenAI(model="m", delay_s=0.1) as tp2:
+        plan = tmp_path / "plan.yaml"
+        plan.write_text(
+            f"models: [{{name: m, endpoints: {{tp1: '{tp1.url}', tp2: '{tp2.url}'}}}}]\n"
+            "tasks: [arith]\nlayouts: [tp2=tp1]\nlimit: 12\nconcurrency: 1\n"
+        )
+        base = [sys.executable, "-m", "evalpipe", "sweep", str(plan), "--store", str(store)]
+        ray_args = ["--executor", "ray", "--ray-address", cluster.address]
+        ray_args += ["--ray-resource", "NPU", "--progress-every", "0.3", "--quiet"]
+        done = subprocess.run(
+            [*base, *ray_args], capture_output=True, text=True, timeout=300, env=os.environ
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "sweep progress: m/arith/tp1#0: " in done.stderr
+        assert "m/arith/tp2#0 vs tp1#0" in done.stdout and "executor ray" in done.stdout
+        assert (tp1.completions, tp2.completions) == (12, 12)
+    assert {s for s, _, _ in stored(str(store)).values()} == {"finished"}
+    # More devices than the cluster has: refused with both numbers before anything starts.
+    (tmp_path / "m").mkdir()
+    flags = ["--models", str(tmp_path / "m"), "--tasks", "arith", "--layouts", "tp8"]
+    refused = subprocess.run(
+        [*base[:4], *flags, "--store", str(tmp_path / "t.db"), *ray_args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1
+    assert "tp8 (model m) needs 8 NPU; the cluster offers 6 in total" in refused.stderr
+    assert not (tmp_path / "t.db").exists()

@@ -40,7 +40,8 @@ class SweepSettings:
     """How to run a sweep. ``plan`` is a YAML file; ``overrides`` are plan keys given as
     flags (``models``, ``tasks``, ``layouts``, ``repeat``, ``limit``, ``engine_args`` …),
     which win over the file's. ``template`` holds what every run shares (store, runs
-    folder, progress). ``devices`` overrides the local executor's device count;
+    folder, progress); ``progress_every_s`` how often the Ray driver reads each cell's stored
+    samples from the store to print them. ``devices`` overrides the local executor's device count;
     ``ray_address`` / ``ray_resource`` choose the Ray cluster and its accelerator name."""
 
     plan: str | None = None
@@ -56,6 +57,7 @@ class SweepSettings:
     policy: str | None = None
     tag: str | None = None
     dashboard: str | None = None
+    progress_every_s: float = 10.0
 
 
 def plan_sweep(settings: SweepSettings) -> SweepPlan:
@@ -82,6 +84,8 @@ def plan_sweep(settings: SweepSettings) -> SweepPlan:
         raise EvalpipeError(f"--executor must be one of {', '.join(EXECUTORS)}")
     if settings.max_retries < 0:
         raise EvalpipeError("--max-retries must be 0 or more")
+    if not settings.progress_every_s > 0:
+        raise EvalpipeError("--progress-every must be a positive number of seconds")
     return expand(data, _absolute(settings.template), source, lines, resolve_model)
 
 
@@ -192,7 +196,7 @@ def _execute(
         return run_local(plan.groups, settings.max_retries, say)
     from evalpipe.sweep import rayexec
 
-    with Monitor(_store(plan), states, say):
+    with Monitor(_store(plan), states, say, settings.progress_every_s):
         return list(rayexec.run_groups(plan.groups, ray_settings, say))
 
 

@@ -69,6 +69,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         policy=args.policy,
         tag=args.tag,
         dashboard=args.dashboard,
+        progress_every_s=args.progress_every,
     )
     outcome = api.sweep(settings)
     if args.json:
@@ -110,6 +111,13 @@ def register(sub: Any) -> None:
         "--ray-resource", default="GPU", help="the accelerator's Ray resource: GPU, NPU, CPU"
     )
     p.add_argument("--max-retries", type=count, default=2, help="retries of a lost group")
+    p.add_argument(
+        "--progress-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="ray: print each cell's stored samples this often (default 10)",
+    )
     p.add_argument("--margin", type=points, default=1.0, help="non-inferiority margin, points")
     p.add_argument("--policy", help="gate policy: decide the release gate at the end")
     p.add_argument("--tag", help="the gate's selection of runs tagged TAG (default: latest)")
