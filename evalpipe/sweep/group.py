@@ -95,6 +95,7 @@ def _cells(
             results.append(
                 CellResult(cell.key, "failed", message=str(exc), wall_s=time.monotonic() - begun)
             )
+            say(f"sweep: {cell.key} failed (the next cell runs; rerun to resume it): {exc}")
             continue
         results.append(_result(cell, run.run_id, state, begun, run.duration_s, run.n_samples))
         say(f"sweep: {cell.key} {results[-1].state} (run {run.run_id})")
