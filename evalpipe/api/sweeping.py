@@ -139,9 +139,10 @@ def _check_outputs(settings: SweepSettings) -> None:
 
 
 def _states(plan: SweepPlan, store_url: str | None) -> list[CellState]:
-    """Each cell as the store has it, with the configuration hash that finds its run. Read
-    only: a SQLite store that does not exist yet is not created (every cell is new), and an
-    unreachable store or a plan's endpoint is refused here, before anything starts."""
+    """Each cell as the store has it, with the configuration hash that finds its run. Nothing
+    is written (but an older store's schema migration, as any command's): a SQLite store that
+    does not exist yet is not created (every cell is new), and an unreachable store or a
+    plan's endpoint is refused here, before anything starts."""
     from evalpipe.store import open_store
     from evalpipe.store.connect import resolve
     from evalpipe.sweep.state import cell_states
