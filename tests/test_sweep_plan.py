@@ -144,3 +144,12 @@ def test_a_model_folder_is_named_by_its_last_part_and_must_be_unique(tmp_path: P
 def test_a_model_path_that_does_not_exist_is_refused(tmp_path: Path) -> None:
     message = _refusal(f"models: [{tmp_path}/none]\ntasks: [arith]\nlayouts: [tp1]\n")
     assert "plan.yaml:1:" in message and "does not exist" in message
+
+
+def test_a_path_or_name_that_is_not_text_is_refused_with_its_line() -> None:
+    message = _refusal(
+        "models:\n  - {name: smollm2, path: 5}\ntasks:\n  - {task: arith, data: [1]}\n"
+        "layouts: [tp1]\n"
+    )
+    assert "plan.yaml:2: model path is text, not 5" in message
+    assert "plan.yaml:4: task data is text, not [1]" in message

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -39,6 +39,8 @@ TOP_KEYS = {
 }
 MODEL_KEYS = ("name", "path", "served_model", "endpoints", "engine_args")
 TASK_KEYS = ("task", "params", "limit", "data")
+TEXT_KEYS = ("path", "served_model", "data")
+"""Optional entry fields that are text (a path, a served name): anything else is refused."""
 
 
 @dataclass(frozen=True)
@@ -153,21 +155,34 @@ def yaml_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def model_entries(value: Any, problems: Problems) -> list[ModelEntry]:
+def _entries(
+    value: Any, problems: Problems, section: str, name: str, keys: tuple[str, ...]
+) -> Iterator[tuple[tuple[str | int, ...], dict[str, Any]]]:
+    """The entries of the list ``section`` as mappings with a string ``name`` key (a bare
+    string is that name) and each with its path; what is not is added to ``problems``, as
+    unknown keys and an optional field given as anything but text are."""
     if not isinstance(value, list):
-        problems.add("models is a list", "models")
-        return []
-    out: list[ModelEntry] = []
+        problems.add(f"{section} is a list", section)
+        return
+    kind = section.removesuffix("s")
     for i, entry in enumerate(value):
-        where = ("models", i)
+        where: tuple[str | int, ...] = (section, i)
         if isinstance(entry, str):
-            entry = {"name": entry}
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            problems.add("a model is a name, or a mapping with name", *where)
+            entry = {name: entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get(name), str):
+            problems.add(f"a {kind} is a name, or a mapping with {name}", *where)
             continue
-        for key in entry:
-            if key not in MODEL_KEYS:
-                problems.add(f"unknown model key {key!r} (known: {', '.join(MODEL_KEYS)})", *where)
+        for key, field in entry.items():
+            if key not in keys:
+                problems.add(f"unknown {kind} key {key!r} (known: {', '.join(keys)})", *where)
+            elif key in TEXT_KEYS and not isinstance(field, str):
+                problems.add(f"{kind} {key} is text, not {field!r}", *where, key)
+        yield where, {k: v for k, v in entry.items() if k not in TEXT_KEYS or isinstance(v, str)}
+
+
+def model_entries(value: Any, problems: Problems) -> list[ModelEntry]:
+    out: list[ModelEntry] = []
+    for where, entry in _entries(value, problems, "models", "name", MODEL_KEYS):
         endpoints = entry.get("endpoints", {})
         if not isinstance(endpoints, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in endpoints.items()
@@ -197,20 +212,8 @@ def _canonical(text: str, problems: Problems, *path: str | int) -> str:
 
 
 def task_entries(value: Any, problems: Problems) -> list[TaskEntry]:
-    if not isinstance(value, list):
-        problems.add("tasks is a list", "tasks")
-        return []
     out: list[TaskEntry] = []
-    for i, entry in enumerate(value):
-        where = ("tasks", i)
-        if isinstance(entry, str):
-            entry = {"task": entry}
-        if not isinstance(entry, dict) or not isinstance(entry.get("task"), str):
-            problems.add("a task is a name, or a mapping with task", *where)
-            continue
-        for key in entry:
-            if key not in TASK_KEYS:
-                problems.add(f"unknown task key {key!r} (known: {', '.join(TASK_KEYS)})", *where)
+    for where, entry in _entries(value, problems, "tasks", "task", TASK_KEYS):
         params = entry.get("params", {})
         if not isinstance(params, dict):
             problems.add("params is {name: value}", *where, "params")
