@@ -13,7 +13,6 @@ from evalpipe.errors import EvalpipeError
 from evalpipe.sweep.cells import Group
 from evalpipe.sweep.devices import (
     Node,
-    check_store_hosts,
     cluster_refusals,
     hosts_for,
     local_devices,
@@ -116,9 +115,10 @@ def test_a_sqlite_store_is_refused_when_the_groups_may_run_on_several_hosts() ->
     assert store_refusal("postgresql://ci@db/evalpipe", [big, small], TWO_HOSTS) is None
     one_host = [Node("10.0.0.1", 4, "a"), Node("10.0.0.1", 4, "b")]
     assert store_refusal("/data/s.db", [small], one_host) is None
-    with pytest.raises(EvalpipeError, match="postgresql://"):
-        check_store_hosts("/data/s.db", TWO_HOSTS, [small])
-    check_store_hosts("/data/s.db", one_host, [small])
+    two = store_refusal("/data/s.db", [small], TWO_HOSTS)
+    assert two is not None and "postgresql://" in two
+    # The default store ($EVALPIPE_STORE, else ./evalpipe.db) is SQLite, as the store reads it.
+    assert store_refusal(None, [small], TWO_HOSTS) is not None
 
 
 def test_a_worker_needs_absolute_paths() -> None:

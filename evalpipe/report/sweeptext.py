@@ -78,7 +78,7 @@ def _group_line(r: GroupResult, o: SweepOutcome) -> str:
 
 
 def _failures(o: SweepOutcome) -> list[str]:
-    bad = [c for r in o.results for c in r.cells if c.state in ("failed", "not run")]
+    bad = o.unfinished
     lines = [f"  ✗ {safe(c.key)} {c.state}: {_first_line(c.message)}" for c in bad[:MAX_LINES]]
     if len(bad) > MAX_LINES:
         lines.append(f"  … and {len(bad) - MAX_LINES} more")

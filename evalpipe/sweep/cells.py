@@ -77,15 +77,13 @@ class SweepPlan:
         return tuple(c for g in self.groups for c in g.cells)
 
 
-CELL_STATES = ("finished", "reused", "failed", "not run")
-"""How a cell ended: ``reused`` a finished run already in the store (nothing generated),
-``not run`` its group never got an engine (retries exhausted, or the sweep stopped)."""
-
-
 @dataclass(frozen=True)
 class CellResult:
-    """One cell's outcome. ``generation_s`` is the engine time of its requests (the run's
-    ``duration_s``); ``wall_s`` the whole cell, planning and storing included."""
+    """One cell's outcome. ``state``: ``finished``, ``reused`` (a finished run already in
+    the store, nothing generated), ``failed``, or ``not run`` (its group never got an engine:
+    retries exhausted, or the sweep stopped). ``generation_s`` is the engine time of its
+    requests (the run's ``duration_s``); ``wall_s`` the whole cell, planning and storing
+    included."""
 
     key: str
     state: str

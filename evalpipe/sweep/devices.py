@@ -20,6 +20,7 @@ from pathlib import Path
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import current_platform
+from evalpipe.store.connect import resolve
 from evalpipe.sweep.cells import Group
 
 DEVICE_NAMES = {"cpu": "CPU cores", "cuda": "GPU", "ascend": "NPU"}
@@ -90,9 +91,8 @@ def raise_refusals(refusals: Sequence[str]) -> None:
 
 def is_sqlite(store: str | None) -> bool:
     """Whether a ``--store`` value names an SQLite file (a path, ``sqlite://…``, or None:
-    ``$EVALPIPE_STORE``, else ``./evalpipe.db``)."""
-    raw = store or os.environ.get("EVALPIPE_STORE") or "./evalpipe.db"
-    return "://" not in raw or raw.lower().startswith("sqlite")
+    ``$EVALPIPE_STORE``, else ``./evalpipe.db``), as the store itself reads it."""
+    return resolve(store).url.get_backend_name() == "sqlite"
 
 
 def hosts_for(groups: Sequence[Group], nodes: Sequence[Node]) -> set[str]:
@@ -124,13 +124,6 @@ def store_refusal(store: str | None, groups: Sequence[Group], nodes: Sequence[No
         "every node reaches, --store postgresql://USER@HOST/DB (move runs you already have "
         "with `evalpipe store copy FILE.db postgresql://USER@HOST/DB`)"
     )
-
-
-def check_store_hosts(store: str | None, nodes: Sequence[Node], groups: Sequence[Group]) -> None:
-    """:func:`store_refusal` as an :class:`EvalpipeError`."""
-    refusal = store_refusal(store, groups, nodes)
-    if refusal is not None:
-        raise EvalpipeError(refusal)
 
 
 def relative_paths(groups: Sequence[Group]) -> list[str]:

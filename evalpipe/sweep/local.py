@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from evalpipe.sweep.cells import CellResult, Group, GroupResult
+from evalpipe.sweep.cells import Group, GroupResult
 from evalpipe.sweep.group import run_group
 
 Say = Callable[[str], None]
@@ -49,8 +49,3 @@ def settled(result: GroupResult, attempts: int, max_retries: int) -> GroupResult
         for c in result.cells
     )
     return dataclasses.replace(result, cells=cells, attempts=attempts)
-
-
-def failed_cells(results: Sequence[GroupResult]) -> list[CellResult]:
-    """Cells that did not end with a finished (or reused) run."""
-    return [c for r in results for c in r.cells if c.state not in ("finished", "reused")]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from evalpipe.compare.core import Comparison
 from evalpipe.gate.decide import GateDecision
-from evalpipe.sweep.cells import GroupResult, Pair, SweepPlan
+from evalpipe.sweep.cells import CellResult, GroupResult, Pair, SweepPlan
 from evalpipe.sweep.state import CellState
 
 
@@ -37,10 +37,14 @@ class SweepOutcome:
     dry_run: bool = False
 
     @property
+    def unfinished(self) -> list[CellResult]:
+        """Cells that did not end with a finished (or reused) run."""
+        return [c for r in self.results for c in r.cells if c.state not in ("finished", "reused")]
+
+    @property
     def exit_code(self) -> int:
         if self.dry_run:
             return 0
-        bad = [c for r in self.results for c in r.cells if c.state not in ("finished", "reused")]
-        if bad:
+        if self.unfinished:
             return 1
         return self.gate.exit_code if self.gate is not None else 0
