@@ -44,17 +44,6 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> 
     )
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, shared_data: Path) -> dict[str, str]:
-    return {
-        "EVALPIPE_STORE": str(tmp_path / "store.db"),
-        "EVALPIPE_RUNS_DIR": str(tmp_path / "runs"),
-        "EVALPIPE_DATA_DIR": str(shared_data),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
-
-
 def db_rows(env: dict[str, str], sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with sqlite3.connect(env["EVALPIPE_STORE"]) as con:
         return con.execute(sql, params).fetchall()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from engine_servers import Served
-from test_engine_e2e import cli, db_rows, workdir  # noqa: F401  (workdir is a fixture)
+from test_engine_e2e import cli, db_rows
 
 pytestmark = pytest.mark.engine
 
@@ -27,7 +27,7 @@ GRID = ("--param", "period=128", "--param", "multiples=[1, 2]")
 def test_passkey_tp2_against_tp1_at_exact_lengths(
     gemma_tp1: Served,
     gemma_tp2: Served,
-    workdir: dict[str, str],  # noqa: F811
+    workdir: dict[str, str],
 ) -> None:
     # Each layout runs on its own server, so the baseline goes first, on the tp1 server, with
     # the items --with-baseline would give it (its shard layout is the run's, tp2); the tp2
@@ -92,7 +92,7 @@ def test_passkey_tp2_against_tp1_at_exact_lengths(
 
 def test_needle_multi_is_scored_per_needle(
     gemma_tp1: Served,
-    workdir: dict[str, str],  # noqa: F811
+    workdir: dict[str, str],
 ) -> None:
     proc = cli(
         "run", "needle-multi", *gemma_tp1.run_args(),

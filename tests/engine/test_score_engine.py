@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,17 +41,6 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def ok_json(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, shared_data: Path) -> dict[str, str]:
-    return {
-        "EVALPIPE_STORE": str(tmp_path / "store.db"),
-        "EVALPIPE_RUNS_DIR": str(tmp_path / "runs"),
-        "EVALPIPE_DATA_DIR": str(shared_data),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
 
 
 def test_forced_scores_of_a_runs_own_tokens_match_its_decode(

@@ -32,15 +32,9 @@ def _sweep(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.timeout(1500)
 def test_one_engine_start_serves_every_task_and_a_rerun_starts_none(
-    smollm2: str, shared_data: Path, tmp_path: Path
+    smollm2: str, shared_data: Path, workdir: dict[str, str]
 ) -> None:
-    env = {
-        "EVALPIPE_STORE": str(tmp_path / "store.db"),
-        "EVALPIPE_RUNS_DIR": str(tmp_path / "runs"),
-        "EVALPIPE_DATA_DIR": str(shared_data),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
+    env = workdir
     args = ["--models", smollm2, "--tasks", "arith,gsm8k", "--layouts", "tp1"]
     args += ["--limit", "4", "--concurrency", "4", "--quiet", "--json"]
     first = _sweep(env, *args)
