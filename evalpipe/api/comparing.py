@@ -11,6 +11,7 @@ from evalpipe.errors import EvalpipeError
 
 if TYPE_CHECKING:
     from evalpipe.compare.core import Comparison
+    from evalpipe.compare.tokens.verdict import TokenMargin
 
 
 def compare(
@@ -23,17 +24,28 @@ def compare(
     min_n: int = 100,
     force: bool = False,
     shard_period: int | None = None,
+    token_margin: str | float | None = None,
+    token_reference: str | None = None,
 ) -> list[Comparison]:
     """Compare each run with its baseline (``baseline`` run id, or the automatic one on
     ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given.
-    ``shard_period`` overrides the layout's shard period for the boundary breakdown."""
+    ``shard_period`` overrides the layout's shard period for the boundary breakdown.
+    ``token_margin`` is the token tolerance τ (a number, ``decode=X,forced=Y`` or ``Nx``, see
+    :func:`evalpipe.compare.tokens.verdict.margin_from`); with ``Nx``, ``token_reference``
+    names the reference pair, ``RUN`` or ``RUN:BASELINE``."""
     from evalpipe.compare.core import adjust
     from evalpipe.compare.pairing import find_baseline
     from evalpipe.compare.runs import compare_runs
     from evalpipe.store import open_store
 
     _check_thresholds(margin, alpha, min_n)
+    tokens_margin = _token_margin(token_margin, token_reference)
     with open_store(store) as s:
+        reference = None
+        if token_reference:
+            ref_id, _, ref_base = token_reference.partition(":")
+            ref = s.get_run(ref_id)
+            reference = (ref, s.get_run(ref_base) if ref_base else find_baseline(s, ref))
         results = []
         for rid in run_ids:
             r = s.get_run(rid)
@@ -58,9 +70,37 @@ def compare(
                     min_n=min_n,
                     force=force,
                     shard_period=shard_period,
+                    token_margin=tokens_margin,
+                    token_reference=reference,
                 )
             )
         return adjust(results)
+
+
+def _token_margin(value: str | float | None, reference: str | None) -> TokenMargin | None:
+    """The token margin of ``--token-margin`` / ``--token-reference``, refused (exit 2) when it
+    is no positive τ, or a relative one without its reference pair (or the reverse)."""
+    from evalpipe.compare.tokens.verdict import margin_from
+
+    if value is None:
+        if reference:
+            raise EvalpipeError(
+                "--token-reference is read only with a relative --token-margin, e.g. "
+                "--token-margin 3x",
+                exit_code=2,
+            )
+        return None
+    try:
+        margin = margin_from(value)
+    except ValueError as exc:
+        raise EvalpipeError(f"--token-margin: {exc}", exit_code=2) from exc
+    if (margin.factor is not None) != bool(reference):
+        raise EvalpipeError(
+            "--token-margin Nx (a factor of a reference pair's upper bound) and "
+            "--token-reference RUN[:BASELINE] go together",
+            exit_code=2,
+        )
+    return margin
 
 
 def _check_thresholds(margin: float, alpha: float, min_n: int) -> None:

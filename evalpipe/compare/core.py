@@ -20,6 +20,7 @@ from typing import Literal
 from evalpipe.compare import breakdown, stats
 from evalpipe.compare.power import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_MIN_N
 from evalpipe.compare.tokens.types import TokenComparison
+from evalpipe.compare.tokens.verdict import holm_paths
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import MIN_PERIOD
 from evalpipe.records import Run, Sample
@@ -271,6 +272,11 @@ def noise_floor(repeats: Sequence[Mapping[str, Answer]]) -> Noise:
 
 
 def adjust(comparisons: Sequence[Comparison]) -> list[Comparison]:
-    """Holm-adjust the verdicts of comparisons reported together."""
+    """Holm-adjust the verdicts of comparisons reported together: the accuracy verdicts, and
+    the token verdicts over every path of every comparison."""
     adjusted = stats.holm_adjust([c.result for c in comparisons])
-    return [replace(c, result=r) for c, r in zip(comparisons, adjusted, strict=True)]
+    tokens = holm_paths([c.tokens for c in comparisons])
+    return [
+        replace(c, result=r, tokens=t)
+        for c, r, t in zip(comparisons, adjusted, tokens, strict=True)
+    ]
