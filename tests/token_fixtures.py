@@ -4,8 +4,11 @@ the renderers and the gate, which only read the typed records."""
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from builders import run_config
 
 from evalpipe.compare.core import Answer, Comparison, compare_answers
@@ -23,6 +26,41 @@ from evalpipe.compare.tokens.types import (
     Tolerance,
 )
 from evalpipe.records import Run
+from evalpipe.traces import StoredTrace, trace_of
+
+BASE_P = (0.5, 0.3, 0.15)
+"""The baseline's top-3 probabilities at every position of :func:`kl_pair` (the rest 0.05)."""
+
+
+def _shift_for(kl: np.ndarray) -> np.ndarray:
+    """The mass s moved from token 0 to token 1 that makes KL(base ‖ run) equal ``kl``."""
+    p0, p1 = BASE_P[:2]
+    low, high = np.zeros_like(kl), np.full_like(kl, p0 - 1e-6)
+    for _ in range(80):
+        mid = (low + high) / 2
+        f = p0 * np.log(p0 / (p0 - mid)) + p1 * np.log(p1 / (p1 + mid))
+        low, high = np.where(f < kl, mid, low), np.where(f < kl, high, mid)
+    return (low + high) / 2
+
+
+def kl_pair(kl: Sequence[float], item: str, start: int = 0) -> tuple[StoredTrace, StoredTrace]:
+    """A (baseline, run) pair of forced traces whose per-position KL is ``kl`` (up to ~1.6
+    nats; exact up to float32 logprobs): the run moves mass from token 0 to token 1."""
+    s = _shift_for(np.asarray(kl, dtype=np.float64))
+    n = s.size
+    p0, p1, p2 = BASE_P
+
+    def one(q0: np.ndarray, q1: np.ndarray) -> Any:
+        tops = [
+            [(0, math.log(a)), (1, math.log(b)), (2, math.log(p2))]
+            for a, b in zip(q0, q1, strict=True)
+        ]
+        return trace_of([0] * n, [math.log(a) for a in q0], tops, 3)
+
+    base = one(np.full(n, p0), np.full(n, p1))
+    run = one(p0 - s, p1 + s)
+    return StoredTrace("b", item, "b", start, base), StoredTrace("r", item, "b", start, run)
+
 
 KL = MetricSummary(
     mean=1.234e-4,

@@ -127,8 +127,8 @@ def test_the_pair_page_shows_the_token_section_with_its_figures(
         "τ from position 340, against τ = 2.00e-05 per item; p = 0.0004 (Bonferroni over 98 "
         "items)",
         "positions within ±1 tokens of a multiple of 128 (3.0% of the positions of 110 items) "
-        "carry 9.0% of the KL (×3.00); p = 0.003, one-sided, best of windows 0, 1, 2, 4, 8, 16 "
-        "against 999 random boundary phases",
+        "carry 9.0% of the KL (×3.00); p = 0.003, one-sided, Bonferroni over windows 0, 1, 2, "
+        "4, 8, 16, each against 999 random boundary placements",
         f"forced path not compared: {FORCED_REASON}",
         "KL over the floor exceeds τ",
         "mean [95% CI]",

@@ -163,8 +163,9 @@ def test_token_section_shows_verdicts_figures_localisation_and_unavailable_paths
     assert any(x.split()[:3] == ["near", "0-15", "110"] for x in section)
     assert (
         "    boundary test: positions within ±1 tokens of a multiple of 128 (3.0% of the "
-        "positions of 110 items) carry 9.0% of the KL (×3.00); p = 0.003, one-sided, best "
-        "of windows 0, 1, 2, 4, 8, 16 against 999 random boundary phases"
+        "positions of 110 items) carry 9.0% of the KL (×3.00); p = 0.003, one-sided, "
+        "Bonferroni over windows 0, 1, 2, 4, 8, 16, each against 999 random boundary "
+        "placements"
     ) in section
     assert "3 positions imputed a baseline top-5 token" in text
     assert "    verdict: ✗ TOKEN-DRIFT — KL over the floor 7.84e-05 [5.00e-05, +∞] (95%)" in text

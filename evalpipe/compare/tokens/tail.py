@@ -38,7 +38,8 @@ def typical(values: FloatArray) -> float:
     """The geometric-mean KL of ``values`` (``exp(mean log(kl + EPS)) − EPS``); 0 for none."""
     if values.size == 0:
         return 0.0
-    return max(float(np.exp(np.mean(np.log(values + EPS)))) - EPS, 0.0)
+    # exp(mean log(x + EPS)) − EPS, written so that all-zero KL gives exactly 0
+    return EPS * float(np.expm1(np.mean(np.log1p(values / EPS))))
 
 
 def _blocks(v: FloatArray) -> FloatArray:

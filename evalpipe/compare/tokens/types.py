@@ -96,10 +96,10 @@ class BoundaryTest:
     ``near_share`` is the share of compared positions near a boundary, ``kl_share`` the share
     of the KL mass there (each item's mass normalised to its positions, so heavy items do not
     dominate), ``ratio`` their quotient. ``p_value`` is one-sided, from ``draws`` random
-    re-placements of every item's boundaries (a uniform phase per item) with the largest
-    standardised contrast over ``windows`` as the statistic, so trying several windows costs
-    nothing in validity; ``window`` is where the contrast is largest. No test (``p_value``
-    None): ``reason`` says why (period too short, no position near a boundary)."""
+    re-placements of every item's boundaries (a random phase among those that bring as many of
+    its positions within the window of a boundary), Bonferroni over ``windows``; ``window`` is
+    the one with the smallest p. No test (``p_value`` None): ``reason`` says why (period too
+    short, no position near a boundary, no KL)."""
 
     period: int
     windows: tuple[int, ...]

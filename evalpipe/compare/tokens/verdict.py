@@ -190,7 +190,7 @@ def _rule(p: PathComparison) -> tuple[TokenVerdict, str]:
         f"KL {'over the floor ' if d.floor else ''}{nats(e.estimate)} "
         f"[{nats(e.ci_low)}, {nats(e.ci_high)}] ({e.level:.0%}) on {e.n_items} items"
     )
-    if d.p_drift_adjusted < half:
+    if d.floor and d.p_drift_adjusted < half:
         return "token-drift", _drift_reason(p, d, figures, tau) + holm_note
     if d.p_ok_adjusted < half:
         if e.n_items < d.min_items:
@@ -205,6 +205,10 @@ def _rule(p: PathComparison) -> tuple[TokenVerdict, str]:
             )
         seen = power(e.n_items, d.tolerance.tau, e.spread, d.alpha / d.comparisons)
         return "ok", f"{figures} is below {tau}; {seen:.0%} power to see τ{holm_note}"
+    if math.isinf(e.ci_high):
+        return "inconclusive", (
+            f"{figures}: its upper bound is unbounded (the KL sits on too few items to bound it)"
+        )
     if not d.floor and d.p_mean_drift * d.comparisons < half:
         return "inconclusive", (
             f"{figures} is above {tau}, but the noise floor is unknown: run the baseline with "

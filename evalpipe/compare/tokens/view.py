@@ -79,8 +79,8 @@ def boundary_sentence(b: BoundaryTest) -> str:
     return (
         f"positions within ±{b.window} tokens of a multiple of {b.period} "
         f"({b.near_share:.1%} of the positions of {b.n_items} items) carry {b.kl_share:.1%} "
-        f"of the KL (×{b.ratio:.2f}); p = {b.p_value:.3g}, one-sided, best of windows "
-        f"{windows} against {b.draws} random boundary phases"
+        f"of the KL (×{b.ratio:.2f}); p = {b.p_value:.3g}, one-sided, Bonferroni over windows "
+        f"{windows}, each against {b.draws} random boundary placements"
     )
 
 
