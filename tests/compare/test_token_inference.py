@@ -1,4 +1,4 @@
-"""evalpipe.compare.tokens.inference: the reciprocal-scale jackknife interval, MOVER for an
+"""evalpipe.compare.tokens.inference: the item-jackknife interval of a per-token mean, MOVER for an
 excess, the p-values where bounds cross τ, and exact power, against hand computation and
 scipy (noncentral t), with a simulation where a closed form would only restate the code."""
 
@@ -31,24 +31,28 @@ def _arrays(sums: list[float], counts: list[float]) -> tuple[np.ndarray, np.ndar
 def test_degenerate_inputs_have_honest_intervals() -> None:
     assert bounds(ratio(*_arrays([], []))).interval(0.95) == (0.0, 0.0)  # nothing to bound
     assert bounds(ratio(*_arrays([0, 0, 0], [3, 4, 5]))).interval(0.95) == (0.0, 0.0)
-    # one item, or one item carrying all the mass: no spread can be estimated
+    # one item: no spread; one item carrying all the mass: no upper limit
     assert bounds(ratio(*_arrays([2.0], [10]))).interval(0.95) == (0.0, math.inf)
     alone = ratio(*_arrays([2.0, 0, 0, 0], [10, 10, 10, 10]))
-    assert alone.mean == 0.05 and bounds(alone).interval(0.95) == (0.0, math.inf)
+    low, high = bounds(alone).interval(0.95)
+    assert alone.mean == 0.05 and low < 0 and high == math.inf  # 0 is not excluded either
     # items without positions do not count
     assert ratio(*_arrays([1.0, 0.0, 2.0], [10, 0, 10])).n == 2
 
 
 def test_the_interval_is_asymmetric_above_zero_and_widens_with_the_level() -> None:
     rng = np.random.default_rng(0)
-    counts = rng.integers(20, 200, 15).astype(np.float64)
-    sums = counts * rng.lognormal(-7, 1.0, 15)
+    counts = rng.integers(20, 200, 30).astype(np.float64)
+    sums = counts * rng.lognormal(-7, 0.7, 30)
     b = bounds(ratio(sums, counts))
     low95, high95 = b.interval(0.95)
     low90, high90 = b.interval(0.90)
     mean = sums.sum() / counts.sum()
-    assert 0 < low95 < low90 < mean < high90 < high95
+    assert low95 < low90 < mean < high90 < high95
     assert high95 - mean > mean - low95  # right-skewed, as the estimator is
+    loo = (sums.sum() - sums) / (counts.sum() - counts)
+    se = math.sqrt(29 / 30 * np.sum((loo - loo.mean()) ** 2))
+    assert low95 == pytest.approx(mean - sps.t.ppf(0.975, 29) * se)  # raw scale below
     # the bound family is monotone in t and passes through the mean at 0
     ts = np.linspace(-4, 4, 81)
     values = [b.at(float(t)) for t in ts]

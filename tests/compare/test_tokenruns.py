@@ -3,6 +3,7 @@ not compared (the side that lacks it, different models)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,3 +165,49 @@ def test_a_reference_pair_of_another_model_or_task_is_refused_by_name(store: Sto
         store, run, base, token_margin=margin, token_reference="no tp2 run to refer to"
     )
     assert missing.tokens is None  # no traces at all: nothing to decide
+
+
+def test_token_margin_flags_of_compare(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evalpipe.cli import main
+
+    base, repeat = _run(store, "base", "tp1"), _run(store, "rep", "tp1", repeat_index=1)
+    run, ref = _run(store, "cp", "dcp2"), _run(store, "tp2", "tp2")
+    for r, shift in ((base, 0.0), (repeat, 0.0), (run, 0.02), (ref, 0.01)):
+        _items(store, r, shift)
+    where = ["--store", str(tmp_path / "s.db")]
+    for bad, why in (
+        (["--token-margin", "-1"], "--token-margin: τ must be a positive finite number"),
+        (["--token-margin", "nan"], "--token-margin: τ must be a positive finite number"),
+        (["--token-margin", "fast"], "--token-margin: τ must be a number in nats/token"),
+        (["--token-margin", "3x"], "--token-reference RUN[:BASELINE] go together"),
+        (["--token-reference", "tp2"], "--token-reference is read only with a relative"),
+    ):
+        assert main(["compare", "cp", "--baseline", "base", *bad, *where]) == 2
+        assert why in capsys.readouterr().err
+    code = main(
+        [
+            "compare",
+            "cp",
+            "--baseline",
+            "base",
+            "--token-margin",
+            "3x",
+            "--token-reference",
+            "tp2:base",
+            "--json",
+            *where,
+        ]
+    )
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    tolerance = data["tokens"]["paths"]["decode"]["decision"]["tolerance"]
+    assert (
+        tolerance["source"].startswith("3 × ")
+        and "tp2 run tp2 vs tp1 run base" in (tolerance["source"])
+    )
+    assert (
+        main(["compare", "cp", "--baseline", "base", "--token-margin", "decode=0.5", *where]) == 0
+    )
+    assert "τ = 5.00e-01 (given)" in capsys.readouterr().out

@@ -111,15 +111,19 @@ def test_identical_traces_give_zeros_and_ok_against_a_zero_floor() -> None:
 # --- summaries, intervals and tests -----------------------------------------------------------
 
 
-def _reciprocal_interval(sums: np.ndarray, counts: np.ndarray, level: float) -> tuple[float, float]:
-    """The reciprocal-scale item-jackknife t interval, written out once more by hand."""
+def _jackknife_interval(sums: np.ndarray, counts: np.ndarray, level: float) -> tuple[float, float]:
+    """The item-jackknife t interval, lower limit on the raw scale and upper on the R^-1.5
+    scale, written out once more by hand."""
     g = sums.size
     r = sums.sum() / counts.sum()
-    inv = [(counts.sum() - counts[i]) / (sums.sum() - sums[i]) for i in range(g)]
-    se = math.sqrt((g - 1) / g * sum((x - sum(inv) / g) ** 2 for x in inv))
+    loo = [(sums.sum() - sums[i]) / (counts.sum() - counts[i]) for i in range(g)]
+
+    def se(xs: list[float]) -> float:
+        return math.sqrt((g - 1) / g * sum((x - sum(xs) / g) ** 2 for x in xs))
+
     t = sps.t.ppf(0.5 + level / 2, g - 1)
-    upper = 1 / r - t * se
-    return 1 / (1 / r + t * se), (1 / upper if upper > 0 else math.inf)
+    upper = r**-1.5 - t * se([x**-1.5 for x in loo])
+    return r - t * se(loo), (upper ** (-2 / 3) if upper > 0 else math.inf)
 
 
 def test_metric_summary_of_abs_dlogprob_by_hand() -> None:
@@ -141,7 +145,7 @@ def test_metric_summary_of_abs_dlogprob_by_hand() -> None:
     sums = np.asarray([d.sum() for d in deltas])
     counts = np.asarray([d.size for d in deltas], float)
     assert s.mean == pytest.approx(flat.mean()) and s.level == 0.95
-    assert (s.ci_low, s.ci_high) == pytest.approx(_reciprocal_interval(sums, counts, 0.95))
+    assert (s.ci_low, s.ci_high) == pytest.approx(_jackknife_interval(sums, counts, 0.95))
     assert (s.ci_low, s.ci_high) == pytest.approx(bounds(ratio(sums, counts)).interval(0.95))
     assert s.ci_low < s.mean < s.ci_high and s.ci_high - s.mean > s.mean - s.ci_low
     # p99 needs 5 positions beyond it (500 here or more); p99.9 needs 5 000.

@@ -174,8 +174,28 @@ def compare_path(
     default; a text: why there is none), ``bands`` fixed band edges (None: a trend
     resolution, :func:`evalpipe.compare.tokens.loc.band_edges`). Decided alone: Holm over
     several paths is :func:`evalpipe.compare.tokens.verdict.holm_paths`."""
-    pos = collect(path, pairs)
-    floor_pos = collect(path, floor) if floor is not None else None
+    return compare_positions(
+        path,
+        collect(path, pairs),
+        None if floor is None else collect(path, floor),
+        period=period,
+        alpha=alpha,
+        tolerance=tolerance,
+        bands=bands,
+    )
+
+
+def compare_positions(
+    path: Path,
+    pos: Positions,
+    floor_pos: Positions | None,
+    *,
+    period: int | None = None,
+    alpha: float = 0.05,
+    tolerance: Tolerance | str | None = None,
+    bands: Sequence[int] | None = None,
+) -> PathComparison:
+    """:func:`compare_path` on positions already collected (what a simulation builds)."""
     kl, prefix = pos.values["kl"], ~pos.divergent
     tol = Tolerance(DEFAULT_TOKEN_MARGIN, "default") if tolerance is None else tolerance
     result = PathComparison(
