@@ -43,9 +43,16 @@ def _shift_for(kl: np.ndarray) -> np.ndarray:
     return (low + high) / 2
 
 
-def kl_pair(kl: Sequence[float], item: str, start: int = 0) -> tuple[StoredTrace, StoredTrace]:
-    """A (baseline, run) pair of forced traces whose per-position KL is ``kl`` (up to ~1.6
-    nats; exact up to float32 logprobs): the run moves mass from token 0 to token 1."""
+def kl_pair(
+    kl: Sequence[float],
+    item: str,
+    start: int = 0,
+    runs: tuple[str, str] = ("b", "r"),
+    source: str = "b",
+) -> tuple[StoredTrace, StoredTrace]:
+    """A (baseline, run) pair of traces (run ids ``runs``, trace ``source``) whose per-position
+    KL is ``kl`` (up to ~1.6 nats; exact up to float32 logprobs): the run moves mass from token
+    0 to token 1, the token ids stay the same."""
     s = _shift_for(np.asarray(kl, dtype=np.float64))
     n = s.size
     p0, p1, p2 = BASE_P
@@ -59,7 +66,10 @@ def kl_pair(kl: Sequence[float], item: str, start: int = 0) -> tuple[StoredTrace
 
     base = one(np.full(n, p0), np.full(n, p1))
     run = one(p0 - s, p1 + s)
-    return StoredTrace("b", item, "b", start, base), StoredTrace("r", item, "b", start, run)
+    return (
+        StoredTrace(runs[0], item, source, start, base),
+        StoredTrace(runs[1], item, source, start, run),
+    )
 
 
 KL = MetricSummary(
