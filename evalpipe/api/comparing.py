@@ -11,6 +11,8 @@ from evalpipe.errors import EvalpipeError
 
 if TYPE_CHECKING:
     from evalpipe.compare.core import Comparison
+    from evalpipe.records import Run
+    from evalpipe.store import Store
 
 
 def compare(
@@ -28,7 +30,6 @@ def compare(
     ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given.
     ``shard_period`` overrides the layout's shard period for the boundary breakdown."""
     from evalpipe.compare.core import adjust
-    from evalpipe.compare.pairing import find_baseline
     from evalpipe.compare.runs import compare_runs
     from evalpipe.store import open_store
 
@@ -36,18 +37,7 @@ def compare(
     with open_store(store) as s:
         results = []
         for rid in run_ids:
-            r = s.get_run(rid)
-            if baseline and baseline != "auto":
-                b = s.get_run(baseline)
-            else:
-                b = find_baseline(s, r, baseline_layout)
-            if b.run_id == r.run_id:
-                # Every item agrees with itself: a clean "no drift" that means nothing.
-                raise EvalpipeError(
-                    f"run {r.run_id} cannot be compared with itself: give another run as "
-                    "--baseline, or leave --baseline out for the latest finished run that "
-                    "pairs with it on its baseline layout"
-                )
+            r, b = pair_of(s, rid, baseline, baseline_layout)
             results.append(
                 compare_runs(
                     s,
@@ -61,6 +51,29 @@ def compare(
                 )
             )
         return adjust(results)
+
+
+def pair_of(
+    store: Store, run_id: str, baseline: str | None = None, baseline_layout: str | None = None
+) -> tuple[Run, Run]:
+    """Run ``run_id`` and its baseline: the run ``baseline`` names (id or prefix), else
+    (None or ``auto``) the latest finished run that pairs with it on ``baseline_layout`` or
+    its non-CP layout. A run is never its own baseline."""
+    from evalpipe.compare.pairing import find_baseline
+
+    r = store.get_run(run_id)
+    if baseline and baseline != "auto":
+        b = store.get_run(baseline)
+    else:
+        b = find_baseline(store, r, baseline_layout)
+    if b.run_id == r.run_id:
+        # Every item agrees with itself: a clean "no drift" that means nothing.
+        raise EvalpipeError(
+            f"run {r.run_id} cannot be compared with itself: give another run as "
+            "--baseline, or leave --baseline out for the latest finished run that "
+            "pairs with it on its baseline layout"
+        )
+    return r, b
 
 
 def _check_thresholds(margin: float, alpha: float, min_n: int) -> None:
