@@ -180,7 +180,11 @@ def test_the_layer_table_covers_every_module() -> None:
     assert list(itertools.chain(MODULES)), "no modules found"
 
 
-OPTIONAL_EXTRAS = {"ray": {"evalpipe.sweep.rayexec"}}
+OPTIONAL_EXTRAS = {
+    "ray": {"evalpipe.sweep.rayexec"},
+    "pandas": {"evalpipe.api.frames.columns"},
+    "pyarrow": {"evalpipe.api.frames.write"},
+}
 """Optional extras and the only modules that may import them (lazily, inside functions)."""
 
 

@@ -10,6 +10,13 @@ from evalpipe.api.comparing import (
     tagged_comparisons,
 )
 from evalpipe.api.dashboard import dashboard
+from evalpipe.api.frames import (
+    pairs_frame,
+    runs_frame,
+    samples_frame,
+    tokens_frame,
+    write_frame,
+)
 from evalpipe.api.gating import format_gate, gate, gate_json
 from evalpipe.api.importing import describe_lmeval_import, import_aisbench, import_lmeval
 from evalpipe.api.layouts import explain_layout, format_layout
@@ -62,14 +69,19 @@ __all__ = [
     "list_models",
     "list_runs",
     "migrate_store",
+    "pairs_frame",
     "resolve_model",
     "run",
     "run_repeated",
     "run_to_dict",
     "run_with_baseline",
+    "runs_frame",
+    "samples_frame",
     "score",
     "score_json",
     "sweep",
     "sweep_json",
     "tagged_comparisons",
+    "tokens_frame",
+    "write_frame",
 ]
