@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -129,21 +129,29 @@ def read_answers(
     """
     if "item_id" not in fields:
         raise ValueError("fields must include item_id: answers are keyed by it")
-    ids = sorted(set(run_ids))
-    out: dict[str, dict[str, T]] = {i: {} for i in ids}
+    out: dict[str, dict[str, T]] = {i: {} for i in sorted(set(run_ids))}
     item = list(fields).index("item_id")
+    for rows in _rows_of_runs(store, out, fields):
+        for run_id, group in itertools.groupby(rows, operator.itemgetter(0)):
+            values = _columns_of(fields, list(group), 1)
+            fixed = [itertools.repeat(v) for v in fill]
+            out[run_id] = dict(zip(values[item], map(make, *values, *fixed), strict=False))
+    return out
+
+
+def _rows_of_runs(
+    store: Store, run_ids: Iterable[str], fields: Sequence[str]
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows ``(run_id, *fields)`` of the runs' samples, a statement per
+    :data:`RUNS_PER_QUERY` runs, each chunk's rows in run order."""
+    ids = sorted(set(run_ids))
     columns = [samples.c.run_id, *_columns(fields)]
     with store.engine.connect() as conn:
         for start in range(0, len(ids), RUNS_PER_QUERY):
             chunk = ids[start : start + RUNS_PER_QUERY]
             # In run order, which the primary key (run_id, item_id) gives without sorting.
             query = sa.select(*columns).where(samples.c.run_id.in_(chunk))
-            rows = _fetch(conn, query.order_by(samples.c.run_id))
-            for run_id, group in itertools.groupby(rows, operator.itemgetter(0)):
-                values = _columns_of(fields, list(group), 1)
-                fixed = [itertools.repeat(v) for v in fill]
-                out[run_id] = dict(zip(values[item], map(make, *values, *fixed), strict=False))
-    return out
+            yield _fetch(conn, query.order_by(samples.c.run_id))
 
 
 def read_columns(
@@ -160,17 +168,11 @@ def read_columns(
     """
     if "run_id" in fields:
         raise ValueError("run_id is always the first column; do not ask for it")
-    ids = sorted(set(run_ids))
     out: dict[str, list[Any]] = {name: [] for name in ("run_id", *fields)}
-    columns = [samples.c.run_id, *_columns(fields)]
-    with store.engine.connect() as conn:
-        for start in range(0, len(ids), RUNS_PER_QUERY):
-            chunk = ids[start : start + RUNS_PER_QUERY]
-            query = sa.select(*columns).where(samples.c.run_id.in_(chunk))
-            rows = _fetch(conn, query.order_by(samples.c.run_id))
-            out["run_id"] += [r[0] for r in rows]
-            for name, values in zip(fields, _columns_of(fields, rows, 1, parse_json), strict=True):
-                out[name] += values
+    for rows in _rows_of_runs(store, run_ids, fields):
+        out["run_id"] += [r[0] for r in rows]
+        for name, values in zip(fields, _columns_of(fields, rows, 1, parse_json), strict=True):
+            out[name] += values
     return out
 
 
