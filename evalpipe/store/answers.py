@@ -113,9 +113,12 @@ def read_answers(
     make: Callable[..., T],
     fields: Sequence[str] = ANSWER_FIELDS,
     fill: Sequence[Any] = (),
+    *,
+    parse_json: bool = True,
 ) -> dict[str, dict[str, T]]:
     """Each run's samples as ``make(*values, *fill)`` by item id, ``values`` in ``fields``
-    order; ``fill`` completes the arguments of fields not read (the same for every sample).
+    order; ``fill`` completes the arguments of fields not read (the same for every sample);
+    without ``parse_json`` the JSON maps are their stored text.
 
     ``fields`` are sample columns plus ``ok`` (the engine answered: no infrastructure error);
     ``correct`` is a bool (NULL is not correct) and ``output`` text ("" for none), as a
@@ -133,7 +136,7 @@ def read_answers(
     item = list(fields).index("item_id")
     for rows in _rows_of_runs(store, out, fields):
         for run_id, group in itertools.groupby(rows, operator.itemgetter(0)):
-            values = _columns_of(fields, list(group), 1)
+            values = _columns_of(fields, list(group), 1, parse_json)
             fixed = [itertools.repeat(v) for v in fill]
             out[run_id] = dict(zip(values[item], map(make, *values, *fixed), strict=False))
     return out

@@ -102,8 +102,11 @@ def test_every_frame_has_its_documented_columns_and_dtypes(store: str) -> None:
 
 def test_samples_in_dataset_order_with_errors_unscored(store: str) -> None:
     build(store)
-    runs = api.runs_frame(store)
-    samples = api.samples_frame(store, runs.run_id)
+    with open_store(store) as opened:  # many frames over one open store, left open
+        runs = api.runs_frame(opened)
+        samples = api.samples_frame(opened, runs.run_id)
+        assert len(api.pairs_frame(opened, RUN, BASE)) == N - 1
+        assert len(opened.list_runs()) == 3
     run = samples[samples.run_id == RUN]
     assert list(run.item_id) == [str(i) for i in range(N)]  # 2 before 10
     errored = run[run.item_id == "5"].iloc[0]

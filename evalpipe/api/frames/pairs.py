@@ -10,14 +10,13 @@ token-level modules (``compare/token*``: three names, imported where used).
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from evalpipe.api.frames.columns import PAIR_COLUMNS, TOKEN_COLUMNS, frame, pandas
+from evalpipe.api.frames.select import Location, reading
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run
 
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 
     IntArray = npt.NDArray[np.int64]
 
-Location = str | os.PathLike[str] | None
 PATH_NAMES = ("decode", "forced")
 """The token-level paths, as :data:`evalpipe.compare.tokentypes.PATHS` names them."""
 
@@ -70,9 +68,8 @@ def open_pair(
     refused as it refuses a pair that answered different questions (unless ``force``)."""
     from evalpipe.api.comparing import pair_of
     from evalpipe.compare.runs import pairing_warnings, shard_period_of
-    from evalpipe.store import open_store
 
-    with open_store(store, create=False) as s:
+    with reading(store) as s:
         r, b = pair_of(s, run, baseline, baseline_layout)
         warnings = pairing_warnings(r, b, force)
         yield Pair(s, r, b, shard_period_of(r, shard_period).period, tuple(warnings))
@@ -121,26 +118,34 @@ def pairs_frame(
         pairs[pairs.flip.notna()]
     """
     from evalpipe.compare.core import Answer, join
-    from evalpipe.store.answers import read_answers
+    from evalpipe.store.answers import ANSWER_FIELDS, read_answers
+
+    fields = ANSWER_FIELDS[: ANSWER_FIELDS.index("extracted") + 1]
+
+    def answer(*values: Any) -> tuple[Answer, str]:
+        # The extracted answers stay their stored JSON text, as a frame shows them.
+        return Answer(*values[:-1]), values[-1]
 
     pandas()
     with open_pair(store, run, baseline, baseline_layout, shard_period, force) as pair:
         r, b = pair.run.run_id, pair.baseline.run_id
-        found = read_answers(pair.store, [r, b], Answer)
-    joined, excluded = join(found[r], found[b])
-    df = frame(PAIR_COLUMNS, _pair_columns(pair, joined))
+        found = read_answers(pair.store, [r, b], answer, fields, parse_json=False)
+    extracted = {(rid, i): a[1] for rid in (r, b) for i, a in found[rid].items()}
+    joined, excluded = join(*({i: a[0] for i, a in found[rid].items()} for rid in (r, b)))
+    df = frame(PAIR_COLUMNS, _pair_columns(pair, joined, extracted))
     df.attrs.update(pair.attrs(), excluded=dict(excluded))
     return df
 
 
-def _pair_columns(pair: Pair, joined: Sequence[tuple[Answer, Answer]]) -> dict[str, Any]:
+def _pair_columns(
+    pair: Pair,
+    joined: Sequence[tuple[Answer, Answer]],
+    extracted: Mapping[tuple[str, str], str],
+) -> dict[str, Any]:
     import numpy as np
 
     from evalpipe.compare.breakdown import first_difference
     from evalpipe.compare.core import flip_direction, prompt_length
-
-    def maps(values: Iterable[Any]) -> list[str]:
-        return [json.dumps(dict(v), ensure_ascii=False, separators=(",", ":")) for v in values]
 
     runs, bases = [a for a, _ in joined], [b for _, b in joined]
     diffs = [first_difference(a.output, b.output) for a, b in joined]
@@ -156,8 +161,8 @@ def _pair_columns(pair: Pair, joined: Sequence[tuple[Answer, Answer]]) -> dict[s
         "run_correct": [a.correct for a in runs],
         "baseline_correct": [b.correct for b in bases],
         "flip": [flip_direction(a) if a.correct != b.correct else None for a, b in joined],
-        "run_extracted": maps(a.extracted for a in runs),
-        "baseline_extracted": maps(b.extracted for b in bases),
+        "run_extracted": [extracted[(pair.run.run_id, a.item_id)] for a in runs],
+        "baseline_extracted": [extracted[(pair.baseline.run_id, b.item_id)] for b in bases],
         "run_output": [a.output for a in runs],
         "baseline_output": [b.output for b in bases],
         "same_output": [d is None for d in diffs],

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from evalpipe.api.frames.columns import RUN_COLUMNS, SAMPLE_COLUMNS, frame, pandas
-from evalpipe.api.frames.select import Filters, Names, Selection, select_runs
+from evalpipe.api.frames.select import Filters, Location, Names, Selection, reading, select_runs
 from evalpipe.records import Run, canonical_json
 
 if TYPE_CHECKING:
@@ -20,7 +19,7 @@ _SAMPLE_FIELDS = tuple(c for c in SAMPLE_COLUMNS if c != "run_id")
 
 
 def runs_frame(
-    store: str | os.PathLike[str] | None = None,
+    store: Location = None,
     run_ids: Names = None,
     **filters: Unpack[Filters],
 ) -> DataFrame:
@@ -41,9 +40,7 @@ def runs_frame(
     """
     selection = Selection.of(run_ids, **filters)
     pandas()  # before the store is read: a missing extra says so first
-    from evalpipe.store import open_store
-
-    with open_store(store, create=False) as s:
+    with reading(store) as s:
         runs = select_runs(s, selection)
     return run_table(runs)
 
@@ -102,7 +99,7 @@ def _run_row(run: Run) -> dict[str, Any]:
 
 
 def samples_frame(
-    store: str | os.PathLike[str] | None = None,
+    store: Location = None,
     run_ids: Names = None,
     **filters: Unpack[Filters],
 ) -> DataFrame:
@@ -117,12 +114,11 @@ def samples_frame(
         samples = samples_frame("evalpipe.db", runs.run_id).merge(runs, on="run_id")
         samples.groupby("layout").correct.mean()
     """
-    from evalpipe.store import open_store
     from evalpipe.store.answers import read_columns
 
     selection = Selection.of(run_ids, **filters)
     pd = pandas()
-    with open_store(store, create=False) as s:
+    with reading(store) as s:
         runs = select_runs(s, selection)
         columns = read_columns(s, [r.run_id for r in runs], ("item_order", *_SAMPLE_FIELDS),
                                parse_json=False)  # fmt: skip

@@ -3,11 +3,13 @@ checked once into a :class:`Selection`, then answered by one or two store querie
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import PurePath
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, TypeAlias, TypedDict
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import RUN_STATUSES, Run
@@ -17,6 +19,10 @@ if TYPE_CHECKING:
 
     from evalpipe.store import Store
 
+Location: TypeAlias = "str | os.PathLike[str] | Store | None"
+"""Where a reader reads: a store's path or URL (opened and closed by the call; None:
+``$EVALPIPE_STORE`` or ``./evalpipe.db``), or a store already open
+(:func:`evalpipe.store.open_store`), for many frames over one connection."""
 Names = str | Iterable[str] | None
 """One value or several (a list, a tuple, a pandas Series); None: no filter."""
 When = str | date | datetime | None
@@ -106,9 +112,7 @@ class Selection:
             tags=_names(filters.get("tags")),
             models=_names(filters.get("model")),
             tasks=_names(filters.get("task")),
-            layouts=tuple(
-                dict.fromkeys(parse(x).canonical for x in _names(filters.get("layout")))
-            ),
+            layouts=tuple(dict.fromkeys(parse(x).canonical for x in _names(filters.get("layout")))),
             statuses=statuses,
             since=_when(filters.get("since"), "since"),
             until=_when(filters.get("until"), "until"),
@@ -136,6 +140,18 @@ class Selection:
             and (self.since is None or started >= self.since)
             and (self.until is None or started < self.until)
         )
+
+
+@contextmanager
+def reading(store: Location) -> Iterator[Store]:
+    """The store at ``store`` for reading, opened here (never created) unless it is open."""
+    from evalpipe.store import Store, open_store
+
+    if isinstance(store, Store):
+        yield store
+        return
+    with open_store(store, create=False) as opened:
+        yield opened
 
 
 def select_runs(store: Store, selection: Selection) -> list[Run]:
