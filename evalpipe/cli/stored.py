@@ -47,8 +47,8 @@ def cmd_runs_export(args: argparse.Namespace) -> int:
     refuse_table_flags(args)
     if len(args.run) != 1:
         raise EvalpipeError(
-            "a JSONL export is one whole run: give one RUN (`evalpipe runs export RUN -o "
-            "run.jsonl`), or --format csv|parquet --table runs|samples for many",
+            "a JSONL export is one whole run: give one run id (`evalpipe runs list` shows "
+            "them); for many runs add --format csv or --format parquet (--table runs or samples)",
             exit_code=2,
         )
     # A file is replaced only once the export is complete (the run found, every line written).

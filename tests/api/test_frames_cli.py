@@ -126,7 +126,7 @@ def test_the_jsonl_export_is_unchanged(store: dict[str, str], tmp_path: Path) ->
         (["RUN", "--format", "parquet"], "parquet is binary: give a file, e.g. -o samples"),
         (["RUN", "--tag", "rc1"], "--tag: only for a table; add --format csv"),
         (["RUN", "--table", "runs"], "--table needs --format csv or --format parquet"),
-        ([], "a JSONL export is one whole run: give one RUN"),
+        ([], "a JSONL export is one whole run: give one run id (`evalpipe runs list`"),
         (["RUN", "RUN", "--format", "csv", "--table", "pairs"], "compares one RUN"),
         (["--format", "csv", "--table", "runs", "--baseline", "X"], "does not take --baseline"),
         (["RUN", "--format", "csv", "--table", "pairs", "--path", "decode"], "--path"),
