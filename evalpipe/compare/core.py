@@ -84,7 +84,7 @@ class ShardPeriod:
     """Shard period (tokens) to locate prompts against, and where it came from."""
 
     period: int | None = None
-    source: str | None = None  # "given" | "layout"
+    source: str | None = None  # "given" | "layout" | "fault"
 
 
 @dataclass(frozen=True)
