@@ -6,7 +6,7 @@ when ``evalpipe score`` was run). For every other run and path it prints:
 
 - the observed per-token mean KL of the pair and of the floor, and the one-sided paired test's
   items needed for 80 % power to separate the pair from the floor (normal approximation on
-  the per-item differences, ``evalpipe.compare.tokenstats.items_needed``);
+  the per-item differences, ``evalpipe.compare.tokens.stats.items_needed``);
 - items needed to detect a given increase of the mean per-item KL over the floor (a grid of
   increases, with the spread of the observed per-item differences);
 - beside it, items the accuracy test needs to detect a 1-point drop with 80 % power at the
@@ -28,8 +28,8 @@ from evalpipe.compare.core import Answer, join
 from evalpipe.compare.pairing import repeats
 from evalpipe.compare.power import items_for_drop
 from evalpipe.compare.runs import answers
-from evalpipe.compare.tokenstats import item_kl, items_needed
-from evalpipe.compare.tokentypes import Path
+from evalpipe.compare.tokens.stats import item_kl, items_needed
+from evalpipe.compare.tokens.types import Path
 from evalpipe.records import Run
 from evalpipe.store import Store, open_store
 from evalpipe.store.traces import read_traces

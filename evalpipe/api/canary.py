@@ -169,7 +169,7 @@ def canary_rows(
 
 
 def _item_kl(store: Store, run: Run | None, clean: Run) -> dict[str, float]:
-    from evalpipe.compare.tokenruns import decode_item_kl
+    from evalpipe.compare.tokens.runs import decode_item_kl
 
     return {} if run is None else decode_item_kl(store, run, clean)
 
@@ -178,7 +178,7 @@ def _token_items(pair: dict[str, float], floor: dict[str, float], alpha: float) 
     """Items the token signal needs for 80 % power against the floor (``inf``: none)."""
     import math
 
-    from evalpipe.compare.tokenstats import items_needed
+    from evalpipe.compare.tokens.stats import items_needed
 
     common = sorted(pair.keys() & floor.keys())
     if len(common) < 2:

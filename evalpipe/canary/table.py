@@ -82,7 +82,7 @@ def row(
     max_position: int,
 ) -> CanaryRow:
     """The row of comparison ``c`` (the faulted or benign run against the clean one);
-    ``token_items`` comes from the per-item KL (:func:`evalpipe.compare.tokenstats.items_needed`),
+    ``token_items`` comes from the per-item KL (:func:`evalpipe.compare.tokens.stats.items_needed`),
     ``max_position`` is the longest sequence (prompt + output) of the run."""
     r = c.result
     other = max(r.discordance - max(-r.delta, 0.0), 0.0)

@@ -2,7 +2,7 @@
 
 The shape is what ``evalpipe compare --json`` prints (and what scripts downstream read), so
 keys only ever get added. The token-level comparison (``tokens``, null without one) is
-:mod:`evalpipe.compare.tokenjson`.
+:mod:`evalpipe.compare.tokens.json`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import statistics
 from typing import Any
 
 from evalpipe.compare.core import Comparison, Flip
-from evalpipe.compare.tokenjson import tokens_to_json
+from evalpipe.compare.tokens.json import tokens_to_json
 
 
 def flip_to_json(f: Flip) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from evalpipe.compare.core import (
     noise_floor,
 )
 from evalpipe.compare.pairing import HARD_KEYS, hard_differences, key_differences, repeats
-from evalpipe.compare.tokenruns import token_comparison
+from evalpipe.compare.tokens.runs import token_comparison
 from evalpipe.errors import EvalpipeError
 from evalpipe.faults import parse_fault
 from evalpipe.layout import parse, shard_period

@@ -20,8 +20,8 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from evalpipe import __version__
 from evalpipe.compare.core import Comparison, Flip
-from evalpipe.compare.tokentypes import MetricSummary, PathComparison, TokenComparison
-from evalpipe.compare.tokenview import nats
+from evalpipe.compare.tokens.types import MetricSummary, PathComparison, TokenComparison
+from evalpipe.compare.tokens.view import nats
 from evalpipe.errors import EvalpipeError
 from evalpipe.github import marker
 from evalpipe.report.markdown import (

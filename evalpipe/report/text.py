@@ -2,7 +2,7 @@
 
 Model outputs are untrusted: control characters (terminal escape sequences) are shown
 escaped, never written raw (:func:`evalpipe.report.textfmt.safe`). The token-level section is
-:mod:`evalpipe.report.tokentext`.
+:mod:`evalpipe.report.tokens.text`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import statistics
 
 from evalpipe.compare.core import DIRECTIONS, Comparison
 from evalpipe.report.textfmt import pts, safe
-from evalpipe.report.tokentext import format_tokens
+from evalpipe.report.tokens.text import format_tokens
 
 __all__ = ["SYMBOL", "format_boundaries", "format_comparison", "pts", "safe"]
 
