@@ -40,7 +40,7 @@ from builders import run_config
 from token_fixtures import add_traced_run, token_trace
 
 from evalpipe import api
-from evalpipe.compare.tokenruns import token_comparison
+from evalpipe.compare.tokens.runs import token_comparison
 from evalpipe.records import Run, Sample
 from evalpipe.store import Store, open_store
 from evalpipe.store.traces import put_traces, read_traces

@@ -12,7 +12,7 @@ import numpy as np
 from builders import run_config
 
 from evalpipe.compare.core import Answer, Comparison, compare_answers
-from evalpipe.compare.tokentypes import (
+from evalpipe.compare.tokens.types import (
     Bin,
     BoundaryTest,
     FloorTest,

@@ -14,7 +14,7 @@ from token_fixtures import add_traced_run, token_trace
 
 from evalpipe import api
 from evalpipe.api.frames import PAIR_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS, TOKEN_COLUMNS
-from evalpipe.compare.tokentypes import PATHS
+from evalpipe.compare.tokens.types import PATHS
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run
 from evalpipe.store import open_store
@@ -98,6 +98,7 @@ def test_every_frame_has_its_documented_columns_and_dtypes(store: str) -> None:
     assert json.loads(cp.engine_args) == {"tensor_parallel_size": 8}
     assert cp.started_at == pd.Timestamp("2026-11-30T01:00:00Z") and pd.isna(cp.finished_at)
     assert cp.n_errors == 1 and pd.isna(cp.shard_period) and pd.isna(cp["limit"])
+    assert cp.request_order == "dataset" and pd.isna(cp.fault)
 
 
 def test_samples_in_dataset_order_with_errors_unscored(store: str) -> None:

@@ -45,6 +45,8 @@ RUN_COLUMNS: Mapping[str, str] = {
     "limit": INT,
     "concurrency": COUNT,
     "repeat_index": COUNT,
+    "request_order": TEXT,
+    "fault": TEXT,
     "prompt_hash": TEXT,
     "data_source": TEXT,
     "data_sha256": TEXT,

@@ -3,9 +3,9 @@
 Both are computed by the comparison core, not beside it: the pair is found as ``evalpipe
 compare`` finds it (:func:`evalpipe.api.comparing.pair_of`, the same pairing checks), items
 are joined by :func:`evalpipe.compare.core.join` and token positions come from
-:func:`evalpipe.compare.tokenstats.collect`, so the 2×2 table of the pairs frame and the mean
+:func:`evalpipe.compare.tokens.stats.collect`, so the 2×2 table of the pairs frame and the mean
 KL of the tokens frame are compare's own. This module is the frames' only user of the
-token-level modules (``compare/token*``: three names, imported where used).
+token-level modules (``compare/tokens/``: three names, imported where used).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ if TYPE_CHECKING:
 
     from evalpipe.api.frames.columns import DataFrame
     from evalpipe.compare.core import Answer
-    from evalpipe.compare.tokenstats import Positions
+    from evalpipe.compare.tokens.stats import Positions
     from evalpipe.store import Store
 
     IntArray = npt.NDArray[np.int64]
 
 PATH_NAMES = ("decode", "forced")
-"""The token-level paths, as :data:`evalpipe.compare.tokentypes.PATHS` names them."""
+"""The token-level paths, as :data:`evalpipe.compare.tokens.types.PATHS` names them."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def boundaries(lengths: IntArray, period: int | None) -> dict[str, npt.NDArray[A
     import numpy as np
 
     from evalpipe.compare.breakdown import NEAR_BOUNDARY
-    from evalpipe.compare.tokenloc import boundary_offsets
+    from evalpipe.compare.tokens.loc import boundary_offsets
 
     if period is None:
         none = np.full(len(lengths), None, dtype=object)
@@ -233,8 +233,8 @@ def _read_positions(
     start); per path asked for but not stored, why. Refuses when no path is left."""
     import numpy as np
 
-    from evalpipe.compare.tokenstats import collect
-    from evalpipe.compare.tokentypes import PATHS
+    from evalpipe.compare.tokens.stats import collect
+    from evalpipe.compare.tokens.types import PATHS
     from evalpipe.store.traces import read_traces, trace_sources
     from evalpipe.traces import DECODE
 

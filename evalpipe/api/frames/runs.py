@@ -78,6 +78,8 @@ def _run_row(run: Run) -> dict[str, Any]:
         "limit": c.limit,
         "concurrency": c.concurrency,
         "repeat_index": c.repeat_index,
+        "request_order": c.request_order,
+        "fault": c.fault,
         "prompt_hash": c.prompt_hash,
         "data_source": c.data_source,
         "data_sha256": c.data_sha256,
