@@ -330,7 +330,9 @@ def compare_path(
     return replace(
         result,
         divergence_offsets=loc.divergence_offsets(result.first_divergence, period),
-        by_residue=loc.by_residue(pos.items, pos.positions, kl, period, alpha) if kl.size else (),
+        by_residue=loc.by_residue(pos.items, pos.positions, kl, period, alpha)
+        if kl.size
+        else (),
         boundary=loc.boundary_test(
             pos.items[prefix], pos.positions[prefix], kl[prefix], period, width, alpha
         ),
