@@ -3,6 +3,7 @@
 Every CLI command is a call into this package, so everything the CLI does is scriptable.
 """
 
+from evalpipe.api.canary import CanarySettings, canary, canary_json, format_canary
 from evalpipe.api.comparing import (
     compare,
     comparison_json,
@@ -38,10 +39,13 @@ from evalpipe.api.sweeping import SweepSettings, format_sweep, sweep, sweep_json
 from evalpipe.options import RunOptions
 
 __all__ = [
+    "CanarySettings",
     "ModelInfo",
     "RunOptions",
     "SweepSettings",
     "TaskInfo",
+    "canary",
+    "canary_json",
     "comment",
     "compare",
     "comparison_json",
@@ -52,6 +56,7 @@ __all__ = [
     "export_run",
     "fetch_data",
     "fetch_model",
+    "format_canary",
     "format_comparison",
     "format_gate",
     "format_layout",
