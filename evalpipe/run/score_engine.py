@@ -19,10 +19,11 @@ from typing import Any
 from evalpipe.engine.args import EngineArgs, parse_pairs, platform_env
 from evalpipe.engine.session import Engine, Generation, SessionSpec
 from evalpipe.errors import EvalpipeError
+from evalpipe.faults import parse_fault
 from evalpipe.layout import LAYOUT_ENGINE_KEYS, parse
 from evalpipe.options import RunOptions
 from evalpipe.records import Run
-from evalpipe.run.plan import runs_dir, session_spec
+from evalpipe.run.plan import fault_env, runs_dir, session_spec
 
 LAUNCHABLE = ("serve", "offline")
 
@@ -77,7 +78,9 @@ def engine_spec(
         health_timeout_s=health_timeout_s,
         runs_dir=base_dir,
     )
-    env = {} if kind == "endpoint" else platform_env(layout, c.platform)
+    # The scored run's engine as it was, its canary fault included.
+    fault = None if c.fault is None else parse_fault(c.fault)
+    env = {} if kind == "endpoint" else {**platform_env(layout, c.platform), **fault_env(fault)}
     generation = Generation(
         sampling=c.sampling,
         concurrency=concurrency or c.concurrency,
