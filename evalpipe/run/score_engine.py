@@ -23,6 +23,7 @@ from evalpipe.faults import parse_fault
 from evalpipe.layout import LAYOUT_ENGINE_KEYS, parse
 from evalpipe.options import RunOptions
 from evalpipe.records import Run
+from evalpipe.run.forcing import FORCING_FLAG
 from evalpipe.run.plan import fault_env, runs_dir, session_spec
 
 LAUNCHABLE = ("serve", "offline")
@@ -59,6 +60,7 @@ def engine_spec(
     request_timeout_s: float = 3600.0,
     health_timeout_s: float = 900.0,
     base_dir: Path | None = None,
+    forced_decode: bool = False,
 ) -> SessionSpec:
     """The session that scores with ``owner``'s engine, asking for ``k`` prompt logprobs a
     position (``base_dir``: where run directories go, as ``run --runs-dir``; ``concurrency``:
@@ -97,7 +99,15 @@ def engine_spec(
         )
     args = EngineArgs({**c.engine_args, **extras})
     spec = session_spec(options, layout, args, env, run_dir, generation)
-    return dataclasses.replace(spec, log_path=run_dir / "vllm-score.log")
+    flags: tuple[str, ...] = ()
+    if forced_decode:
+        if kind == "offline":
+            raise EvalpipeError(
+                "--path forced-decode needs a server (its logits processor is loaded by "
+                "`vllm serve`): score with --engine serve, or --path prefill"
+            )
+        flags = tuple(FORCING_FLAG.split())
+    return dataclasses.replace(spec, log_path=run_dir / "vllm-score.log", launch_flags=flags)
 
 
 def version_notice(engine: Engine, owner: Run) -> str | None:
