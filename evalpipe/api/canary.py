@@ -1,6 +1,6 @@
 """The canary: run a grid of injected faults and benign variants against the clean run on the
 real engine, compare each with the clean run, and tabulate which signal sees what
-(:mod:`evalpipe.canary`); and the canary groups already in a store, for the dashboard."""
+(:mod:`evalpipe.canary`)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) ->
     from evalpipe.canary.rows import Arm, canary_rows
     from evalpipe.compare.core import Settings
     from evalpipe.run.plan import precheck
+    from evalpipe.store import open_store
     from evalpipe.sweep.local import run_local
 
     grid = load_grid(settings.grid)
@@ -82,7 +83,6 @@ def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) ->
     if not clean or clean[0].run_id is None or clean[0].state not in ("finished", "reused"):
         why = clean[0].message if clean else "it did not run"
         raise EvalpipeError(f"the canary's clean run did not finish: {why}; rerun to resume it")
-    from evalpipe.store import open_store
 
     with open_store(options.store) as store:
         base = store.get_run(clean[0].run_id)
@@ -121,9 +121,7 @@ def canary_json(report: CanaryReport) -> dict[str, Any]:
     out = dataclasses.asdict(report)
     out["rows"] = [r.to_json() for r in report.rows]
     out["smallest_detectable"] = {
-        s: {str(n): smallest_detectable(report.rows, s, n) for n in NS}
-        for s in SIGNALS
-        if s != "identical"
+        s: {str(n): smallest_detectable(report.rows, s, n) for n in NS} for s in SIGNALS
     }
     return out
 

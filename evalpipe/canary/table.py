@@ -28,7 +28,8 @@ NS = (60, 120, 1319)
 """Item counts the smallest-detectable summary is given at: a quick slice, the canary's
 default, and the whole of GSM8K."""
 
-SIGNALS = ("identical", "accuracy", "token")
+SIGNALS = ("accuracy", "token")
+"""The signals with a test, whose smallest detectable fault is reported."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,23 @@ def smallest_detectable(rows: Sequence[CanaryRow], signal: str, n: int) -> dict[
         else:
             out.setdefault(r.kind, None)
     return out
+
+
+Smallest = tuple[tuple[str, tuple[tuple[int, str], ...]], ...]
+
+
+def smallest_text(rows: Sequence[CanaryRow]) -> Smallest:
+    """Per signal, per item count of :data:`NS`: the smallest detectable size of each fault
+    kind, as text (``key-scale 0.05, out-mix -``; ``-`` for none of the grid)."""
+    out = []
+    for signal in SIGNALS:
+        cells = []
+        for n in NS:
+            found = smallest_detectable(rows, signal, n)
+            text = ", ".join(f"{k} {'-' if v is None else f'{v:g}'}" for k, v in found.items())
+            cells.append((n, text or "-"))
+        out.append((signal, tuple(cells)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from evalpipe.canary.table import NS, CanaryReport, CanaryRow, smallest_detectable
+from evalpipe.canary.table import NS, CanaryReport, CanaryRow, smallest_text
 from evalpipe.report.textfmt import p_text, pts, safe, share
 
 HEADER = (
@@ -59,14 +59,6 @@ def format_canary(report: CanaryReport) -> str:
         "smallest fault each signal detects with 80 % power (per kind; - : none of the grid)"
     )
     lines.append(f"  {'signal':9}" + "".join(f"{'n=' + str(k):>40}" for k in NS))
-    for signal in ("accuracy", "token"):
-        cells = []
-        for k in NS:
-            found = smallest_detectable(report.rows, signal, k)
-            cells.append(", ".join(f"{kind} {_size(v)}" for kind, v in found.items()) or "-")
-        lines.append(f"  {signal:9}" + "".join(f"{c:>40}" for c in cells))
+    for signal, cells in smallest_text(report.rows):
+        lines.append(f"  {signal:9}" + "".join(f"{text:>40}" for _, text in cells))
     return "\n".join(lines)
-
-
-def _size(v: float | None) -> str:
-    return "-" if v is None else f"{v:g}"
