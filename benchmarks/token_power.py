@@ -29,7 +29,7 @@ sys.path.insert(0, str(FilePath(__file__).resolve().parents[1]))
 
 from evalpipe.compare.core import Answer, join
 from evalpipe.compare.pairing import repeats
-from evalpipe.compare.power import mde
+from evalpipe.compare.power import items_for_drop
 from evalpipe.compare.runs import answers
 from evalpipe.compare.tokens.inference import items_needed
 from evalpipe.compare.tokens.stats import compare_path
@@ -42,22 +42,6 @@ from evalpipe.traces import DECODE
 
 INCREASES = (1e-4, 3e-4, 1e-3, DEFAULT_TOKEN_MARGIN, 3e-3)
 """Excesses over the floor (nats/token) the grid asks about."""
-
-
-def accuracy_items(discordance: float, drop: float = 0.01, power: float = 0.8) -> int:
-    """Smallest n whose MDE (floored discordance, as ``decide`` uses) is at most ``drop``."""
-    low, high = 2, 2
-    while mde(high, min(1.0, max(discordance, 1 / high)), power=power) > drop:
-        high *= 2
-        if high > 10**8:
-            return 10**8
-    while low < high:
-        mid = (low + high) // 2
-        if mde(mid, min(1.0, max(discordance, 1 / mid)), power=power) <= drop:
-            high = mid
-        else:
-            low = mid + 1
-    return low
 
 
 def _discordance(a: dict[str, Answer], b: dict[str, Answer]) -> float:
@@ -95,7 +79,7 @@ def report(store: Store, base: Run, floor: Run, runs: Sequence[Run]) -> None:
         disc = _discordance(answers(store, run.run_id), base_answers)
         print(
             f"  accuracy: discordance {disc:.1%}; items for 80 % power to detect a 1-point "
-            f"drop: {accuracy_items(disc)}"
+            f"drop: {items_for_drop(0.01, disc):.0f}"
         )
         for path in ("decode", "forced"):
             for line in _path_rows(store, path, base, floor, run):

@@ -100,6 +100,21 @@ def gemma_tp2(request: pytest.FixtureRequest, engine_servers: ServerPool) -> Ite
     yield from _shared_server(request, engine_servers)
 
 
+@pytest.fixture
+def smollm2_tp1_no_plugin(
+    request: pytest.FixtureRequest, engine_servers: ServerPool
+) -> Iterator[Served]:
+    """SmolLM2 tp1 with ``VLLM_PLUGINS`` leaving evalpipe's plugin out (the fault variable
+    set): what an engine without the plugin computes."""
+    yield from _shared_server(request, engine_servers)
+
+
+@pytest.fixture
+def gemma_tp2_fault(request: pytest.FixtureRequest, engine_servers: ServerPool) -> Iterator[Served]:
+    """Gemma-3-270M tp2 with the canary fault ``engine_servers.TEST_FAULT`` injected."""
+    yield from _shared_server(request, engine_servers)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     pool = terminalreporter.config.stash.get(_POOL, None)
     if pool is not None:
@@ -132,3 +147,13 @@ def pg_database(postgres_url: str) -> Iterator[str]:
 
     with fresh_database(postgres_url) as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "pg"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new store on each database in turn: an SQLite file's path, then the URL of a fresh
+    PostgreSQL database (``pg_database``)."""
+    if request.param == "pg":
+        url: str = request.getfixturevalue("pg_database")
+        return url
+    return str(tmp_path / "evalpipe.db")

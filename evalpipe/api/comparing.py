@@ -12,6 +12,8 @@ from evalpipe.errors import EvalpipeError
 if TYPE_CHECKING:
     from evalpipe.compare.core import Comparison
     from evalpipe.compare.tokens.verdict import TokenMargin
+    from evalpipe.records import Run
+    from evalpipe.store import Store
 
 
 def compare(
@@ -34,7 +36,6 @@ def compare(
     :func:`evalpipe.compare.tokens.verdict.margin_from`); with ``Nx``, ``token_reference``
     names the reference pair, ``RUN`` or ``RUN:BASELINE``."""
     from evalpipe.compare.core import adjust
-    from evalpipe.compare.pairing import find_baseline
     from evalpipe.compare.runs import compare_runs
     from evalpipe.store import open_store
 
@@ -44,22 +45,10 @@ def compare(
         reference = None
         if token_reference:
             ref_id, _, ref_base = token_reference.partition(":")
-            ref = s.get_run(ref_id)
-            reference = (ref, s.get_run(ref_base) if ref_base else find_baseline(s, ref))
+            reference = pair_of(s, ref_id, ref_base or None)
         results = []
         for rid in run_ids:
-            r = s.get_run(rid)
-            if baseline and baseline != "auto":
-                b = s.get_run(baseline)
-            else:
-                b = find_baseline(s, r, baseline_layout)
-            if b.run_id == r.run_id:
-                # Every item agrees with itself: a clean "no drift" that means nothing.
-                raise EvalpipeError(
-                    f"run {r.run_id} cannot be compared with itself: give another run as "
-                    "--baseline, or leave --baseline out for the latest finished run that "
-                    "pairs with it on its baseline layout"
-                )
+            r, b = pair_of(s, rid, baseline, baseline_layout)
             results.append(
                 compare_runs(
                     s,
@@ -101,6 +90,29 @@ def _token_margin(value: str | float | None, reference: str | None) -> TokenMarg
             exit_code=2,
         )
     return margin
+
+
+def pair_of(
+    store: Store, run_id: str, baseline: str | None = None, baseline_layout: str | None = None
+) -> tuple[Run, Run]:
+    """Run ``run_id`` and its baseline: the run ``baseline`` names (id or prefix), else
+    (None or ``auto``) the latest finished run that pairs with it on ``baseline_layout`` or
+    its non-CP layout. A run is never its own baseline."""
+    from evalpipe.compare.pairing import find_baseline
+
+    r = store.get_run(run_id)
+    if baseline and baseline != "auto":
+        b = store.get_run(baseline)
+    else:
+        b = find_baseline(store, r, baseline_layout)
+    if b.run_id == r.run_id:
+        # Every item agrees with itself: a clean "no drift" that means nothing.
+        raise EvalpipeError(
+            f"run {r.run_id} cannot be compared with itself: give another run as "
+            "--baseline, or leave --baseline out for the latest finished run that "
+            "pairs with it on its baseline layout"
+        )
+    return r, b
 
 
 def _check_thresholds(margin: float, alpha: float, min_n: int) -> None:

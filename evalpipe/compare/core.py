@@ -20,7 +20,6 @@ from typing import Literal
 from evalpipe.compare import breakdown, stats
 from evalpipe.compare.power import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_MIN_N
 from evalpipe.compare.tokens.types import TokenComparison
-from evalpipe.compare.tokens.verdict import holm_paths
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import MIN_PERIOD
 from evalpipe.records import Run, Sample
@@ -85,7 +84,7 @@ class ShardPeriod:
     """Shard period (tokens) to locate prompts against, and where it came from."""
 
     period: int | None = None
-    source: str | None = None  # "given" | "layout"
+    source: str | None = None  # "given" | "layout" | "fault"
 
 
 @dataclass(frozen=True)
@@ -203,7 +202,7 @@ def compare_answers(
         agreement=sum(d is None for d in diffs) / len(diffs),
         first_difference_chars=tuple(d for d in diffs if d is not None),
         flips={
-            direction: tuple(a.item_id for a, _, _ in flips if _direction(a) == direction)
+            direction: tuple(a.item_id for a, _, _ in flips if flip_direction(a) == direction)
             for direction in DIRECTIONS
         },
         flip_examples=tuple(_flip(a, b, d) for a, b, d in flips[: settings.max_flips]),
@@ -220,20 +219,24 @@ def compare_answers(
     )
 
 
+def prompt_length(a: Answer, b: Answer) -> int | None:
+    """The prompt's length in tokens of a pair: the run's count, else the baseline's."""
+    return a.prompt_tokens if a.prompt_tokens is not None else b.prompt_tokens
+
+
 def _tokens(a: Answer, b: Answer) -> int:
-    if a.prompt_tokens is not None:
-        return a.prompt_tokens
-    return b.prompt_tokens or 0
+    return prompt_length(a, b) or 0
 
 
-def _direction(a: Answer) -> Direction:
+def flip_direction(a: Answer) -> Direction:
+    """Which way an item flipped, from the run's answer ``a`` (the baseline's is the other)."""
     return "wrong_to_correct" if a.correct else "correct_to_wrong"
 
 
 def _flip(a: Answer, b: Answer, first_difference: int | None) -> Flip:
     return Flip(
         item_id=a.item_id,
-        direction=_direction(a),
+        direction=flip_direction(a),
         target=a.target,
         run_output=a.output[:EXAMPLE_CHARS],
         baseline_output=b.output[:EXAMPLE_CHARS],
@@ -274,6 +277,10 @@ def noise_floor(repeats: Sequence[Mapping[str, Answer]]) -> Noise:
 def adjust(comparisons: Sequence[Comparison]) -> list[Comparison]:
     """Holm-adjust the verdicts of comparisons reported together: the accuracy verdicts, and
     the token verdicts over every path of every comparison."""
+    # Imported here: the token verdict needs scipy, which the records this module defines
+    # (loaded by every CLI command) must not pull in.
+    from evalpipe.compare.tokens.verdict import holm_paths
+
     adjusted = stats.holm_adjust([c.result for c in comparisons])
     tokens = holm_paths([c.tokens for c in comparisons])
     return [

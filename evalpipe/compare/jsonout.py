@@ -41,6 +41,11 @@ def to_json(c: Comparison) -> dict[str, Any]:
         "task_version": r.config.task_version,
         "layout": r.config.layout,
         "baseline_layout": b.config.layout,
+        # A canary run names its fault wherever it is named (None: a clean run).
+        "fault": r.config.fault,
+        "baseline_fault": b.config.fault,
+        "request_order": r.config.request_order,
+        "baseline_request_order": b.config.request_order,
         "platform": r.config.platform,
         "engine_versions": dict(r.config.engine_versions),
         **c.result.to_dict(),

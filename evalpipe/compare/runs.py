@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -21,6 +22,7 @@ from evalpipe.compare.tokens.runs import reference_comparison, token_comparison
 from evalpipe.compare.tokens.types import TokenComparison
 from evalpipe.compare.tokens.verdict import TokenMargin
 from evalpipe.errors import EvalpipeError
+from evalpipe.faults import parse_fault
 from evalpipe.layout import parse, shard_period
 from evalpipe.records import Run
 from evalpipe.store import Store
@@ -62,13 +64,17 @@ def pairing_warnings(run: Run, baseline: Run, force: bool) -> list[str]:
 
 def shard_period_of(run: Run, explicit: int | None = None) -> ShardPeriod:
     """The shard period to locate ``run``'s prompts against: ``explicit`` (``given``), else
-    the layout's dcp x interleave (``layout``); none for a layout without DCP."""
+    the period of its canary fault (``fault``: where it was injected), else the layout's
+    dcp x interleave (``layout``); none for a layout without DCP."""
     if explicit is not None:
         if explicit < 1:
             raise EvalpipeError(
                 f"--shard-period must be a positive number of tokens, not {explicit}"
             )
         return ShardPeriod(explicit, "given")
+    if run.config.fault is not None:
+        with contextlib.suppress(EvalpipeError):
+            return ShardPeriod(parse_fault(run.config.fault).period, "fault")
     try:
         period = shard_period(parse(run.config.layout), run.config.engine_args, run.config.platform)
     except (ValueError, EvalpipeError):

@@ -36,8 +36,6 @@ from dataclasses import asdict, dataclass, replace
 from statistics import NormalDist
 from typing import Any
 
-from scipy.stats import binom
-
 from evalpipe.compare.power import (
     DEFAULT_ALPHA,
     DEFAULT_MARGIN,
@@ -147,6 +145,9 @@ def mcnemar_exact_p(table: PairedTable) -> float:
     if m == 0:
         return 1.0
     k = min(table.only_run, table.only_baseline)
+    # Imported here: the comparison's records load with every CLI command, scipy need not.
+    from scipy.stats import binom
+
     return min(1.0, 2 * float(binom.cdf(k, m, 0.5)))
 
 

@@ -21,12 +21,15 @@ from typing import IO, TYPE_CHECKING, Any
 
 from evalpipe import __version__
 from evalpipe.errors import EvalpipeError
+from evalpipe.faults import parse_fault
 from evalpipe.importers import tracelines
 from evalpipe.importers.lines import (
     COUNT,
+    FAULT,
     INT,
     NUM,
     OBJ,
+    ORDER,
     STR,
     STRS,
     TEXT,
@@ -78,6 +81,8 @@ _VERDICTS: Check = (
     'an object of verdicts like {"strict": true}',
 )
 _STATUS: Check = (lambda v: v in RUN_STATUSES, f"one of {', '.join(RUN_STATUSES)}")
+
+
 _PROMPT: Check = (
     lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(m, dict) for m in v)),
     "a string or a list of chat messages",
@@ -97,6 +102,8 @@ RUN_KEYS: dict[str, Check] = {
     "concurrency": COUNT,
     "engine_versions": OBJ,
     "repeat_index": COUNT,
+    "fault": optional(FAULT),
+    "request_order": ORDER,
     "config_hash": STR,  # derived from the config: written for readers, ignored on import
     "status": _STATUS,
     "started_at": TIMESTAMP,
@@ -143,6 +150,8 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "concurrency": 1,
     "engine_versions": {},
     "repeat_index": 0,
+    "fault": None,
+    "request_order": "dataset",
 }
 _FLOAT_FIELDS = ("accuracy", "accuracy_flexible", "duration_s", "throughput_tok_s")
 
@@ -325,6 +334,7 @@ def _build(
             "task_version": _text(r["task_version"]),
             "prompt_hash": r.get("prompt_hash", derived_prompt_hash(samples)),
             "layout": layout,
+            "fault": parse_fault(r["fault"]).canonical if r.get("fault") else None,
         }
     )
     status = r.get("status", "finished")

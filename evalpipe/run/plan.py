@@ -20,8 +20,10 @@ from evalpipe.engine.session import Generation, SessionSpec
 from evalpipe.engine.tokens import token_counter
 from evalpipe.engine.vllm_check import LaunchConfig, check_before_launch
 from evalpipe.errors import EvalpipeError
+from evalpipe.faults import ENV_VAR as FAULT_ENV
+from evalpipe.faults import FaultSpec, check_architecture, parse_fault
 from evalpipe.layout import Layout, current_platform, parse, shard_period, validate
-from evalpipe.options import ENGINE_KINDS, RunOptions, parse_params
+from evalpipe.options import ENGINE_KINDS, REQUEST_ORDERS, RunOptions, parse_params
 from evalpipe.records import RunConfig
 from evalpipe.tasks import generators
 from evalpipe.tasks.data import load_dataset
@@ -53,7 +55,26 @@ def check_engine_options(options: RunOptions) -> None:
         raise EvalpipeError("--engine endpoint needs --endpoint URL")
     if options.concurrency < 1:
         raise EvalpipeError("--concurrency must be at least 1")
+    if options.request_order not in REQUEST_ORDERS:
+        raise EvalpipeError(
+            f"--request-order must be one of {', '.join(REQUEST_ORDERS)}, not "
+            f"{options.request_order!r}"
+        )
     check_logprobs(options.logprobs, options.engine_args)
+    fault_of(options)
+
+
+def fault_of(options: RunOptions) -> FaultSpec | None:
+    """The run's canary fault, parsed and checked against the model's architecture (a local
+    folder's ``config.json``; an endpoint's or hub model's run is only labelled)."""
+    if options.fault is None:
+        return None
+    spec = parse_fault(options.fault)
+    if options.engine != "endpoint":
+        found = models.architectures(options.model)
+        if found is not None:
+            check_architecture(spec, found, options.model)
+    return spec
 
 
 SERVER_MAX_LOGPROBS = 20
@@ -97,7 +118,18 @@ def engine_settings(
     an endpoint gets only the user's extras and no environment (it is not ours to start)."""
     remote = options.engine == "endpoint"
     args = EngineArgs.build(layout, options.engine_args, platform, remote=remote)
-    return args, ({} if remote else platform_env(layout, platform))
+    if remote:
+        return args, {}
+    fault = fault_of(options)
+    return args, {**platform_env(layout, platform), **fault_env(fault)}
+
+
+def fault_env(fault: FaultSpec | None) -> dict[str, str]:
+    """The engine environment of a run's canary fault: its spec, or for a clean run an empty
+    value when the shell has one set (a clean run never inherits a fault)."""
+    if fault is not None:
+        return {FAULT_ENV: fault.canonical}
+    return {FAULT_ENV: ""} if os.environ.get(FAULT_ENV) else {}
 
 
 def precheck(*runs: RunOptions) -> None:
@@ -202,6 +234,8 @@ def run_config(p: Plan, engine_versions: dict[str, str]) -> RunConfig:
         concurrency=o.concurrency,
         engine_versions=engine_versions,
         repeat_index=o.repeat_index,
+        fault=None if o.fault is None else parse_fault(o.fault).canonical,
+        request_order=o.request_order,
     )
 
 

@@ -46,6 +46,7 @@ from evalpipe.run.score_engine import engine_spec, version_notice
 from evalpipe.run.score_plan import Baseline, Say, Side, baseline_of, check_pair, plan_sides
 from evalpipe.store import Store, describe_store, open_store
 from evalpipe.store.traces import traced_items
+from evalpipe.traces import FORCED_PATHS, forced_source
 
 __all__ = ["ScoreOptions", "ScoreReport", "TargetResult", "execute"]
 
@@ -81,6 +82,9 @@ class ScoreOptions:
     health_timeout_s: float = 900.0
     runs_dir: Path | None = None
     progress: bool = True
+    path: str = "prefill"
+    """``prefill`` (prompt logprobs of the tokens appended to the prompt) or ``forced-decode``
+    (the engine generates them one decode step at a time)."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ class TargetResult:
 
 @dataclass(frozen=True)
 class ScoreReport:
-    """What a ``score`` call did; every trace is stored with ``source = baseline_id``."""
+    """What a ``score`` call did; every trace is stored under :attr:`source`."""
 
     run_id: str
     baseline_id: str
@@ -110,6 +114,12 @@ class ScoreReport:
     store: str
     targets: tuple[TargetResult, ...]
     notices: tuple[str, ...]
+    path: str = "prefill"
+
+    @property
+    def source(self) -> str:
+        """The ``source`` its traces are stored under."""
+        return forced_source(self.baseline_id, self.path)
 
     @property
     def n_errors(self) -> int:
@@ -128,6 +138,8 @@ def execute(options: ScoreOptions) -> ScoreReport:
         raise EvalpipeError("--concurrency must be at least 1")
     if options.limit is not None and options.limit < 1:
         raise EvalpipeError("--limit must be at least 1")
+    if options.path not in FORCED_PATHS:
+        raise EvalpipeError(f"--path must be one of {', '.join(FORCED_PATHS)}", exit_code=2)
     say = _sayer(options.progress)
     with open_store(options.store) as store:
         run, base_run = store.get_run(options.run), store.get_run(options.against)
@@ -150,7 +162,13 @@ def execute(options: ScoreOptions) -> ScoreReport:
         for work in plan_work(store, sides, base, k, options, say):
             results += score_side(store, work, base, options, say)
     report = ScoreReport(
-        run.run_id, base_run.run_id, k, describe_store(options.store), tuple(results), notices
+        run.run_id,
+        base_run.run_id,
+        k,
+        describe_store(options.store),
+        tuple(results),
+        notices,
+        options.path,
     )
     _check_errors(report, options.max_error_rate)
     return report
@@ -172,7 +190,7 @@ def plan_work(
 ) -> list[Work]:
     """Each side's remaining items and session, all decided before any engine starts (so a
     missing ``--baseline-endpoint`` fails before RUN's engine spends an hour)."""
-    source = base.run.run_id
+    source = forced_source(base.run.run_id, options.path)
     items = set(base.traces)
     if options.limit is not None:
         # The first items in dataset order, the same on every side and every call.
@@ -201,6 +219,7 @@ def plan_work(
                 request_timeout_s=options.request_timeout_s,
                 health_timeout_s=options.health_timeout_s,
                 base_dir=options.runs_dir,
+                forced_decode=options.path == "forced-decode",
             )
         out.append(Work(side, todo, already, spec))
     return out
@@ -210,7 +229,7 @@ def score_side(
     store: Store, work: Work, base: Baseline, options: ScoreOptions, say: Say
 ) -> list[TargetResult]:
     """Score ``work``'s targets in its one session (none opened when nothing is left)."""
-    source = base.run.run_id
+    source = forced_source(base.run.run_id, options.path)
     n = len(base.traces)
     results = {
         r.run_id: TargetResult(r.run_id, role, r.config.layout, n, work.already[r.run_id], 0, {})
@@ -236,7 +255,7 @@ def score_side(
                 len(todo), f"score {r.run_id}", enabled=options.progress, accuracy=False
             )
             writer = TraceWriter(store, r.run_id, source, base.traces, progress)
-            forced = forced_requests(todo, prompt_ids, base.traces)
+            forced = forced_requests(todo, prompt_ids, base.traces, options.path)
             writer.refuse(forced.refused)
             engine.generate(forced.requests, writer)
             results[r.run_id] = dataclasses.replace(

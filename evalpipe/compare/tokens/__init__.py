@@ -2,11 +2,12 @@
 estimators (``positions``, ``stats``, ``loc``, ``tail``, ``inference``), the verdict on a
 tolerance (``verdict``), the store reads (``runs``) and the JSON edge (``json``, ``view``).
 
-What a caller outside compare/ needs (the canary, a notebook) is re-exported here; the store
-reads stay in :mod:`evalpipe.compare.tokens.runs`.
+The typed results are re-exported here. Nothing heavier is: importing this package must stay
+as cheap as its records (``evalpipe … --help`` imports them, and numpy and scipy must not load
+there); the power (:func:`evalpipe.compare.tokens.inference.items_needed`) and the margin
+(:mod:`evalpipe.compare.tokens.verdict`) are imported from their modules.
 """
 
-from evalpipe.compare.tokens.inference import items_needed
 from evalpipe.compare.tokens.types import (
     BoundaryTest,
     DivergenceShare,
@@ -18,10 +19,8 @@ from evalpipe.compare.tokens.types import (
     TokenVerdict,
     Tolerance,
 )
-from evalpipe.compare.tokens.verdict import DEFAULT_TOKEN_MARGIN, TokenMargin, margin_from
 
 __all__ = [
-    "DEFAULT_TOKEN_MARGIN",
     "BoundaryTest",
     "DivergenceShare",
     "Excess",
@@ -29,9 +28,6 @@ __all__ = [
     "PathComparison",
     "TailTest",
     "TokenComparison",
-    "TokenMargin",
     "TokenVerdict",
     "Tolerance",
-    "items_needed",
-    "margin_from",
 ]
