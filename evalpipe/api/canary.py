@@ -109,6 +109,27 @@ def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) ->
     )
 
 
+def canary_dry_run(options: RunOptions, settings: CanarySettings) -> str:
+    """What ``canary`` would do: every engine start with its runs, each new, to resume or
+    reused (nothing is started or stored)."""
+    from evalpipe.api.running import resolve_model
+    from evalpipe.api.sweeping import plan_states
+    from evalpipe.canary.plan import plan_canary
+    from evalpipe.report.sweeptext import dry_run_lines
+    from evalpipe.run.plan import precheck
+    from evalpipe.sweep.cells import SweepPlan
+
+    grid = load_grid(settings.grid)
+    if options.engine != "endpoint":
+        options = dataclasses.replace(options, model=resolve_model(options.model))
+    planned = plan_canary(options, grid, settings.max_starts)
+    precheck(planned.clean.options, *(a.options for a in planned.arms))
+    groups = planned.groups()
+    states = plan_states(SweepPlan(groups, (), grid.source), options.store)
+    head = f"canary: {planned.starts} engine starts, grid {grid.source}"
+    return "\n".join([head, *dry_run_lines(groups, states)])
+
+
 def grid_period(grid: Grid) -> int:
     """The period benign variants are localised against: the grid's first fault's."""
     return grid.faults[0].period

@@ -141,21 +141,26 @@ def smallest_detectable(rows: Sequence[CanaryRow], signal: str, n: int) -> dict[
     return out
 
 
-Smallest = tuple[tuple[str, tuple[tuple[int, str], ...]], ...]
+Smallest = tuple[tuple[str, tuple[str, ...]], ...]
+"""Per fault kind, one cell per (signal, item count): see :func:`smallest_table`."""
 
 
-def smallest_text(rows: Sequence[CanaryRow]) -> Smallest:
-    """Per signal, per item count of :data:`NS`: the smallest detectable size of each fault
-    kind, as text (``key-scale 0.05, out-mix -``; ``-`` for none of the grid)."""
-    out = []
-    for signal in SIGNALS:
-        cells = []
-        for n in NS:
-            found = smallest_detectable(rows, signal, n)
-            text = ", ".join(f"{k} {'-' if v is None else f'{v:g}'}" for k, v in found.items())
-            cells.append((n, text or "-"))
-        out.append((signal, tuple(cells)))
-    return tuple(out)
+def smallest_table(rows: Sequence[CanaryRow]) -> Smallest:
+    """Per fault kind, the smallest size each signal of :data:`SIGNALS` detects with 80 %
+    power at each item count of :data:`NS` (signal-major, ``-`` for no size of the grid)."""
+    found = {(s, n): smallest_detectable(rows, s, n) for s in SIGNALS for n in NS}
+    kinds = dict.fromkeys(k for by_kind in found.values() for k in by_kind)
+    return tuple(
+        (
+            kind,
+            tuple(
+                "-" if (v := found[(s, n)].get(kind)) is None else f"{v:g}"
+                for s in SIGNALS
+                for n in NS
+            ),
+        )
+        for kind in kinds
+    )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalpipe.canary.rows import StoredCanary, canary_rows
-from evalpipe.canary.table import CanaryRow, Smallest, smallest_text
+from evalpipe.canary.table import NS, SIGNALS, CanaryRow, Smallest, smallest_table
 from evalpipe.compare.core import Settings
 from evalpipe.faults import parse_fault
 from evalpipe.records import Run
@@ -37,12 +37,13 @@ def canary_groups(
         faults = [a.run.config.fault for a in found.arms if a.role == "fault"]
         period = parse_fault(faults[0] or "").period
         rows = tuple(canary_rows(store, found.clean, found.arms, period, settings))
-        out.append(CanaryGroup(found.clean, rows, _charts(rows), smallest_text(rows)))
+        out.append(CanaryGroup(found.clean, rows, _charts(rows), smallest_table(rows)))
     return out
 
 
 def canary_context(groups: Sequence[CanaryGroup]) -> dict[str, Any]:
-    return {"groups": list(groups)}
+    heads = [f"{s} n={n}" for s in SIGNALS for n in NS]
+    return {"groups": list(groups), "smallest_heads": heads}
 
 
 def _range(values: Sequence[float | None]) -> tuple[float, float] | None:
