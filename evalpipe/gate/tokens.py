@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from evalpipe.compare.tokens.json import plain
 from evalpipe.compare.tokens.types import (
-    PATHS,
+    MARGIN_PATHS,
     Excess,
     MetricSummary,
     Path,
@@ -189,11 +189,11 @@ def _margin_loosening(stored: Mapping[str, Any], policy: Policy) -> list[str]:
     if ref is not None or was_ref is not None:
         return []  # absolute against relative: nothing to compare
     was = stored.get("token_margin")
-    was = was if isinstance(was, Mapping) else {p: DEFAULT_TOKEN_MARGIN for p in PATHS}
+    was = was if isinstance(was, Mapping) else {p: DEFAULT_TOKEN_MARGIN for p in MARGIN_PATHS}
     now = {"decode": policy.token_margin.decode, "forced": policy.token_margin.forced}
     return [
         f"token_margin of the {path} path loosened from {was[path]:g} to {now[path]:g} nats/token"
-        for path in PATHS
+        for path in MARGIN_PATHS
         if _number(was.get(path)) and now[path] > was[path]
     ]
 

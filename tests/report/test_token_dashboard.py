@@ -342,7 +342,7 @@ def test_compute_asks_for_token_comparisons_only_where_there_are_traces(
     failed = got[runs["drift"].run_id]
     assert failed is not None and failed.paths == {} and failed.verdict == "inconclusive"
     assert set(failed.unavailable.values()) == {"model fingerprints differ: tokenizers may differ"}
-    assert set(failed.unavailable) == {"decode", "forced"}
+    assert set(failed.unavailable) == {"decode", "forced-decode", "forced"}
 
 
 def _traces(

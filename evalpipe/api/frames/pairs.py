@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     IntArray = npt.NDArray[np.int64]
 
-PATH_NAMES = ("decode", "forced")
+PATH_NAMES = ("decode", "forced-decode", "forced")
 """The token-level paths, as :data:`evalpipe.compare.tokens.types.PATHS` names them."""
 
 
@@ -234,9 +234,9 @@ def _read_positions(
     import numpy as np
 
     from evalpipe.compare.tokens.positions import collect
+    from evalpipe.compare.tokens.runs import path_source
     from evalpipe.compare.tokens.types import PATHS
     from evalpipe.store.traces import read_traces, trace_sources
-    from evalpipe.traces import DECODE
 
     r, b = pair.run, pair.baseline
     if r.config.model_fingerprint != b.config.model_fingerprint:
@@ -249,14 +249,15 @@ def _read_positions(
     found: dict[str, tuple[Positions, IntArray]] = {}
     unavailable: dict[str, str] = {}
     for path in (p for p in PATHS if p in wanted):
-        source = DECODE if path == "decode" else b.run_id
+        source = path_source(path, b.run_id)
         lacking = [f"{x.config.layout} run {x.run_id}" for x in (r, b)
                    if not sources[x.run_id].get(source)]  # fmt: skip
         if lacking:
             unavailable[path] = f"{' and '.join(lacking)}: " + (
                 "no token logprobs (run with --logprobs 5)"
                 if path == "decode"
-                else f"no teacher-forced traces (`evalpipe score {r.run_id} --against {b.run_id}`)"
+                else f"no {path} traces (`evalpipe score {r.run_id} --against {b.run_id} --path "
+                f"{'forced-decode' if path == 'forced-decode' else 'prefill'}`)"
             )
             continue
         base = read_traces(pair.store, b.run_id, source)

@@ -167,7 +167,7 @@ def collect(path: Path, pairs: Pairs) -> Positions:
         differs = np.flatnonzero(b.token_ids[:m] != r.token_ids[:m])
         d = int(differs[0]) if differs.size else m
         same = d == m and b.n == r.n
-        if base.start != run.start or (path == "forced" and not same):
+        if base.start != run.start or (path != "decode" and not same):
             skipped += 1
             continue
         ids.append(item_id)

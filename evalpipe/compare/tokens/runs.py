@@ -21,13 +21,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from evalpipe.compare.tokens.stats import compare_path
-from evalpipe.compare.tokens.types import Path, PathComparison, TokenComparison, Tolerance
+from evalpipe.compare.tokens.types import (
+    PATHS,
+    Path,
+    PathComparison,
+    TokenComparison,
+    Tolerance,
+)
 from evalpipe.compare.tokens.verdict import TokenMargin, holm_paths, tolerances
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run
 from evalpipe.store import Store
 from evalpipe.store.traces import read_traces, trace_sources
-from evalpipe.traces import DECODE, StoredTrace
+from evalpipe.traces import DECODE, StoredTrace, forced_source
 
 Pairs = dict[str, tuple[StoredTrace, StoredTrace]]
 
@@ -61,15 +67,14 @@ def token_comparison(
             "never compared"
         )
         return TokenComparison(
-            run.run_id, baseline.run_id, period, unavailable={"decode": why, "forced": why}
+            run.run_id, baseline.run_id, period, unavailable=dict.fromkeys(PATHS, why)
         )
     repeats = [r for r in floor_runs if r.run_id not in (run.run_id, baseline.run_id)]
     ref, label = reference if reference is not None else (None, "")
     taus = tolerances(margin or TokenMargin(), ref, label)
     paths: dict[Path, PathComparison] = {}
     unavailable: dict[Path, str] = {}
-    sides: tuple[tuple[Path, str], ...] = (("decode", DECODE), ("forced", baseline.run_id))
-    for path, source in sides:
+    for path, source in ((p, path_source(p, baseline.run_id)) for p in PATHS):
         missing = _missing(path, source, run, baseline, sources)
         if missing:
             unavailable[path] = missing
@@ -119,6 +124,14 @@ def reference_comparison(
     return found, label
 
 
+def path_source(path: Path, baseline_id: str) -> str:
+    """The trace ``source`` both sides of ``path`` are read from: each run's own generation,
+    or the baseline's tokens forced on the decode path or through prefill."""
+    if path == "decode":
+        return DECODE
+    return forced_source(baseline_id, "forced-decode" if path == "forced-decode" else "prefill")
+
+
 def _missing(
     path: Path, source: str, run: Run, baseline: Run, sources: Mapping[str, Mapping[str, int]]
 ) -> str | None:
@@ -130,9 +143,10 @@ def _missing(
     has, it = ("have", "them") if len(lacking) > 1 else ("has", "it")
     if path == "decode":
         return f"{names} {has} no token logprobs: rerun {it} with --logprobs 5"
+    how = "forced-decode" if path == "forced-decode" else "prefill"
     return (
-        f"{names} {has} no teacher-forced traces of the baseline's tokens: run `evalpipe "
-        f"score {run.run_id} --against {baseline.run_id}`"
+        f"{names} {has} no {how} traces of the baseline's tokens: run `evalpipe "
+        f"score {run.run_id} --against {baseline.run_id} --path {how}`"
     )
 
 

@@ -19,8 +19,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Path = Literal["decode", "forced"]
-PATHS: tuple[Path, Path] = ("decode", "forced")
+Path = Literal["decode", "forced-decode", "forced"]
+PATHS: tuple[Path, ...] = ("decode", "forced-decode", "forced")
+"""``decode``: each side's own generation, over the common prefix; ``forced-decode``: both
+engines generating the baseline's tokens one decode step at a time (teacher-forced on the
+decode kernels); ``forced``: both engines scoring the baseline's tokens as a prompt
+(teacher-forced through prefill)."""
+
+MARGIN_PATHS: tuple[Path, Path] = ("decode", "forced")
+"""What a τ is set for: free decoding, and teacher forcing (``forced`` and ``forced-decode``
+share it: both compare the same token sequence at every position)."""
+
+
+def margin_path(path: Path) -> Path:
+    """The :data:`MARGIN_PATHS` entry whose τ ``path`` is decided on."""
+    return "decode" if path == "decode" else "forced"
 
 Metric = Literal["kl", "abs_dlogprob", "top1_disagree"]
 METRICS: tuple[Metric, Metric, Metric] = ("kl", "abs_dlogprob", "top1_disagree")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from evalpipe.compare.power import holm
 from evalpipe.compare.tokens.inference import items_for, power
 from evalpipe.compare.tokens.types import (
+    MARGIN_PATHS,
     PATHS,
     Decision,
     Excess,
@@ -42,6 +43,7 @@ from evalpipe.compare.tokens.types import (
     TokenComparison,
     TokenVerdict,
     Tolerance,
+    margin_path,
 )
 from evalpipe.compare.tokens.view import nats
 
@@ -89,10 +91,11 @@ def margin_from(value: object) -> TokenMargin:
         pairs = [part.partition("=") for part in value.split(",")]
         value = {k.strip(): v.strip() for k, _, v in pairs}
     if isinstance(value, dict):
-        unknown = sorted(str(k) for k in value if k not in PATHS)
+        unknown = sorted(str(k) for k in value if k not in MARGIN_PATHS)
         if unknown or not value:
             raise ValueError(
-                f"give τ per path as decode=X,forced=Y (paths: {', '.join(PATHS)}), not "
+                f"give τ per path as decode=X,forced=Y (decode: free generation; forced: both "
+                f"teacher-forced paths, forced-decode and prefill), not "
                 f"{', '.join(unknown) or 'nothing'}"
             )
         taus = {k: _positive(v, f"τ of {k}") for k, v in value.items()}
@@ -122,7 +125,7 @@ def tolerances(
     out: dict[Path, Tolerance | str] = {}
     for path in PATHS:
         if margin.factor is None:
-            tau = margin.decode if path == "decode" else margin.forced
+            tau = margin.decode if margin_path(path) == "decode" else margin.forced
             out[path] = Tolerance(tau, "given" if margin.given else "default")
         elif reference is None or isinstance(reference, str):
             out[path] = f"no τ: {reference or 'a relative token margin needs a reference pair'}"

@@ -32,6 +32,8 @@ from evalpipe.report.charts import Plot, histogram, whisker_plot
 
 PATH_TITLES = {
     "decode": "Decode path: each side's own generation, over the common prefix",
+    "forced-decode": "Forced-decode path: both engines generating the baseline's tokens step "
+    "by step (teacher-forced on the decode kernels), every position",
     "forced": "Prefill path: both engines scoring the baseline's tokens (teacher-forced)",
 }
 METRIC_LABELS: dict[Metric, str] = {
