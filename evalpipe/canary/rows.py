@@ -55,19 +55,23 @@ def canary_rows(
             shard_period=fault.period if fault is not None else period,
             force=arm.role == "benign",  # a benign variant may differ by design (a dtype)
         )
-        items = _token_items(c, settings.alpha)
+        items = token_items(c, settings.alpha)
         out.append(row(arm.label, arm.role, c, fault, items, _max_position(store, arm.run)))
     return out
 
 
-def _token_items(c: Comparison, alpha: float) -> float:
-    """Items the token signal needs for 80 % power to see the decode path's observed KL in
-    excess of the floor (exact, at the verdict's level; ``inf``: none)."""
+def token_items(c: Comparison, alpha: float) -> float:
+    """Items the token verdict needs to call the observed fault a drift with 80 % power: to
+    show the decode path's excess over the floor above τ, items varying as these do (exact,
+    at the verdict's level; ``inf`` when the excess is within τ — by design not a drift)."""
     decode = None if c.tokens is None else c.tokens.paths.get("decode")
     excess = None if decode is None else decode.excess
-    if excess is None or len(excess.item_values) < 2 or not excess.estimate > 0:
+    if decode is None or decode.decision is None or excess is None:
         return math.inf
-    return items_needed(excess.item_values, alpha=alpha)
+    if len(excess.item_values) < 2:
+        return math.inf
+    above = excess.estimate - decode.decision.tolerance.tau
+    return items_needed(excess.item_values, above, alpha=alpha)
 
 
 def _max_position(store: Store, run: Run) -> int:

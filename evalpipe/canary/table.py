@@ -8,7 +8,7 @@ Signals, each with the items it needs for 80 % power at the size observed:
   the observed drop at the pair's other discordance
   (:func:`~evalpipe.compare.power.items_for_drop`);
 - token KL: the decode path's per-token mean KL with its interval and the token verdict;
-  items needed to separate the pair from the baseline's repeat (the noise floor);
+  items the verdict needs to show its excess over the floor above τ;
 - localisation: where first divergences fall relative to the fault's period, and the
   boundary test.
 """
@@ -35,8 +35,10 @@ SIGNALS = ("accuracy", "token")
 @dataclass(frozen=True)
 class CanaryRow:
     """One fault at one size (``role`` ``fault``), or a benign variant (``benign``), against
-    the clean run. Rates are fractions; KL in nats per token; ``*_items`` are items needed
-    for 80 % power (``inf``: not detectable at any size of this task)."""
+    the clean run. Rates are fractions; KL in nats per token. ``*_items``: the items each
+    verdict needs to call this fault a drift with 80 % power — the accuracy loss test to see
+    the observed drop, the token verdict to show the excess KL above τ (``inf``: never, e.g.
+    an excess within τ, which the token verdict passes by design)."""
 
     label: str
     role: str

@@ -11,7 +11,7 @@ from evalpipe.report.textfmt import p_text, pts, safe, share
 
 HEADER = (
     f"{'fault / variant':34} {'identical':>9}  {'accuracy Δ pts [95% CI]':26} "
-    f"{'verdict':12}  {'KL nats/token [95% CI]':28} {'token':12} {'items acc / KL':>17} "
+    f"{'verdict':12}  {'KL nats/token [95% CI]':28} {'token':12} {'items to drift':>17} "
     "first divergences near a boundary; KL boundary test"
 )
 

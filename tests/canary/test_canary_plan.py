@@ -202,3 +202,25 @@ def test_the_example_grid_parses() -> None:
     path = Path(__file__).parents[2] / "examples" / "canary.yaml"
     grid = parse_grid(path.read_text(), str(path))
     assert len(grid.faults) == 12 and len(grid.benign) == 3
+
+
+def test_token_items_are_what_the_verdict_needs_to_show_the_excess_above_tau() -> None:
+    """The items to drift: an excess above τ is seen with fewer items the further above it
+    is; an excess within τ never drifts (by design, not a miss)."""
+    from token_fixtures import DECISION, EXCESS, decode_path
+
+    from evalpipe.canary.rows import token_items
+    from evalpipe.compare.tokens.types import Tolerance
+
+    def items(estimate: float, tau: float) -> float:
+        values = tuple(estimate + d for d in (-1e-3, 0.0, 1e-3) * 6)
+        excess = dataclasses.replace(EXCESS, estimate=estimate, item_values=values)
+        decision = dataclasses.replace(DECISION, tolerance=Tolerance(tau, "given"))
+        path = decode_path(excess=excess, decision=decision)
+        return token_items(
+            dataclasses.replace(comparison(), tokens=tokens(paths={"decode": path})), 0.05
+        )
+
+    assert math.isinf(items(1e-3, 2e-3))  # within τ
+    near, far = items(2.5e-3, 2e-3), items(6e-3, 2e-3)
+    assert 2 <= far < near < math.inf
