@@ -15,13 +15,13 @@ Signals, each with the items it needs for 80 % power at the size observed:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from evalpipe.compare.core import Comparison
 from evalpipe.compare.power import items_for_drop
+from evalpipe.compare.tokens.json import plain
 from evalpipe.faults import FaultSpec
 
 NS = (60, 120, 1319)
@@ -69,11 +69,10 @@ class CanaryRow:
     reached: bool
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON: an infinite item count (never detectable) is ``null``."""
-        out = asdict(self)
-        for key in ("acc_items", "token_items"):
-            out[key] = None if math.isinf(out[key]) else out[key]
-        return out
+        """Strict JSON: an infinite item count (never a drift) or interval bound is ``null``."""
+        found = plain(asdict(self))
+        assert isinstance(found, dict)
+        return found
 
 
 def row(
