@@ -23,24 +23,29 @@ def compare(
     min_n: int = 100,
     force: bool = False,
     shard_period: int | None = None,
+    run_flag: bool = True,
 ) -> list[Comparison]:
     """Compare each run with its baseline (``baseline`` run id, or the automatic one on
     ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given.
-    ``shard_period`` overrides the layout's shard period for the boundary breakdown."""
+    ``shard_period`` overrides the layout's shard period for the boundary breakdown;
+    ``run_flag`` False: the caller has no ``--baseline RUN_ID`` for messages to suggest."""
     from evalpipe.compare.core import adjust
     from evalpipe.compare.pairing import find_baseline
     from evalpipe.compare.runs import compare_runs
+    from evalpipe.limits import check_shard_period
     from evalpipe.store import open_store
 
     _check_thresholds(margin, alpha, min_n)
-    with open_store(store) as s:
+    check_shard_period(shard_period)
+    # Reads only: a typo in --store must not leave a new, empty store behind.
+    with open_store(store, create=False, empty_ok=False) as s:
         results = []
         for rid in run_ids:
             r = s.get_run(rid)
             if baseline and baseline != "auto":
                 b = s.get_run(baseline)
             else:
-                b = find_baseline(s, r, baseline_layout)
+                b = find_baseline(s, r, baseline_layout, run_flag)
             if b.run_id == r.run_id:
                 # Every item agrees with itself: a clean "no drift" that means nothing.
                 raise EvalpipeError(
@@ -93,7 +98,7 @@ def tagged_comparisons(
     if not run_ids:
         if not tag:
             raise EvalpipeError("select runs with --run RUN_ID or --tag TAG")
-        with open_store(store) as s:
+        with open_store(store, create=False, empty_ok=False) as s:
             tagged = [r for r in s.list_runs(status="finished") if tag in r.tags]
         run_ids = [
             r.run_id
@@ -106,7 +111,9 @@ def tagged_comparisons(
                 f"no finished run tagged {tag!r} to compare (tag runs with "
                 "`evalpipe run … --tag TAG`; non-CP runs count only with --baseline-layout)"
             )
-    return compare(store, run_ids, baseline_layout=baseline_layout, margin=margin)
+    return compare(
+        store, run_ids, baseline_layout=baseline_layout, margin=margin, run_flag=False
+    )
 
 
 def comparison_json(c: Comparison) -> dict[str, Any]:

@@ -68,6 +68,15 @@ def _details(run: Run) -> list[str]:
     return lines
 
 
+def store_inputs(store: str | None) -> list[tuple[str, Path | None]]:
+    """The store's files as a command's inputs, for :func:`evalpipe.paths.check_outputs`
+    (none for a server)."""
+    from evalpipe.paths import store_files
+    from evalpipe.store.connect import resolve
+
+    return [("the store", p) for p in store_files(resolve(store).path)]
+
+
 def list_runs(
     store: str | None,
     task: str | None = None,
@@ -76,14 +85,14 @@ def list_runs(
 ) -> list[Run]:
     from evalpipe.store import open_store
 
-    with open_store(store) as s:
+    with open_store(store, create=False) as s:
         return s.list_runs(task=task, layout=layout, limit=limit)
 
 
 def get_run(store: str | None, run_id: str) -> Run:
     from evalpipe.store import open_store
 
-    with open_store(store) as s:
+    with open_store(store, create=False) as s:
         return s.get_run(run_id)
 
 
@@ -114,10 +123,13 @@ def export_run(store: str | None, run_id: str, out: TextIO | str | Path) -> None
         export_run("evalpipe.db", "20261128-065414-3f2a9c", "run.jsonl")
     """
     from evalpipe.importers.jsonl import export_run as _export
-    from evalpipe.paths import open_atomic
+    from evalpipe.paths import check_outputs, open_atomic
     from evalpipe.store import open_store
 
-    with open_store(store) as s:
+    if isinstance(out, (str, Path)):
+        # Before the store is opened: `-o evalpipe.db` must not replace the store it reads.
+        check_outputs([("-o", out)], store_inputs(store))
+    with open_store(store, create=False) as s:
         found = s.get_run(run_id).run_id  # before any file is opened: a typo writes nothing
         if not isinstance(out, (str, Path)):
             _export(s, found, out)

@@ -20,6 +20,7 @@ from evalpipe.compare.pairing import HARD_KEYS, hard_differences, key_difference
 from evalpipe.compare.tokenruns import token_comparison
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import parse, shard_period
+from evalpipe.limits import check_shard_period
 from evalpipe.records import Run
 from evalpipe.store import Store
 from evalpipe.store.answers import read_answers
@@ -62,10 +63,7 @@ def shard_period_of(run: Run, explicit: int | None = None) -> ShardPeriod:
     """The shard period to locate ``run``'s prompts against: ``explicit`` (``given``), else
     the layout's dcp x interleave (``layout``); none for a layout without DCP."""
     if explicit is not None:
-        if explicit < 1:
-            raise EvalpipeError(
-                f"--shard-period must be a positive number of tokens, not {explicit}"
-            )
+        check_shard_period(explicit)
         return ShardPeriod(explicit, "given")
     try:
         period = shard_period(parse(run.config.layout), run.config.engine_args, run.config.platform)

@@ -155,7 +155,11 @@ def test_a_schema_2_store_gets_structured_engine_args_on_open(tmp_path: Path) ->
     path = tmp_path / "old.db"
     shutil.copy(OLD_STORE, path)
     with open_store(path) as s:
-        assert s.migrations_applied == ["m003_structured_engine_args", "m004_token_traces"]
+        assert s.migrations_applied == [
+            "m003_structured_engine_args",
+            "m004_token_traces",
+            "m005_trace_answers_and_run_holders",
+        ]
         tp1, tp2 = s.get_run("old-tp1"), s.get_run("old-tp2")
         assert tp1.config.engine_args == {
             "enable_prefix_caching": False,
