@@ -6,7 +6,7 @@ when ``evalpipe score`` was run). For every other run and path it prints:
 
 - the observed per-token mean KL of the pair and of the floor, and the one-sided paired test's
   items needed for 80 % power to separate the pair from the floor (normal approximation on
-  the per-item differences, ``evalpipe.compare.tokenstats.items_needed``);
+  the per-item differences, ``evalpipe.compare.tokens.stats.items_needed``);
 - items needed to detect a given increase of the mean per-item KL over the floor (a grid of
   increases, with the spread of the observed per-item differences);
 - beside it, items the accuracy test needs to detect a 1-point drop with 80 % power at the
@@ -26,10 +26,10 @@ import numpy as np
 
 from evalpipe.compare.core import Answer, join
 from evalpipe.compare.pairing import repeats
-from evalpipe.compare.power import mde
+from evalpipe.compare.power import items_for_drop
 from evalpipe.compare.runs import answers
-from evalpipe.compare.tokenstats import item_kl, items_needed
-from evalpipe.compare.tokentypes import Path
+from evalpipe.compare.tokens.stats import item_kl, items_needed
+from evalpipe.compare.tokens.types import Path
 from evalpipe.records import Run
 from evalpipe.store import Store, open_store
 from evalpipe.store.traces import read_traces
@@ -37,22 +37,6 @@ from evalpipe.traces import DECODE
 
 INCREASES = (1e-4, 3e-4, 1e-3, 3e-3)
 """Increases of the per-item mean KL over the floor (nats/token) the grid asks about."""
-
-
-def accuracy_items(discordance: float, drop: float = 0.01, power: float = 0.8) -> int:
-    """Smallest n whose MDE (floored discordance, as ``decide`` uses) is at most ``drop``."""
-    low, high = 2, 2
-    while mde(high, min(1.0, max(discordance, 1 / high)), power=power) > drop:
-        high *= 2
-        if high > 10**8:
-            return 10**8
-    while low < high:
-        mid = (low + high) // 2
-        if mde(mid, min(1.0, max(discordance, 1 / mid)), power=power) <= drop:
-            high = mid
-        else:
-            low = mid + 1
-    return low
 
 
 def _discordance(a: dict[str, Answer], b: dict[str, Answer]) -> float:
@@ -94,7 +78,7 @@ def report(store: Store, base: Run, floor: Run, runs: Sequence[Run]) -> None:
         disc = _discordance(answers(store, run.run_id), base_answers)
         print(
             f"  accuracy: discordance {disc:.1%}; items for 80 % power to detect a 1-point "
-            f"drop: {accuracy_items(disc)}"
+            f"drop: {items_for_drop(0.01, disc):.0f}"
         )
         for path in ("decode", "forced"):
             for line in _path_rows(store, path, base, floor, run):

@@ -11,6 +11,7 @@ from evalpipe.errors import EvalpipeError
 from evalpipe.yamlload import YamlInputError, load_yaml
 
 ENGINE_KINDS = ("serve", "endpoint", "offline")
+REQUEST_ORDERS = ("dataset", "reversed")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class RunOptions:
     value read as YAML) override a generated task's parameters; ``shard_layout`` is the
     layout whose shard boundaries a long-context task's length grid straddles (default: the
     run's own layout; a baseline run gets its CP run's layout, so both get the same items).
+    ``fault`` is a canary fault spec (:mod:`evalpipe.faults`) the engine injects (an
+    endpoint's run is only labelled with it); ``request_order`` sends the items in
+    ``dataset`` or ``reversed`` order (arrival order shapes the engine's batches).
     ``logprobs`` is the top-k of token logprobs captured per generated position (0: none);
     like ``progress`` it is not part of the run's configuration: capture does not change what
     is generated, so a run with and one without it pair and resume alike.
@@ -59,6 +63,8 @@ class RunOptions:
     params: tuple[str, ...] = ()
     shard_layout: str | None = None
     logprobs: int = 5
+    fault: str | None = None
+    request_order: str = "dataset"
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:

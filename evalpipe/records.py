@@ -141,10 +141,28 @@ class RunConfig:
     concurrency: int
     engine_versions: JsonDict = field(default_factory=dict)
     repeat_index: int = 0
+    fault: str | None = None
+    """A canary fault's canonical spec (:mod:`evalpipe.faults`) injected into the engine, or
+    None for a clean run. Part of the key, so a faulted run never resumes, repeats or pairs
+    as a clean one."""
+    request_order: str = "dataset"
+    """The order requests were sent in (``dataset`` or ``reversed``): the batches an engine
+    forms, and so its numerics, follow arrival order."""
 
     def __post_init__(self) -> None:
         args = self.engine_args
         object.__setattr__(self, "engine_args", {k: args[k] for k in sorted(args)})
+
+    @property
+    def layout_name(self) -> str:
+        """The layout as every report names a run: with its canary fault and request order
+        when set (``tp1 [fault: key-scale 0.2]``), so a faulted run is never read as clean."""
+        from evalpipe.faults import fault_label
+
+        marks = [f"fault: {fault_label(self.fault)}"] if self.fault else []
+        if self.request_order != "dataset":
+            marks.append(f"{self.request_order} order")
+        return self.layout + "".join(f" [{m}]" for m in marks)
 
     def key(self) -> dict[str, Any]:
         return {
@@ -163,15 +181,31 @@ class RunConfig:
             "concurrency": self.concurrency,
             "engine_versions": dict(self.engine_versions),
             "repeat_index": self.repeat_index,
+            # Only when set: every run stored before these fields keeps its hash.
+            **_optional(self),
         }
 
     def config_hash(self) -> str:
         return sha256_text(canonical_json(self.key()))[:16]
 
 
+OPTIONAL_CONFIG = {"fault": None, "request_order": "dataset"}
+"""Config fields written (to the key, the store, exports) only when they differ from these
+defaults, so clean runs in dataset order hash, store and export as before the fields existed."""
+
+
+def _optional(config: RunConfig) -> dict[str, Any]:
+    return {k: getattr(config, k) for k, v in OPTIONAL_CONFIG.items() if getattr(config, k) != v}
+
+
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
-    """Every field of ``config`` as plain JSON values, in field order (tuples → lists)."""
-    out = {f.name: getattr(config, f.name) for f in fields(RunConfig)}
+    """Every field of ``config`` as plain JSON values, in field order (tuples → lists); the
+    optional fields only when set (:data:`OPTIONAL_CONFIG`)."""
+    out = {
+        f.name: getattr(config, f.name)
+        for f in fields(RunConfig)
+        if f.name not in OPTIONAL_CONFIG or getattr(config, f.name) != OPTIONAL_CONFIG[f.name]
+    }
     out["engine_args"] = dict(config.engine_args)
     out["sampling"] = dict(config.sampling)
     out["engine_versions"] = dict(config.engine_versions)

@@ -100,6 +100,21 @@ def gemma_tp2(request: pytest.FixtureRequest, engine_servers: ServerPool) -> Ite
     yield from _shared_server(request, engine_servers)
 
 
+@pytest.fixture
+def smollm2_tp1_no_plugin(
+    request: pytest.FixtureRequest, engine_servers: ServerPool
+) -> Iterator[Served]:
+    """SmolLM2 tp1 with ``VLLM_PLUGINS`` leaving evalpipe's plugin out (the fault variable
+    set): what an engine without the plugin computes."""
+    yield from _shared_server(request, engine_servers)
+
+
+@pytest.fixture
+def gemma_tp2_fault(request: pytest.FixtureRequest, engine_servers: ServerPool) -> Iterator[Served]:
+    """Gemma-3-270M tp2 with the canary fault ``engine_servers.TEST_FAULT`` injected."""
+    yield from _shared_server(request, engine_servers)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     pool = terminalreporter.config.stash.get(_POOL, None)
     if pool is not None:

@@ -31,13 +31,42 @@ from evalpipe.engine import server
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import parse
 
-# Fixture name → (built-in model, layout). A test asks for a server by naming the fixture,
-# which lets order_items see what it needs before anything runs.
-SERVER_FIXTURES: dict[str, tuple[str, str]] = {
-    "smollm2_tp1": ("smollm2", "tp1"),
-    "gemma_tp1": ("gemma3-270m", "tp1"),
-    "gemma_tp2": ("gemma3-270m", "tp2"),
+# Fixture name → (built-in model, layout, variant). A test asks for a server by naming the
+# fixture, which lets order_items see what it needs before anything runs.
+SERVER_FIXTURES: dict[str, tuple[str, str, str]] = {
+    "smollm2_tp1": ("smollm2", "tp1", ""),
+    "gemma_tp1": ("gemma3-270m", "tp1", ""),
+    "gemma_tp2": ("gemma3-270m", "tp2", ""),
+    "smollm2_tp1_no_plugin": ("smollm2", "tp1", "no-plugin"),
+    "gemma_tp2_fault": ("gemma3-270m", "tp2", "fault"),
 }
+
+FAULT_THRESHOLD = 500
+"""Where the test fault starts: arith prompts are 480-510 tokens for both models, so the
+fault acts on the late prompt tokens of some items and on the generation of all."""
+
+TEST_FAULT = f"key-scale:size=0.5,period=1,offset=0,threshold={FAULT_THRESHOLD}"
+"""The fault of the ``fault`` variant's engine (and a gross one: identical outputs past the
+threshold would mean it never acted)."""
+
+
+def variant_env(variant: str) -> dict[str, str]:
+    """The engine environment of a server variant: ``""`` a clean engine (evalpipe's plugin
+    loaded, no fault), ``fault`` one with :data:`TEST_FAULT`, ``no-plugin`` one where
+    ``VLLM_PLUGINS`` keeps evalpipe's plugin from loading while the fault variable is set (were
+    the plugin loaded anyway, its outputs would differ)."""
+    if variant == "":
+        return {"EVALPIPE_FAULT": ""}
+    if variant == "fault":
+        return {"EVALPIPE_FAULT": TEST_FAULT}
+    if variant == "no-plugin":
+        from importlib.metadata import entry_points
+
+        others = [
+            e.name for e in entry_points(group="vllm.general_plugins") if e.name != "evalpipe"
+        ]
+        return {"EVALPIPE_FAULT": TEST_FAULT, "VLLM_PLUGINS": ",".join(others) or "none"}
+    raise ValueError(f"unknown server variant {variant!r}")
 
 
 @dataclass(frozen=True)
@@ -104,14 +133,15 @@ class ServerPool:
     log_dir: Path
     max_alive: int = 2
     health_timeout_s: float = 900.0
-    alive: dict[tuple[str, str], Entry] = field(default_factory=dict)
+    alive: dict[tuple[str, str, str], Entry] = field(default_factory=dict)
     launches: list[tuple[str, str, float]] = field(default_factory=list)
-    failed: dict[tuple[str, str], str] = field(default_factory=dict)
+    failed: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     @contextlib.contextmanager
-    def use(self, model: str, layout: str) -> Iterator[Served]:
-        """The server for (model, layout), launched on first use, held for the block."""
-        entry = self._get(model, layout)
+    def use(self, model: str, layout: str, variant: str = "") -> Iterator[Served]:
+        """The server for (model, layout, variant), launched on first use, held for the
+        block; ``variant`` names its engine environment (:func:`variant_env`)."""
+        entry = self._get(model, layout, variant)
         entry.users += 1
         try:
             yield entry.served
@@ -119,8 +149,8 @@ class ServerPool:
             entry.users -= 1
             entry.last_used = time.monotonic()
 
-    def _get(self, model: str, layout: str) -> Entry:
-        key = (model, layout)
+    def _get(self, model: str, layout: str, variant: str) -> Entry:
+        key = (model, layout, variant)
         if key in self.failed:
             # One launch that failed is enough: later tests fail fast with the same reason.
             pytest.fail(self.failed[key])
@@ -128,9 +158,11 @@ class ServerPool:
         if entry is None:
             self._make_room()
             try:
-                entry = self._launch(model, layout)
+                entry = self._launch(model, layout, variant)
             except (EvalpipeError, OSError) as exc:
-                self.failed[key] = f"cannot start the shared vLLM server {model} {layout}: {exc}"
+                self.failed[key] = (
+                    f"cannot start the shared vLLM server {model} {layout} {variant}: {exc}"
+                )
                 pytest.fail(self.failed[key])
             self.alive[key] = entry
         entry.last_used = time.monotonic()
@@ -143,23 +175,24 @@ class ServerPool:
                 return  # every server is in use by the current test: exceed the cap
             self.stop(min(idle)[1])
 
-    def _launch(self, model: str, layout: str) -> Entry:
+    def _launch(self, model: str, layout: str, variant: str = "") -> Entry:
         require_vllm()
         from evalpipe.engine import models
 
         path = str(models.fetch(model))
         port = server.free_port()
         url = f"http://127.0.0.1:{port}"
-        log = self.log_dir / f"{model}-{layout}.log"
+        log = self.log_dir / f"{model}-{layout}{'-' + variant if variant else ''}.log"
         command, env = launch_settings(path, layout, model, port)
+        env.update(variant_env(variant))
         stack = contextlib.ExitStack()
         start = time.monotonic()
         stack.enter_context(server.launched(command, url, log, env, self.health_timeout_s))
         took = time.monotonic() - start
-        self.launches.append((model, layout, took))
+        self.launches.append((model, f"{layout} {variant}".strip(), took))
         return Entry(Served(url, model, path, layout, log), stack, took)
 
-    def stop(self, key: tuple[str, str]) -> None:
+    def stop(self, key: tuple[str, str, str]) -> None:
         self.alive.pop(key).stack.close()
 
     def close(self) -> None:
@@ -207,6 +240,6 @@ def order_items(items: list[pytest.Item]) -> None:
         ]
         if not used:
             return (0, "", 0)
-        return (1, min(model for model, _ in used), -len(used))
+        return (1, min(model for model, _, _ in used), -len(used))
 
     items.sort(key=key)

@@ -9,7 +9,7 @@ from typing import Any
 from builders import run_config
 
 from evalpipe.compare.core import Answer, Comparison, compare_answers
-from evalpipe.compare.tokentypes import (
+from evalpipe.compare.tokens.types import (
     Bin,
     BoundaryTest,
     FloorTest,

@@ -79,7 +79,8 @@ def run_with_baseline(
         )
     # The baseline's generated long-context items straddle the CP run's shard boundaries.
     shard_layout = options.shard_layout or options.layout
-    base_options = dataclasses.replace(options, layout=base, shard_layout=shard_layout)
+    # A canary fault is the run's alone: its baseline is the clean run.
+    base_options = dataclasses.replace(options, layout=base, shard_layout=shard_layout, fault=None)
     # Both before either runs: a refused layout must not wait for its baseline's run.
     options, base_options = _resolved(options), _resolved(base_options)
     precheck(base_options, options)

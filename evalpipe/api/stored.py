@@ -28,7 +28,7 @@ def format_run_summary(run: Run, store: str | None, details: bool = False) -> st
 
     c, rid = run.config, safe(run.run_id)
     head = [
-        f"run {rid}: {safe(c.task)} v{safe(c.task_version)} on {safe(c.layout)} "
+        f"run {rid}: {safe(c.task)} v{safe(c.task_version)} on {safe(c.layout_name)} "
         f"({safe(c.platform)}), model {safe(c.model)}",
         f"  accuracy {pct(run.accuracy)} strict ({run.n_correct}/{run.n_samples - run.n_errors})"
         f", {pct(run.accuracy_flexible)} flexible; infrastructure errors {run.n_errors}",
@@ -109,6 +109,7 @@ def format_runs_table(runs: Sequence[Run]) -> str:
             f"{safe(r.run_id):24} {safe(r.config.task):10} {safe(r.config.layout):12} "
             f"{safe(r.status):9} {r.n_samples:>5} {acc:>7} {r.n_errors:>4}  "
             f"{safe(Path(r.config.model).name)}"
+            + safe(r.config.layout_name.removeprefix(r.config.layout))
         )
     return "\n".join(rows)
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO, cast
 
 from evalpipe import __version__
-from evalpipe.cli import reporting, running, scoring, setup, stored, sweeping
+from evalpipe.cli import canary, reporting, running, scoring, setup, stored, sweeping
 from evalpipe.cli.common import Handler, formatter
 from evalpipe.errors import EvalpipeError
 
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The order of `evalpipe --help`: evaluate and report, then stored runs, then setup.
     running.register(sub)
     sweeping.register(sub)
+    canary.register(sub)
     scoring.register(sub)
     reporting.register(sub)
     setup.register_layout(sub)

@@ -43,6 +43,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         params=tuple(args.param),
         shard_layout=args.shard_layout,
         logprobs=args.logprobs,
+        fault=args.fault,
+        request_order=args.request_order,
     )
     if args.with_baseline:
         base_runs, runs = api.run_with_baseline(options, args.baseline_layout, args.repeat)
@@ -150,6 +152,19 @@ def _run_options(run: argparse.ArgumentParser) -> None:
         metavar="K",
         help="store the token ids and top-K logprobs of every generated token, for "
         "token-level comparison (default 5; 0 = off)",
+    )
+    run.add_argument(
+        "--fault",
+        metavar="SPEC",
+        help="inject a canary fault into the engine (evalpipe's vLLM plugin), e.g. "
+        "key-scale:size=0.2,period=128; kinds: key-scale, kv-position, out-scale. Stored "
+        "with the run: a faulted run never pairs or passes as a clean one",
+    )
+    run.add_argument(
+        "--request-order",
+        choices=["dataset", "reversed"],
+        default="dataset",
+        help="the order items are sent in (arrival order shapes the engine's batches)",
     )
     run.add_argument("--runs-dir", help="where run directories (engine logs) go")
     run.add_argument("--api-key-env", help="env var holding the endpoint's API key")

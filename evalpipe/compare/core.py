@@ -19,7 +19,7 @@ from typing import Literal
 
 from evalpipe.compare import breakdown, stats
 from evalpipe.compare.power import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_MIN_N
-from evalpipe.compare.tokentypes import TokenComparison
+from evalpipe.compare.tokens.types import TokenComparison
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import MIN_PERIOD
 from evalpipe.records import Run, Sample
@@ -84,7 +84,7 @@ class ShardPeriod:
     """Shard period (tokens) to locate prompts against, and where it came from."""
 
     period: int | None = None
-    source: str | None = None  # "given" | "layout"
+    source: str | None = None  # "given" | "layout" | "fault"
 
 
 @dataclass(frozen=True)

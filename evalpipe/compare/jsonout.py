@@ -2,7 +2,7 @@
 
 The shape is what ``evalpipe compare --json`` prints (and what scripts downstream read), so
 keys only ever get added. The token-level comparison (``tokens``, null without one) is
-:mod:`evalpipe.compare.tokenjson`.
+:mod:`evalpipe.compare.tokens.json`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import statistics
 from typing import Any
 
 from evalpipe.compare.core import Comparison, Flip
-from evalpipe.compare.tokenjson import tokens_to_json
+from evalpipe.compare.tokens.json import tokens_to_json
 
 
 def flip_to_json(f: Flip) -> dict[str, Any]:
@@ -41,6 +41,11 @@ def to_json(c: Comparison) -> dict[str, Any]:
         "task_version": r.config.task_version,
         "layout": r.config.layout,
         "baseline_layout": b.config.layout,
+        # A canary run names its fault wherever it is named (None: a clean run).
+        "fault": r.config.fault,
+        "baseline_fault": b.config.fault,
+        "request_order": r.config.request_order,
+        "baseline_request_order": b.config.request_order,
         "platform": r.config.platform,
         "engine_versions": dict(r.config.engine_versions),
         **c.result.to_dict(),

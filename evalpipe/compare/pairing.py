@@ -38,6 +38,7 @@ def pairing_key(run: Run) -> dict[str, Any]:
         "seed": c.seed,
         "engine_versions": dict(c.engine_versions),
         "concurrency": c.concurrency,
+        "request_order": c.request_order,
         "engine_args": non_layout_args(run),
     }
 
@@ -79,11 +80,15 @@ def _prompt_source(run: Run) -> str:
 
 
 def baseline_layout(run: Run, override: str | None = None, run_flag: bool = True) -> str:
-    """The layout ``run``'s baseline is looked for on; ``run_flag``: the command has
-    ``--baseline RUN_ID`` to suggest (``compare`` does, ``comment`` does not)."""
+    """The layout ``run`` is compared with: ``override``, else the non-CP layout of a CP
+    run; a run with a canary fault is compared with the clean run of its own layout.
+    ``run_flag``: the command has ``--baseline RUN_ID`` for a message to suggest (``compare``
+    does, ``comment`` does not)."""
     if override:
         return parse(override).canonical
     layout = parse(run.config.layout)
+    if run.config.fault is not None:
+        return layout.canonical
     if not layout.is_cp:
         raise EvalpipeError(
             f"run {run.run_id} has layout {layout.canonical}, which is not context-parallel, so "
@@ -96,12 +101,13 @@ def baseline_layout(run: Run, override: str | None = None, run_flag: bool = True
 def find_baseline(
     store: Store, run: Run, layout_override: str | None = None, run_flag: bool = True
 ) -> Run:
-    """The latest finished run that pairs with ``run`` on ``baseline_layout(run)``."""
+    """The latest finished run that pairs with ``run`` on ``baseline_layout(run)``; a run
+    with a canary fault is never one (a faulted run's baseline is the clean run)."""
     wanted = baseline_layout(run, layout_override, run_flag)
     candidates = [
         r
         for r in store.list_runs(task=run.config.task, status="finished")
-        if r.config.layout == wanted and r.run_id != run.run_id
+        if r.config.layout == wanted and r.run_id != run.run_id and r.config.fault is None
     ]
     key = pairing_key(run)
     for r in candidates:  # newest first

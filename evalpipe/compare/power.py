@@ -86,6 +86,34 @@ def mde(
     return high
 
 
+MAX_ITEMS = 10**8
+"""Where :func:`items_for_drop` gives up: no evaluation has more items."""
+
+
+def items_for_drop(
+    drop: float, discordance: float, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER
+) -> float:
+    """Items the loss test needs to detect a true ``drop`` with ``power``, when the runs
+    otherwise disagree on a ``discordance`` share of items: the smallest n whose MDE (at the
+    floored discordance ``max(discordance, 1/n)``, as :func:`decide` uses) is at most
+    ``drop``; ``inf`` for no drop, or beyond :data:`MAX_ITEMS`."""
+    if not drop > 0:
+        return math.inf
+
+    def enough(n: int) -> bool:
+        return mde(n, min(1.0, max(discordance, 1 / n)), alpha, power) <= drop
+
+    low, high = 2, 2
+    while not enough(high):
+        high *= 2
+        if high > MAX_ITEMS:
+            return math.inf
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid + 1, high)
+    return float(low)
+
+
 def verdict(
     *,
     n: int,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -17,8 +18,9 @@ from evalpipe.compare.core import (
     noise_floor,
 )
 from evalpipe.compare.pairing import HARD_KEYS, hard_differences, key_differences, repeats
-from evalpipe.compare.tokenruns import token_comparison
+from evalpipe.compare.tokens.runs import token_comparison
 from evalpipe.errors import EvalpipeError
+from evalpipe.faults import parse_fault
 from evalpipe.layout import parse, shard_period
 from evalpipe.limits import check_shard_period
 from evalpipe.records import Run
@@ -61,10 +63,14 @@ def pairing_warnings(run: Run, baseline: Run, force: bool) -> list[str]:
 
 def shard_period_of(run: Run, explicit: int | None = None) -> ShardPeriod:
     """The shard period to locate ``run``'s prompts against: ``explicit`` (``given``), else
-    the layout's dcp x interleave (``layout``); none for a layout without DCP."""
+    the period of its canary fault (``fault``: where it was injected), else the layout's
+    dcp x interleave (``layout``); none for a layout without DCP."""
     if explicit is not None:
         check_shard_period(explicit)
         return ShardPeriod(explicit, "given")
+    if run.config.fault is not None:
+        with contextlib.suppress(EvalpipeError):
+            return ShardPeriod(parse_fault(run.config.fault).period, "fault")
     try:
         period = shard_period(parse(run.config.layout), run.config.engine_args, run.config.platform)
     except (ValueError, EvalpipeError):

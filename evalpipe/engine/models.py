@@ -235,3 +235,15 @@ def _version(dist: str) -> str | None:
         return md.version(dist)
     except md.PackageNotFoundError:
         return None
+
+
+def architectures(model: str) -> list[str] | None:
+    """The ``architectures`` of a local model folder's ``config.json``; None when the model is
+    not a readable local folder (a served name, a hub id): nothing to check it against."""
+    config = Path(model).expanduser() / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    found = data.get("architectures") if isinstance(data, dict) else None
+    return [a for a in found if isinstance(a, str)] if isinstance(found, list) else []

@@ -30,6 +30,8 @@ from evalpipe.engine.client import (
     tokenize_all,
 )
 from evalpipe.errors import EvalpipeError
+from evalpipe.faults import ENV_VAR as FAULT_ENV
+from evalpipe.faults import PLUGIN_NAME
 
 Say = Callable[[str], None]
 """Where a session reports what it is doing (engine starting, model loading)."""
@@ -265,7 +267,10 @@ def http_session(
 @contextmanager
 def _offline(spec: SessionSpec, say: Say) -> Iterator[OfflineSession]:
     for k, v in spec.env.items():
-        os.environ.setdefault(k, v)
+        if k == FAULT_ENV:
+            os.environ[k] = v  # the run's fault (or none), whatever the shell had
+        else:
+            os.environ.setdefault(k, v)
     # In process, vLLM logs to stdout by default, which would corrupt `run --json`.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     say(f"loading {spec.model} in process ({spec.label})")
@@ -290,6 +295,7 @@ def _serve(spec: SessionSpec, say: Say) -> Iterator[HttpSession]:
     base = f"http://127.0.0.1:{port}"
     command = server.serve_command(spec.model, port, [], spec.args.to_flags())
     say(f"starting vLLM ({spec.label}) on {base}; log: {spec.log_path}")
+    log_start = spec.log_path.stat().st_size if spec.log_path.exists() else 0
     with server.launched(
         command,
         base,
@@ -298,6 +304,8 @@ def _serve(spec: SessionSpec, say: Say) -> Iterator[HttpSession]:
         health_timeout_s=spec.health_timeout_s,
         on_wait=lambda s: say(f"  engine still starting ({s:.0f}s) …"),
     ) as handle:
+        if spec.env.get(FAULT_ENV):
+            _check_fault_plugin(spec, log_start)
         session = connect(base, spec.model, spec.generation)
         session.versions = provenance.engine_versions()
         session.launch = {
@@ -306,3 +314,34 @@ def _serve(spec: SessionSpec, say: Say) -> Iterator[HttpSession]:
             "log": str(spec.log_path),
         }
         yield session
+
+
+FAULT_MARK = "evalpipe-fault: installed"
+"""What evalpipe's vLLM plugin prints in each engine process where it installed a fault."""
+
+
+def _check_fault_plugin(spec: SessionSpec, start: int) -> None:
+    """Refuse a faulted engine in which the plugin never installed the fault: its run would
+    be a clean one stored as faulted (``VLLM_PLUGINS`` without ``evalpipe``, or an engine
+    environment without evalpipe installed)."""
+    log_path, fault = spec.log_path, spec.env[FAULT_ENV]
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(start)
+            text = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        text = ""
+    if FAULT_MARK in text:
+        return
+    plugins = {**os.environ, **spec.env}.get("VLLM_PLUGINS")
+    hint = (
+        f"VLLM_PLUGINS={plugins!r} does not list {PLUGIN_NAME!r}: add it"
+        if plugins is not None
+        else f"install evalpipe in the engine's Python environment (its entry point "
+        f"vllm.general_plugins:{PLUGIN_NAME} injects the fault)"
+    )
+    raise EvalpipeError(
+        f"the engine started without injecting fault {fault}: no process of it loaded "
+        f"evalpipe's vLLM plugin, so the run would be clean but stored as faulted. {hint}. "
+        f"Log: {log_path}"
+    )

@@ -50,15 +50,26 @@ def evaluate_gate(
 
 
 def select_run(store: Store, requirement: Requirement, tag: str | None = None) -> Run | None:
-    """The newest finished run of the requirement's model, task and layout (with ``tag``)."""
+    """The newest finished run of the requirement's model, task and layout (with ``tag``)
+    that is a release run: a canary run (one with an injected fault) never is."""
+    return _select(store, requirement, tag)[0]
+
+
+def _select(
+    store: Store, requirement: Requirement, tag: str | None
+) -> tuple[Run | None, list[Run]]:
+    """:func:`select_run`, and the faulted runs it passed over on the way (newest first)."""
+    faulted: list[Run] = []
     for run in store.list_runs(task=requirement.task, status="finished"):  # newest first
         if tag is not None and tag not in run.tags:
             continue
         if _canonical(run.config.layout) == requirement.layout and requirement.matches_model(
             run.config.model
         ):
-            return run
-    return None
+            if run.config.fault is None:
+                return run, faulted
+            faulted.append(run)
+    return None, faulted
 
 
 def _canonical(layout: str) -> str | None:
@@ -78,6 +89,7 @@ def find_gate_baseline(store: Store, run: Run, requirement: Requirement, tag: st
                 tag in r.tags
                 and r.run_id != run.run_id
                 and _canonical(r.config.layout) == requirement.baseline_layout
+                and r.config.fault is None
                 and pairing_key(r) == key
             ):
                 return r
@@ -86,16 +98,22 @@ def find_gate_baseline(store: Store, run: Run, requirement: Requirement, tag: st
 
 def prepare(store: Store, policy: Policy, req: Requirement, tag: str | None) -> Prepared:
     """One requirement's run, baseline, error-rate failures and (unadjusted) comparison."""
-    run = select_run(store, req, tag)
+    run, faulted = _select(store, req, tag)
     if run is None:
         tagged = "" if tag is None else f" tagged {tag!r}"
         flag = "" if tag is None else f" --tag {tag}"
+        canary = (
+            f" (refused: {', '.join(f'{r.run_id} [fault: {r.config.fault}]' for r in faulted)}"
+            " — a run with a canary fault never counts as a release run)"
+            if faulted
+            else ""
+        )
         return Prepared(
             req,
             missing=(
-                f"missing run: no finished {req.layout} run of model {req.model!r} on "
-                f"{req.task}{tagged} in {store.name}; make it with: evalpipe run {req.task} "
-                f"--layout {req.layout} --model MODEL{flag}"
+                f"missing run: no finished {req.layout} release run of model {req.model!r} on "
+                f"{req.task}{tagged} in {store.name}{canary}; make it with: evalpipe run "
+                f"{req.task} --layout {req.layout} --model MODEL{flag}"
             ),
         )
     try:

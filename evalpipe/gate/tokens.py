@@ -16,15 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from evalpipe.compare.tokenjson import plain
-from evalpipe.compare.tokentypes import (
+from evalpipe.compare.tokens.json import plain
+from evalpipe.compare.tokens.types import (
     FloorTest,
     MetricSummary,
     Path,
     TokenComparison,
     TokenVerdict,
 )
-from evalpipe.compare.tokenview import nats
+from evalpipe.compare.tokens.view import nats
 from evalpipe.gate.policy import DEFAULT_TOKEN_DRIFT, TOKEN_DRIFT_VALUES, TokenDrift
 
 TokenAction = Literal["blocks", "warns", "none"]

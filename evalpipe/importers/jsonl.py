@@ -3,7 +3,8 @@
 Line 1 is ``{"run": {...}}`` (the run and its config, flat); every further line is one
 sample, then (version 3) one ``{"trace": {...}}`` line per stored token-trace row
 (:mod:`evalpipe.importers.tracelines`), then (version 4) the end line with counts and a digest
-(:mod:`evalpipe.importers.endline`). :func:`export_run` writes every field evalpipe knows;
+(:mod:`evalpipe.importers.endline`). :func:`export_run` (:mod:`evalpipe.importers.export`)
+writes every field evalpipe knows;
 :func:`import_run` needs only ``model``, ``task``, ``task_version`` and ``layout`` on the run
 and ``item_id``, ``output`` and ``correct`` on each sample, fills documented defaults for the
 rest, checks values as a native run's (:mod:`evalpipe.importers.runcheck`) and stores the run
@@ -16,25 +17,29 @@ passed in and inside the trace functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from evalpipe import __version__
 from evalpipe.errors import EvalpipeError
+from evalpipe.faults import parse_fault
 from evalpipe.importers import endline, tracelines
+from evalpipe.importers.export import export_run as export_run
+from evalpipe.importers.export import run_to_dict as run_to_dict
+from evalpipe.importers.export import sample_to_dict as sample_to_dict
 from evalpipe.importers.lines import (
     COUNT,
+    FAULT,
     INT,
     NUM,
     OBJ,
+    ORDER,
     STR,
     STRS,
     TEXT,
     TIMESTAMP,
     Check,
     checked,
-    json_line,
     numbered_texts,
     optional,
     read_json,
@@ -55,10 +60,8 @@ from evalpipe.records import (
     Sample,
     canonical_json,
     config_from_dict,
-    config_to_dict,
     new_run_id,
     sha256_text,
-    summary_of,
     utcnow,
 )
 
@@ -79,6 +82,8 @@ _VERDICTS: Check = (
     'an object of verdicts like {"strict": true}',
 )
 _STATUS: Check = (lambda v: v in RUN_STATUSES, f"one of {', '.join(RUN_STATUSES)}")
+
+
 _PROMPT: Check = (
     lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(m, dict) for m in v)),
     "a string or a list of chat messages",
@@ -98,6 +103,8 @@ RUN_KEYS: dict[str, Check] = {
     "concurrency": COUNT,
     "engine_versions": OBJ,
     "repeat_index": COUNT,
+    "fault": optional(FAULT),
+    "request_order": ORDER,
     "config_hash": STR,  # derived from the config: written for readers, ignored on import
     "status": _STATUS,
     "started_at": TIMESTAMP,
@@ -144,49 +151,10 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "concurrency": 1,
     "engine_versions": {},
     "repeat_index": 0,
+    "fault": None,
+    "request_order": "dataset",
 }
 _FLOAT_FIELDS = ("accuracy", "accuracy_flexible", "duration_s", "throughput_tok_s")
-
-
-def run_to_dict(run: Run) -> dict[str, Any]:
-    """The run as one flat JSON object: id, config, config hash, outcome, versions."""
-    out: dict[str, Any] = {"run_id": run.run_id, **config_to_dict(run.config)}
-    out["config_hash"] = run.config.config_hash()
-    for f in fields(Run):
-        if f.name not in ("run_id", "config"):
-            out[f.name] = getattr(run, f.name)
-    out["tags"] = list(run.tags)
-    out["provenance"] = dict(run.provenance)
-    out["schema_version"] = EXCHANGE_VERSION
-    out["evalpipe_version"] = __version__
-    return out
-
-
-def sample_to_dict(sample: Sample, prompt: str | None = None) -> dict[str, Any]:
-    """One sample line: every :class:`Sample` field but ``run_id``, plus the prompt text."""
-    out: dict[str, Any] = {"item_id": sample.item_id, "prompt_hash": sample.prompt_hash}
-    out["prompt"] = prompt
-    for f in fields(Sample):
-        if f.name not in ("run_id", "item_id", "prompt_hash"):
-            value = getattr(sample, f.name)
-            out[f.name] = dict(value) if isinstance(value, Mapping) else value
-    return out
-
-
-def export_run(store: Store, run_id: str, out: IO[str]) -> int:
-    """Write run ``run_id`` (id or unique prefix) as JSONL to ``out``: the run, its samples,
-    token traces and the end line; return the sample count. The counts written are the
-    samples' (a running run's record has those of when it last stopped): the file imports."""
-    run = store.get_run(run_id)
-    found = store.samples(run.run_id)
-    texts = store.get_prompts(s.prompt_hash for s in found)
-    summed = endline.Summed(out)
-    summed.write(json_line({"run": run_to_dict(run.with_(**summary_of(found)))}))
-    for s in found:
-        summed.write(json_line(sample_to_dict(s, texts.get(s.prompt_hash))))
-    n = tracelines.write_trace_lines(store, run.run_id, {s.item_id: s for s in found}, summed)
-    out.write(endline.end_line(len(found), n, summed.sha.hexdigest()))
-    return len(found)
 
 
 @dataclass(frozen=True)
@@ -341,6 +309,7 @@ def _build(
             "task_version": _text(r["task_version"]),
             "prompt_hash": r.get("prompt_hash", derived_prompt_hash(samples)),
             "layout": layout,
+            "fault": parse_fault(r["fault"]).canonical if r.get("fault") else None,
         }
     )
     status = r.get("status", "finished")

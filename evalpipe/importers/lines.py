@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from evalpipe.errors import EvalpipeError
+from evalpipe.faults import KINDS, parse_fault
+from evalpipe.options import REQUEST_ORDERS
 
 Check = tuple[Callable[[Any], bool], str]
 """A predicate on a value and what it expects, for the message (``"an integer"``)."""
@@ -233,3 +235,14 @@ def checked(
                 shown = shown[: _SHOWN - 1] + "…"
             raise EvalpipeError(f"{where}: {what} {key!r} must be {expected}, not {shown}")
     return value
+
+
+def _is_fault(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and bool(parse_fault(value))
+    except EvalpipeError:
+        return False
+
+
+FAULT: Check = (_is_fault, f"a fault spec like key-scale:size=0.2 (kinds: {', '.join(KINDS)})")
+ORDER: Check = (lambda v: v in REQUEST_ORDERS, f"one of {', '.join(REQUEST_ORDERS)}")

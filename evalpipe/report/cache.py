@@ -3,7 +3,7 @@
 Each entry is keyed by a digest of everything that can change a comparison (see
 :func:`comparison_key`) and holds its figures: the paired result, exclusions, agreement, flip
 ids, length buckets, shard panel, noise floor and the token-level comparison (exactly, by
-:mod:`evalpipe.report.tokencache`). Flip examples (both outputs, up to 200 per
+:mod:`evalpipe.report.tokens.cache`). Flip examples (both outputs, up to 200 per
 comparison) are left out, which keeps the file small: a comparison page is rendered again
 only when its inputs changed, and then its comparison is computed again anyway, with them.
 
@@ -26,7 +26,7 @@ from evalpipe.compare.core import DIRECTIONS, Comparison, Noise, Settings, Shard
 from evalpipe.compare.stats import PairedResult
 from evalpipe.paths import write_atomic
 from evalpipe.records import Run, canonical_json, sha256_text
-from evalpipe.report.tokencache import from_dict, to_dict
+from evalpipe.report.tokens.cache import from_dict, to_dict
 
 FORMAT = 2
 CACHE_NAME = "comparisons.json"

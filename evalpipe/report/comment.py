@@ -20,8 +20,8 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from evalpipe import __version__
 from evalpipe.compare.core import Comparison, Flip
-from evalpipe.compare.tokentypes import MetricSummary, PathComparison, TokenComparison
-from evalpipe.compare.tokenview import nats
+from evalpipe.compare.tokens.types import MetricSummary, PathComparison, TokenComparison
+from evalpipe.compare.tokens.view import nats
 from evalpipe.errors import EvalpipeError
 from evalpipe.github import marker
 from evalpipe.report.markdown import (
@@ -160,7 +160,9 @@ def _engine_lines(rows: Sequence[Comparison]) -> list[tuple[str | None, str]]:
         versions = sorted((str(k), str(v)) for k, v in run.engine_versions.items())
         text = " · ".join(f"{k} {v}" for k, v in versions)
         if text and all(t != text for _, t in lines):
-            lines.append((f"{run.layout} vs {c.baseline.config.layout} ({run.task})", text))
+            lines.append(
+                (f"{run.layout_name} vs {c.baseline.config.layout_name} ({run.task})", text)
+            )
     if len(lines) == 1:
         return [(None, lines[0][1])]
     return lines

@@ -6,7 +6,7 @@ batch of jobs' runs in a few queries (each run once, only the fields figures nee
 then reads the target and extracted answers of the flipped items only. A job whose run or
 baseline has token traces (its ``traces`` stamps, read for all runs at once by
 :func:`evalpipe.store.traces.trace_stamp`) also gets the token-level comparison
-(:func:`evalpipe.compare.tokenruns.token_comparison`), with the same baseline repeats as its
+(:func:`evalpipe.compare.tokens.runs.token_comparison`), with the same baseline repeats as its
 noise floor and the same shard period. The figures are
 therefore ``evalpipe compare``'s own; only ``per_verdict`` (every extractor's accuracy, which
 the dashboard does not show) is left empty, because it needs every sample's verdict map.
@@ -32,8 +32,8 @@ from evalpipe.compare.core import (
     compare_answers,
     noise_floor,
 )
-from evalpipe.compare.tokenruns import token_comparison
-from evalpipe.compare.tokentypes import PATHS, TokenComparison
+from evalpipe.compare.tokens.runs import token_comparison
+from evalpipe.compare.tokens.types import PATHS, TokenComparison
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run
 from evalpipe.report.fork import cores, forget_connections, fork_map

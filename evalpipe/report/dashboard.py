@@ -260,7 +260,7 @@ def _site_inputs(env: jinja2.Environment, title: str) -> str:
     for path in [*sorted(folder.glob("*.html.jinja")), folder / CSS_NAME]:
         parts.append(path.read_text(encoding="utf-8"))
     here = Path(__file__).resolve().parent
-    for name in ("dashboard.py", "pages.py", "charts.py", "tokenpage.py"):
+    for name in ("dashboard.py", "pages.py", "charts.py", "tokens/page.py"):
         parts.append((here / name).read_text(encoding="utf-8"))
     return sha256_text("\0".join(parts))
 

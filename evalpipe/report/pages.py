@@ -21,7 +21,7 @@ from evalpipe.layout import parse
 from evalpipe.records import Run, canonical_json
 from evalpipe.report.charts import Chart, accuracy_chart, delta_chart
 from evalpipe.report.data import Cell, DashboardData
-from evalpipe.report.tokenpage import token_view
+from evalpipe.report.tokens.page import token_view
 from evalpipe.store import Store
 
 VERDICTS: Mapping[str, tuple[str, str]] = {

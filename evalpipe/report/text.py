@@ -2,7 +2,7 @@
 
 Model outputs are untrusted: control characters (terminal escape sequences) are shown
 escaped, never written raw (:func:`evalpipe.report.textfmt.safe`). The token-level section is
-:mod:`evalpipe.report.tokentext`.
+:mod:`evalpipe.report.tokens.text`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,17 @@ import statistics
 
 from evalpipe.compare.core import DIRECTIONS, Comparison
 from evalpipe.report.textfmt import pts, safe
-from evalpipe.report.tokentext import format_tokens
+from evalpipe.report.tokens.text import format_tokens
 
 __all__ = ["SYMBOL", "format_boundaries", "format_comparison", "pts", "safe"]
 
 SYMBOL = {"ok": "✓ OK", "drift": "✗ DRIFT", "inconclusive": "? INCONCLUSIVE"}
 _FLIP_LABELS = {"correct_to_wrong": "right→wrong", "wrong_to_correct": "wrong→right"}
-_SHARD_SOURCES = {"layout": "the run's dcp x interleave", "given": "--shard-period"}
+_SHARD_SOURCES = {
+    "layout": "the run's dcp x interleave",
+    "given": "--shard-period",
+    "fault": "the period of the run's canary fault",
+}
 
 
 def format_comparison(c: Comparison, max_flips: int = 5) -> str:
@@ -31,7 +35,7 @@ def _figures(c: Comparison) -> list[str]:
     r, run, base = c.result, c.run.config, c.baseline.config
     noise = c.noise
     return [
-        f"{safe(run.layout)} (run {safe(c.run.run_id)}) vs {safe(base.layout)} (baseline "
+        f"{safe(run.layout_name)} (run {safe(c.run.run_id)}) vs {safe(base.layout_name)} (baseline "
         f"{safe(c.baseline.run_id)}): {safe(run.task)} v{safe(run.task_version)}, n={r.n} "
         f"(excluded {c.n_excluded})",
         "                 baseline right  baseline wrong",

@@ -1,5 +1,5 @@
 """Number and text formats of the terminal reports: one escaped line of untrusted text,
-points, shares and p-values (divergences: :func:`evalpipe.compare.tokenview.nats`). Pure.
+points, shares and p-values (divergences: :func:`evalpipe.compare.tokens.view.nats`). Pure.
 
 Model outputs, item ids and anything an imported file names (model, task, layout) are
 untrusted: control characters (terminal escape sequences, bidi overrides) are shown escaped,

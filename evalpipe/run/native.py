@@ -140,7 +140,10 @@ def _work(
     again = [q for q in p.prompts if q.item_id in recapture]
     if todo or again:
         # (No engine when it was killed after its last sample but before it was finished.)
-        run = _generate(store, p, run, run_dir, endpoint, recorder, [*todo, *again])
+        order = [*todo, *again]
+        if options.request_order == "reversed":
+            order.reverse()
+        run = _generate(store, p, run, run_dir, endpoint, recorder, order)
     _capture_report(recorder.tally, options.logprobs)
     return _finish(store, run, recorder.tally, options.max_error_rate)
 

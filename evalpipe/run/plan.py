@@ -20,6 +20,8 @@ from evalpipe.engine.session import Generation, SessionSpec
 from evalpipe.engine.tokens import token_counter
 from evalpipe.engine.vllm_check import LaunchConfig, check_before_launch
 from evalpipe.errors import EvalpipeError
+from evalpipe.faults import ENV_VAR as FAULT_ENV
+from evalpipe.faults import FaultSpec, check_architecture, parse_fault
 from evalpipe.layout import Layout, current_platform, parse, shard_period, validate
 from evalpipe.limits import (
     INT64_MAX,
@@ -29,7 +31,7 @@ from evalpipe.limits import (
     check_int,
     check_seconds,
 )
-from evalpipe.options import ENGINE_KINDS, RunOptions, parse_params
+from evalpipe.options import ENGINE_KINDS, REQUEST_ORDERS, RunOptions, parse_params
 from evalpipe.records import RunConfig
 from evalpipe.tasks import generators
 from evalpipe.tasks.data import load_dataset
@@ -60,7 +62,26 @@ def check_engine_options(options: RunOptions) -> None:
     if options.engine == "endpoint" and not options.endpoint:
         raise EvalpipeError("--engine endpoint needs --endpoint URL")
     check_run_sizes(options)
+    if options.request_order not in REQUEST_ORDERS:
+        raise EvalpipeError(
+            f"--request-order must be one of {', '.join(REQUEST_ORDERS)}, not "
+            f"{options.request_order!r}"
+        )
     check_logprobs(options.logprobs, options.engine_args)
+    fault_of(options)
+
+
+def fault_of(options: RunOptions) -> FaultSpec | None:
+    """The run's canary fault, parsed and checked against the model's architecture (a local
+    folder's ``config.json``; an endpoint's or hub model's run is only labelled)."""
+    if options.fault is None:
+        return None
+    spec = parse_fault(options.fault)
+    if options.engine != "endpoint":
+        found = models.architectures(options.model)
+        if found is not None:
+            check_architecture(spec, found, options.model)
+    return spec
 
 
 def check_run_sizes(o: RunOptions) -> None:
@@ -113,7 +134,15 @@ def engine_settings(
     an endpoint gets only the user's extras and no environment (it is not ours to start)."""
     remote = options.engine == "endpoint"
     args = EngineArgs.build(layout, options.engine_args, platform, remote=remote)
-    return args, ({} if remote else platform_env(layout, platform))
+    if remote:
+        return args, {}
+    env = platform_env(layout, platform)
+    fault = fault_of(options)
+    if fault is not None:
+        env[FAULT_ENV] = fault.canonical
+    elif os.environ.get(FAULT_ENV):
+        env[FAULT_ENV] = ""  # a clean run never inherits a fault from the shell
+    return args, env
 
 
 def precheck(*runs: RunOptions) -> None:
@@ -218,6 +247,8 @@ def run_config(p: Plan, engine_versions: dict[str, str]) -> RunConfig:
         concurrency=o.concurrency,
         engine_versions=engine_versions,
         repeat_index=o.repeat_index,
+        fault=None if o.fault is None else parse_fault(o.fault).canonical,
+        request_order=o.request_order,
     )
 
 

@@ -27,6 +27,9 @@ class Cell:
     options: RunOptions
     baseline: bool = False
     line: int | None = None
+    variant: str = ""
+    """What sets the cell apart from a plain run of its layout (a canary's fault or benign
+    variant, e.g. `` [fault: key-scale 0.2]``), part of its key."""
 
     @property
     def key(self) -> str:
@@ -34,7 +37,7 @@ class Cell:
         of a generated long-context task made for a CP layout's shard grid adds ``@grid``."""
         grid = self.options.shard_layout
         suffix = f"@{grid}" if grid and grid != self.layout else ""
-        return f"{self.model}/{self.task}/{self.layout}{suffix}#{self.repeat_index}"
+        return f"{self.model}/{self.task}/{self.layout}{suffix}{self.variant}#{self.repeat_index}"
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,12 @@ class Group:
     devices: int
     cells: tuple[Cell, ...]
     endpoint: str | None = None
+    variant: str = ""
+    """As :attr:`Cell.variant`: a canary starts one engine per fault and per benign variant."""
 
     @property
     def key(self) -> str:
-        return f"{self.model}@{self.layout}"
+        return f"{self.model}@{self.layout}{self.variant}"
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,10 @@ class LayoutEntry:
 class Problems:
     """Every refusal of one plan, each with its line, raised together."""
 
-    def __init__(self, source: str, lines: Mapping[YamlPath, int]) -> None:
-        self.source, self.lines = source, lines
+    def __init__(
+        self, source: str, lines: Mapping[YamlPath, int], what: str = "the sweep plan"
+    ) -> None:
+        self.source, self.lines, self.what = source, lines, what
         self.items: list[str] = []
 
     def line(self, *path: str | int) -> int | None:
@@ -96,7 +98,7 @@ class Problems:
 
     def raise_any(self) -> None:
         if self.items:
-            raise EvalpipeError("the sweep plan is refused:\n  " + "\n  ".join(self.items))
+            raise EvalpipeError(f"{self.what} is refused:\n  " + "\n  ".join(self.items))
 
 
 def read_plan_text(text: str, source: str) -> tuple[dict[str, Any], dict[YamlPath, int]]:

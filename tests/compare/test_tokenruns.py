@@ -11,7 +11,7 @@ import pytest
 from builders import run_config
 
 from evalpipe.compare.runs import compare_runs
-from evalpipe.compare.tokenruns import token_comparison
+from evalpipe.compare.tokens.runs import token_comparison
 from evalpipe.records import Run, Sample
 from evalpipe.store import Store, open_store
 from evalpipe.store.traces import put_traces

@@ -1,4 +1,4 @@
-"""evalpipe.compare.tokenstats, .tokenloc and .tokentests against hand computation, numpy,
+"""evalpipe.compare.tokens.stats, .loc and .inference against hand computation, numpy,
 scipy and statsmodels, on traces built with evalpipe.traces.trace_of."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats as sps
 
-from evalpipe.compare.tokenloc import boundary_offsets
-from evalpipe.compare.tokenstats import (
+from evalpipe.compare.tokens.inference import cluster_mean, paired_t, t_cdf, t_ppf
+from evalpipe.compare.tokens.loc import boundary_offsets
+from evalpipe.compare.tokens.stats import (
     NO_FLOOR,
     compare_path,
     item_kl,
     items_needed,
     position_metrics,
 )
-from evalpipe.compare.tokentests import cluster_mean, paired_t, t_cdf, t_ppf
 from evalpipe.traces import StoredTrace, TokenTrace, trace_of
 
 Dist = dict[int, float]

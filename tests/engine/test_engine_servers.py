@@ -14,7 +14,15 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from engine_servers import Entry, Served, ServerPool, launch_settings, order_items
+from engine_servers import (
+    TEST_FAULT,
+    Entry,
+    Served,
+    ServerPool,
+    launch_settings,
+    order_items,
+    variant_env,
+)
 
 from evalpipe.errors import EvalpipeError
 
@@ -39,7 +47,9 @@ class FakeLaunches:
 @pytest.fixture
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeLaunches:
     launches = FakeLaunches(tmp_path)
-    monkeypatch.setattr(ServerPool, "_launch", lambda pool, m, lay: launches.launch(m, lay))
+    monkeypatch.setattr(
+        ServerPool, "_launch", lambda pool, m, lay, variant="": launches.launch(m, lay)
+    )
     return launches
 
 
@@ -65,7 +75,7 @@ def test_the_cap_stops_the_least_recently_used_idle_server(
     with pool.use("gemma3-270m", "tp1"), pool.use("gemma3-270m", "tp2"):
         # smollm2 was idle and least recently used; tp1 is in use and stays up.
         assert fake.stopped == [("smollm2", "tp1")]
-        assert set(pool.alive) == {("gemma3-270m", "tp1"), ("gemma3-270m", "tp2")}
+        assert set(pool.alive) == {("gemma3-270m", "tp1", ""), ("gemma3-270m", "tp2", "")}
 
 
 def test_servers_in_use_are_never_stopped_to_make_room(tmp_path: Path, fake: FakeLaunches) -> None:
@@ -80,7 +90,7 @@ def test_a_failed_launch_fails_later_tests_without_launching_again(
 ) -> None:
     calls = []
 
-    def broken(pool: ServerPool, model: str, layout: str) -> Entry:
+    def broken(pool: ServerPool, model: str, layout: str, variant: str = "") -> Entry:
         calls.append(model)
         raise EvalpipeError("the engine exited with code 1")
 
@@ -147,3 +157,19 @@ def test_tests_are_grouped_by_model_and_run_after_the_others() -> None:
         "kill9",
         "lmeval",
     ]
+
+
+def test_server_variants_are_launched_apart_with_their_environment(
+    tmp_path: Path, fake: FakeLaunches
+) -> None:
+    pool = ServerPool(tmp_path, max_alive=3)
+    with pool.use("smollm2", "tp1") as clean, pool.use("smollm2", "tp1", "no-plugin") as other:
+        assert clean.url != other.url
+    assert set(pool.alive) == {("smollm2", "tp1", ""), ("smollm2", "tp1", "no-plugin")}
+    assert variant_env("") == {"EVALPIPE_FAULT": ""}
+    assert variant_env("fault") == {"EVALPIPE_FAULT": TEST_FAULT}
+    off = variant_env("no-plugin")
+    assert off["EVALPIPE_FAULT"] == TEST_FAULT  # set, so a plugin that loaded anyway would show
+    assert "evalpipe" not in off["VLLM_PLUGINS"].split(",")
+    with pytest.raises(ValueError, match="unknown server variant"):
+        variant_env("bogus")

@@ -23,7 +23,7 @@ from test_report import add_run, build_store, config, text_of
 
 from evalpipe.compare.core import Answer, Comparison, ShardPeriod, compare_answers
 from evalpipe.compare.runs import compare_runs
-from evalpipe.compare.tokentypes import (
+from evalpipe.compare.tokens.types import (
     MetricSummary,
     PathComparison,
     TokenComparison,

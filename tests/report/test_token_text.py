@@ -10,7 +10,7 @@ import math
 from token_fixtures import KL, comparison, decode_path, tokens
 
 from evalpipe.compare.jsonout import to_json
-from evalpipe.compare.tokentypes import (
+from evalpipe.compare.tokens.types import (
     Bin,
     BoundaryTest,
     FloorTest,
@@ -18,7 +18,7 @@ from evalpipe.compare.tokentypes import (
     PathComparison,
 )
 from evalpipe.report.text import format_comparison
-from evalpipe.report.tokentext import MAX_BIN_ROWS
+from evalpipe.report.tokens.text import MAX_BIN_ROWS
 
 OLD_KEYS = [
     "run_id", "baseline_run_id", "model", "task", "task_version", "layout", "baseline_layout",

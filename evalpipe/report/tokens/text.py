@@ -1,5 +1,5 @@
 """The "token level" section of ``evalpipe compare``'s text report: a
-:class:`~evalpipe.compare.tokentypes.TokenComparison` for the terminal. Pure.
+:class:`~evalpipe.compare.tokens.types.TokenComparison` for the terminal. Pure.
 
 Divergences (KL, |Δ logprob|) are in nats with 3 significant digits; shares are percentages.
 Item ids come from data files and reasons may quote them: both are shown through
@@ -8,7 +8,7 @@ Item ids come from data files and reasons may quote them: both are shown through
 
 from __future__ import annotations
 
-from evalpipe.compare.tokentypes import (
+from evalpipe.compare.tokens.types import (
     METRICS,
     Bin,
     BoundaryTest,
@@ -17,7 +17,7 @@ from evalpipe.compare.tokentypes import (
     PathComparison,
     TokenComparison,
 )
-from evalpipe.compare.tokenview import divergence, nats
+from evalpipe.compare.tokens.view import divergence, nats
 from evalpipe.report.textfmt import p_text, safe, share
 
 TOKEN_SYMBOL = {"ok": "✓ OK", "token-drift": "✗ TOKEN-DRIFT", "unknown": "? UNKNOWN"}

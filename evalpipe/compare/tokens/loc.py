@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from evalpipe.compare.tokentests import cluster_mean, paired_t
-from evalpipe.compare.tokentypes import Bin, BoundaryTest
+from evalpipe.compare.tokens.inference import cluster_mean, paired_t
+from evalpipe.compare.tokens.types import Bin, BoundaryTest
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

@@ -1,5 +1,5 @@
 """What the comparison page's "Token level" section shows, from a
-:class:`~evalpipe.compare.tokentypes.TokenComparison`: formatted figures and chart geometry.
+:class:`~evalpipe.compare.tokens.types.TokenComparison`: formatted figures and chart geometry.
 
 Plain values only (strings, numbers, :mod:`evalpipe.report.charts` plots); the template does
 the HTML and escapes every value, item ids included (they come from the data). Figures are
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from evalpipe.compare.tokentypes import (
+from evalpipe.compare.tokens.types import (
     METRICS,
     PATHS,
     Bin,
@@ -22,7 +22,7 @@ from evalpipe.compare.tokentypes import (
     PathComparison,
     TokenComparison,
 )
-from evalpipe.compare.tokenview import divergence, nats
+from evalpipe.compare.tokens.view import divergence, nats
 from evalpipe.report.charts import Plot, histogram, whisker_plot
 
 PATH_TITLES = {

@@ -8,7 +8,7 @@ run and its baseline along one *path*:
 - ``forced``: both engines scoring the same token sequence (the baseline's generation,
   teacher-forced through the prefill path), over every position.
 
-The statistics (:mod:`evalpipe.compare.tokenstats`) fill these records; the JSON edge, the
+The statistics (:mod:`evalpipe.compare.tokens.stats`) fill these records; the JSON edge, the
 text report, the dashboard, the gate and the PR comment only read them.
 """
 

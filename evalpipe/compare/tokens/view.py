@@ -1,7 +1,7 @@
 """Figures derived from a token-level comparison that every renderer shows alike; pure.
 
-The JSON edge (:mod:`evalpipe.compare.tokenjson`), the text report and the gate read a
-:class:`~evalpipe.compare.tokentypes.PathComparison`; what they show beyond its stored fields
+The JSON edge (:mod:`evalpipe.compare.tokens.json`), the text report and the gate read a
+:class:`~evalpipe.compare.tokens.types.PathComparison`; what they show beyond its stored fields
 (the first-divergence summary, and how many divergences fall next to a shard boundary) is
 computed here once, and divergences are written one way (:func:`nats`), so two renderers
 cannot disagree on them.
@@ -13,7 +13,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from evalpipe.compare.tokentypes import PathComparison
+from evalpipe.compare.tokens.types import PathComparison
 
 NEAR_BOUNDARY_TOKENS = 16
 """A first divergence at most this many tokens from a shard boundary counts as "near" it."""

@@ -1,5 +1,5 @@
 """Token-level divergence of a run from its baseline along one path, with intervals, a noise
-floor and a verdict: fills :class:`evalpipe.compare.tokentypes.PathComparison`. Pure; numpy.
+floor and a verdict: fills :class:`evalpipe.compare.tokens.types.PathComparison`. Pure; numpy.
 
 Compared positions. ``decode``: each item's common prefix of token ids plus the first differing
 position (both contexts are still identical there, and it is where the distributions part: left
@@ -30,11 +30,11 @@ Per-position metrics.
 
 Summaries (:class:`MetricSummary`): the per-token mean Σ values / Σ positions with a t interval
 on items − 1 degrees of freedom and cluster-robust (CR1) variance, items as clusters
-(:mod:`evalpipe.compare.tokentests`; its lower limit floored at 0, every metric being >= 0);
+(:mod:`evalpipe.compare.tokens.inference`; its lower limit floored at 0, every metric being >= 0);
 p99 and p99.9 are numpy's linear percentiles over positions. No positions: every figure 0.0 and
 no worst item (JSON carries no NaN); ``n_tokens`` = 0 says why.
 
-Localisation (:mod:`evalpipe.compare.tokenloc`) bins ``kl``. The boundary test leaves out the
+Localisation (:mod:`evalpipe.compare.tokens.loc`) bins ``kl``. The boundary test leaves out the
 decode divergence positions: a parting position is selected for a large KL and sits at the end
 of its item's compared prefix, so among the items with positions on both sides of a boundary
 it falls on one side more than the other: a difference with no boundary effect (in a synthetic
@@ -56,10 +56,10 @@ from statistics import NormalDist
 import numpy as np
 import numpy.typing as npt
 
-from evalpipe.compare import tokenloc
 from evalpipe.compare.breakdown import NEAR_BOUNDARY
-from evalpipe.compare.tokentests import cluster_mean, paired_t
-from evalpipe.compare.tokentypes import (
+from evalpipe.compare.tokens import loc
+from evalpipe.compare.tokens.inference import cluster_mean, paired_t
+from evalpipe.compare.tokens.types import (
     METRICS,
     FloorTest,
     Metric,
@@ -314,7 +314,7 @@ def compare_path(
         if path == "decode" and pos.item_ids
         else None,
         first_divergence=pos.first_divergence if path == "decode" else (),
-        by_band=tokenloc.by_band(pos.items, pos.positions, kl, bands, alpha) if kl.size else (),
+        by_band=loc.by_band(pos.items, pos.positions, kl, bands, alpha) if kl.size else (),
         floor=test,
         floor_metrics={m: summarise(floor_pos, m, alpha) for m in METRICS}
         if floor_pos is not None
@@ -329,11 +329,11 @@ def compare_path(
     prefix = ~pos.divergent
     return replace(
         result,
-        divergence_offsets=tokenloc.divergence_offsets(result.first_divergence, period),
-        by_residue=tokenloc.by_residue(pos.items, pos.positions, kl, period, alpha)
+        divergence_offsets=loc.divergence_offsets(result.first_divergence, period),
+        by_residue=loc.by_residue(pos.items, pos.positions, kl, period, alpha)
         if kl.size
         else (),
-        boundary=tokenloc.boundary_test(
+        boundary=loc.boundary_test(
             pos.items[prefix], pos.positions[prefix], kl[prefix], period, width, alpha
         ),
     )

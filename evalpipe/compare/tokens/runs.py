@@ -1,5 +1,5 @@
 """The token-level comparison of two stored runs: their traces read from the store, paired by
-item, handed to :mod:`evalpipe.compare.tokenstats` for each path both runs have.
+item, handed to :mod:`evalpipe.compare.tokens.stats` for each path both runs have.
 
 - ``decode``: each run's own generation (``--logprobs``), floor = the baseline against a
   repeat of itself;
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from evalpipe.compare.tokenstats import compare_path
-from evalpipe.compare.tokentypes import Path, PathComparison, TokenComparison
+from evalpipe.compare.tokens.stats import compare_path, item_kl
+from evalpipe.compare.tokens.types import Path, PathComparison, TokenComparison
 from evalpipe.records import Run
 from evalpipe.store import Store
 from evalpipe.store.traces import read_traces, trace_sources
@@ -104,3 +104,12 @@ def _compare(
 
 def _pairs(base: Mapping[str, StoredTrace], other: Mapping[str, StoredTrace]) -> Pairs:
     return {item: (base[item], other[item]) for item in sorted(base.keys() & other.keys())}
+
+
+def decode_item_kl(store: Store, run: Run, baseline: Run) -> dict[str, float]:
+    """Each item's mean decode-path KL of ``run`` against ``baseline`` (the per-item figure
+    the floor test pairs), for items both have traces of."""
+    pairs = _pairs(
+        read_traces(store, baseline.run_id, DECODE), read_traces(store, run.run_id, DECODE)
+    )
+    return item_kl("decode", pairs)

@@ -1,6 +1,6 @@
-"""A :class:`~evalpipe.compare.tokentypes.TokenComparison` as JSON values and back, exactly.
+"""A :class:`~evalpipe.compare.tokens.types.TokenComparison` as JSON values and back, exactly.
 
-Not ``compare --json``'s form (:mod:`evalpipe.compare.tokenjson`, which writes non-finite
+Not ``compare --json``'s form (:mod:`evalpipe.compare.tokens.json`, which writes non-finite
 figures as ``null`` for strict parsers and adds derived figures): this one is lossless, for
 the dashboard's cache (:mod:`evalpipe.report.cache`): what :func:`to_dict` writes,
 :func:`from_dict` reads back into an equal record, empty bins, absent floors and non-finite
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any, cast
 
-from evalpipe.compare.tokentypes import (
+from evalpipe.compare.tokens.types import (
     METRICS,
     PATHS,
     Bin,

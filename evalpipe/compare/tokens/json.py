@@ -1,4 +1,4 @@
-"""A :class:`~evalpipe.compare.tokentypes.TokenComparison` as plain JSON: the ``tokens`` key of
+"""A :class:`~evalpipe.compare.tokens.types.TokenComparison` as plain JSON: the ``tokens`` key of
 ``evalpipe compare --json`` (and what the gate keeps of it). Pure.
 
 Every field of the typed records is carried, in field order, as plain JSON: tuples become
@@ -14,8 +14,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from evalpipe.compare.tokentypes import PATHS, PathComparison, TokenComparison
-from evalpipe.compare.tokenview import divergence
+from evalpipe.compare.tokens.types import PATHS, PathComparison, TokenComparison
+from evalpipe.compare.tokens.view import divergence
 
 
 def plain(value: object) -> Any:

@@ -1,0 +1,215 @@
+"""The canary: run a grid of injected faults and benign variants against the clean run on the
+real engine, compare each with the clean run, and tabulate which signal sees what
+(:mod:`evalpipe.canary`); and the canary groups already in a store, for the dashboard."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evalpipe.errors import EvalpipeError
+from evalpipe.options import RunOptions
+
+if TYPE_CHECKING:
+    from evalpipe.canary.grid import Grid
+    from evalpipe.canary.table import CanaryRow
+    from evalpipe.records import Run
+    from evalpipe.store import Store
+
+Say = Callable[[str], None]
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class CanarySettings:
+    """How a canary runs and decides: the grid file (None: the built-in grid), the most
+    engine starts it may cost, retries of a lost engine, and the comparison's thresholds
+    (margin and alpha as fractions)."""
+
+    grid: str | None = None
+    max_starts: int = 20
+    max_retries: int = 2
+    margin: float = 0.01
+    alpha: float = 0.05
+    min_n: int = 100
+
+
+@dataclass(frozen=True)
+class CanaryReport:
+    """The canary's outcome: the clean run and its repeat (the noise floor), one row per
+    fault and benign variant, and the arms that did not finish (with why)."""
+
+    model: str
+    task: str
+    layout: str
+    grid: str
+    clean_run: str
+    repeat_run: str | None
+    rows: tuple[CanaryRow, ...]
+    failures: tuple[str, ...] = ()
+    starts: int = 0
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A run to set against the clean one: ``role`` ``fault`` or ``benign``."""
+
+    run: Run
+    role: str
+    label: str
+
+
+def load_grid(path: str | None) -> Grid:
+    """The grid in the YAML file ``path``, or the built-in one; every problem refused with
+    its line, before anything starts."""
+    from evalpipe.canary.grid import default_grid, parse_grid
+
+    if path is None:
+        return default_grid()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalpipeError(f"cannot read the canary grid {path}: {exc}") from exc
+    return parse_grid(text, path)
+
+
+def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) -> CanaryReport:
+    """Run the canary on ``options``' model, task, layout and items: the clean run and its
+    repeat, then every fault and benign variant of the grid (one engine start each), then
+    compare each with the clean run. Finished runs are reused and unfinished ones resumed, so
+    the same command picks up where it stopped."""
+    from evalpipe.api.running import resolve_model
+    from evalpipe.canary.plan import plan_canary
+    from evalpipe.run.plan import precheck
+    from evalpipe.sweep.local import run_local
+
+    grid = load_grid(settings.grid)
+    if options.engine != "endpoint":
+        options = dataclasses.replace(options, model=resolve_model(options.model))
+    planned = plan_canary(options, grid, settings.max_starts)
+    precheck(planned.clean.options, *(a.options for a in planned.arms))
+    say(
+        f"canary: {planned.starts} engine starts (clean + {len(grid.faults)} faults + "
+        f"{len(grid.benign)} benign variants) on {options.model}, {options.task}, "
+        f"{options.layout}"
+    )
+    results = run_local(
+        planned.groups(), settings.max_retries, lambda m: say(m.replace("sweep:", "canary:", 1))
+    )
+    clean = results[0].cells
+    if not clean or clean[0].run_id is None or clean[0].state not in ("finished", "reused"):
+        why = clean[0].message if clean else "it did not run"
+        raise EvalpipeError(f"the canary's clean run did not finish: {why}; rerun to resume it")
+    from evalpipe.store import open_store
+
+    with open_store(options.store) as store:
+        base = store.get_run(clean[0].run_id)
+        arms, failures = [], []
+        for arm, result in zip(planned.arms, results[1:], strict=True):
+            cell = result.cells[0]
+            if cell.run_id is None or cell.state not in ("finished", "reused"):
+                failures.append(f"{arm.label}: {cell.message or cell.state}")
+                continue
+            arms.append(Arm(store.get_run(cell.run_id), arm.role, arm.label))
+        rows = canary_rows(store, base, arms, grid_period(grid), settings)
+    repeat = clean[1].run_id if len(clean) > 1 else None
+    return CanaryReport(
+        options.model,
+        options.task,
+        base.config.layout,
+        grid.source,
+        base.run_id,
+        repeat,
+        tuple(rows),
+        tuple(failures),
+        planned.starts,
+    )
+
+
+def grid_period(grid: Grid) -> int:
+    """The period benign variants are localised against: the grid's first fault's."""
+    return grid.faults[0].period
+
+
+def canary_rows(
+    store: Store, clean: Run, arms: Sequence[Arm], period: int, settings: CanarySettings
+) -> list[CanaryRow]:
+    """A row per arm against ``clean`` (its repeats as the noise floor); a fault is
+    localised against its own period, a benign variant against ``period``."""
+    from evalpipe.canary.table import row
+    from evalpipe.compare.pairing import repeats
+    from evalpipe.compare.runs import compare_runs
+    from evalpipe.faults import parse_fault
+
+    floor = next((r for r in repeats(store, clean) if r.run_id != clean.run_id), None)
+    floor_kl = _item_kl(store, floor, clean)
+    out = []
+    for arm in arms:
+        fault = None if arm.run.config.fault is None else parse_fault(arm.run.config.fault)
+        c = compare_runs(
+            store,
+            arm.run,
+            clean,
+            margin=settings.margin,
+            alpha=settings.alpha,
+            min_n=settings.min_n,
+            shard_period=fault.period if fault is not None else period,
+            force=arm.role == "benign",  # a benign variant may differ by design (layout, dtype)
+        )
+        items = _token_items(_item_kl(store, arm.run, clean), floor_kl, settings.alpha)
+        out.append(row(arm.label, arm.role, c, fault, items, _max_position(store, arm.run)))
+    return out
+
+
+def _item_kl(store: Store, run: Run | None, clean: Run) -> dict[str, float]:
+    from evalpipe.compare.tokens.runs import decode_item_kl
+
+    return {} if run is None else decode_item_kl(store, run, clean)
+
+
+def _token_items(pair: dict[str, float], floor: dict[str, float], alpha: float) -> float:
+    """Items the token signal needs for 80 % power against the floor (``inf``: none)."""
+    import math
+
+    from evalpipe.compare.tokens.stats import items_needed
+
+    common = sorted(pair.keys() & floor.keys())
+    if len(common) < 2:
+        return math.inf
+    return items_needed([pair[i] for i in common], [floor[i] for i in common], alpha=alpha)
+
+
+def _max_position(store: Store, run: Run) -> int:
+    """The longest sequence of ``run``: prompt tokens + output tokens."""
+    return max(
+        ((s.prompt_tokens or 0) + (s.output_tokens or 0) for s in store.samples(run.run_id)),
+        default=0,
+    )
+
+
+def canary_json(report: CanaryReport) -> dict[str, Any]:
+    """``report`` as ``evalpipe canary --json`` prints it (keys are only ever added)."""
+    from evalpipe.canary.table import NS, SIGNALS, smallest_detectable
+
+    out = dataclasses.asdict(report)
+    out["rows"] = [r.to_json() for r in report.rows]
+    out["smallest_detectable"] = {
+        s: {str(n): smallest_detectable(report.rows, s, n) for n in NS}
+        for s in SIGNALS
+        if s != "identical"
+    }
+    return out
+
+
+def format_canary(report: CanaryReport) -> str:
+    """``report`` as ``evalpipe canary`` prints it: one row per fault and size."""
+    from evalpipe.report.canarytext import format_canary as render
+
+    return render(report)
