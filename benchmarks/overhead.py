@@ -12,13 +12,21 @@ Target: capture/no-capture <= 1.05.
 
 Also prints the wall time of ``evalpipe --help`` and checks it imported neither vllm nor torch.
 
+``--plugin`` measures evalpipe's vLLM plugin switched off (issue #19): two servers of the same
+model, one loading every installed general plugin with ``EVALPIPE_FAULT`` unset, one whose
+``VLLM_PLUGINS`` leaves evalpipe's out; the plain client alternates between them for
+``--rounds`` rounds. Target: with/without <= 1.01. Their outputs must be identical too (the
+engine test checks it bitwise).
+
     python benchmarks/overhead.py [--model smollm2] [--task arith] [--limit 64] [--concurrency 64]
+    python benchmarks/overhead.py --plugin [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -103,6 +111,48 @@ def help_time() -> tuple[float, list[str]]:
     return min(times), [m for m in heavy.stdout.strip().split(",") if m]
 
 
+def _without_evalpipe() -> str:
+    from importlib.metadata import entry_points
+
+    others = [e.name for e in entry_points(group="vllm.general_plugins") if e.name != "evalpipe"]
+    return ",".join(others) or "none"
+
+
+def plugin_overhead(
+    args: argparse.Namespace, model_dir: str, prompts: list[str], task: Any
+) -> None:
+    """Wall time of the same requests on a server with the plugin loaded (off) and on one
+    without it, alternating; both up at once so that neither is measured cold."""
+    flags = ["--enforce-eager", "--served-model-name", "bench", "--no-enable-prefix-caching"]
+    envs = {
+        "with plugin (off)": {"VLLM_CPU_KVCACHE_SPACE": "2", "EVALPIPE_FAULT": ""},
+        "without plugin": {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_PLUGINS": _without_evalpipe()},
+    }
+    times: dict[str, list[float]] = {k: [] for k in envs}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        bases = {}
+        for name, env in envs.items():
+            port = server.free_port()
+            base = f"http://127.0.0.1:{port}"
+            cmd = server.serve_command(model_dir, port, [], flags)
+            started = time.perf_counter()
+            stack.enter_context(server.launched(cmd, base, Path(tmp) / f"{port}.log", env, 900))
+            print(f"{name}: healthy after {time.perf_counter() - started:.1f}s", flush=True)
+            asyncio.run(plain_client(base, "bench", prompts[:4], task, 4))  # warm-up
+            bases[name] = base
+        for i in range(args.rounds):
+            for name, base in bases.items() if i % 2 == 0 else reversed(bases.items()):
+                times[name].append(
+                    asyncio.run(plain_client(base, "bench", prompts, task, args.concurrency))
+                )
+            print(f"round {i + 1}: " + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
+    on, off = (statistics.median(v) for v in times.values())
+    print(f"\n{args.limit} prompts of {args.task}, {args.rounds} alternating rounds (median)")
+    print(f"with evalpipe's plugin, EVALPIPE_FAULT unset: {on:7.2f} s")
+    print(f"without it (VLLM_PLUGINS)                  : {off:7.2f} s")
+    print(f"ratio with/without                         : {on / off:7.3f}  (target <= 1.01)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", default="smollm2")
@@ -110,11 +160,15 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--plugin", action="store_true", help="the fault plugin's cost when off")
     args = ap.parse_args()
 
     model_dir = str(models.fetch(args.model)) if args.model in models.MODELS else args.model
     task = load_task(args.task)
     prompts = [p.text or "" for p in render(task, load_dataset(task, limit=args.limit).items)]
+    if args.plugin:
+        plugin_overhead(args, model_dir, prompts, task)
+        return
     port = server.free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = server.serve_command(

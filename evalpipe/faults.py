@@ -18,8 +18,11 @@ bugs users hit:
 - ``kv-position``: the keys of those positions rotated as if they sat ``size`` positions
   later — KV read at the wrong position past a length threshold (vLLM #39303, #41623, #46514);
 - ``out-scale``: the attention output of queries at those positions multiplied by
-  ``1 + size`` — what a wrong LSE merge does to the combined output (vllm-ascend #11508,
-  vLLM #54300).
+  ``1 + size`` — the normalisation error of a wrong LSE merge. A model that normalises the
+  attention output before the residual (Gemma's post-attention norm) undoes most of it;
+- ``out-mix``: the attention output of queries at those positions pulled towards the query
+  token's own value, ``(1 - size) * out + size * v`` — a merge that over-weights the shard
+  holding the newest tokens, as a wrong LSE correction does (vllm-ascend #11508, vLLM #54300).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ KINDS = {
     "key-scale": "keys (target=v: values, kv: both) at the chosen positions x (1 + size)",
     "kv-position": "keys at the chosen positions rotated as if `size` positions later",
     "out-scale": "attention output of queries at the chosen positions x (1 + size)",
+    "out-mix": "attention output of queries at the chosen positions pulled towards their own "
+    "value: (1 - size) * out + size * v",
 }
 
 TARGETS = ("k", "v", "kv")
@@ -179,6 +184,11 @@ def _check_size(kind: str, size: float, problems: list[str]) -> None:
         if not size.is_integer() or size == 0 or abs(size) > 1 << 20:
             problems.append(
                 f"a kv-position size is a nonzero whole number of positions, not {_number(size)}"
+            )
+    elif kind == "out-mix":
+        if not 0 < size <= 1:
+            problems.append(
+                f"the out-mix size is a share above 0 and at most 1, not {_number(size)}"
             )
     elif size == 0 or size <= -1 or abs(size) > 1e6:
         problems.append(

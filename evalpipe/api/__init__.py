@@ -3,6 +3,7 @@
 Every CLI command is a call into this package, so everything the CLI does is scriptable.
 """
 
+from evalpipe.api.canary import CanarySettings, canary, canary_json, format_canary
 from evalpipe.api.comparing import (
     compare,
     comparison_json,
@@ -10,6 +11,13 @@ from evalpipe.api.comparing import (
     tagged_comparisons,
 )
 from evalpipe.api.dashboard import dashboard
+from evalpipe.api.frames import (
+    pairs_frame,
+    runs_frame,
+    samples_frame,
+    tokens_frame,
+    write_frame,
+)
 from evalpipe.api.gating import format_gate, gate, gate_json
 from evalpipe.api.importing import describe_lmeval_import, import_aisbench, import_lmeval
 from evalpipe.api.layouts import explain_layout, format_layout
@@ -31,10 +39,13 @@ from evalpipe.api.sweeping import SweepSettings, format_sweep, sweep, sweep_json
 from evalpipe.options import RunOptions
 
 __all__ = [
+    "CanarySettings",
     "ModelInfo",
     "RunOptions",
     "SweepSettings",
     "TaskInfo",
+    "canary",
+    "canary_json",
     "comment",
     "compare",
     "comparison_json",
@@ -45,6 +56,7 @@ __all__ = [
     "export_run",
     "fetch_data",
     "fetch_model",
+    "format_canary",
     "format_comparison",
     "format_gate",
     "format_layout",
@@ -62,14 +74,19 @@ __all__ = [
     "list_models",
     "list_runs",
     "migrate_store",
+    "pairs_frame",
     "resolve_model",
     "run",
     "run_repeated",
     "run_to_dict",
     "run_with_baseline",
+    "runs_frame",
+    "samples_frame",
     "score",
     "score_json",
     "sweep",
     "sweep_json",
     "tagged_comparisons",
+    "tokens_frame",
+    "write_frame",
 ]

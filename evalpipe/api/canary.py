@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalpipe.canary.table import CanaryReport
 from evalpipe.errors import EvalpipeError
 from evalpipe.options import RunOptions
 
 if TYPE_CHECKING:
     from evalpipe.canary.grid import Grid
-    from evalpipe.canary.table import CanaryRow
-    from evalpipe.records import Run
-    from evalpipe.store import Store
 
 Say = Callable[[str], None]
 
@@ -39,31 +37,6 @@ class CanarySettings:
     margin: float = 0.01
     alpha: float = 0.05
     min_n: int = 100
-
-
-@dataclass(frozen=True)
-class CanaryReport:
-    """The canary's outcome: the clean run and its repeat (the noise floor), one row per
-    fault and benign variant, and the arms that did not finish (with why)."""
-
-    model: str
-    task: str
-    layout: str
-    grid: str
-    clean_run: str
-    repeat_run: str | None
-    rows: tuple[CanaryRow, ...]
-    failures: tuple[str, ...] = ()
-    starts: int = 0
-
-
-@dataclass(frozen=True)
-class Arm:
-    """A run to set against the clean one: ``role`` ``fault`` or ``benign``."""
-
-    run: Run
-    role: str
-    label: str
 
 
 def load_grid(path: str | None) -> Grid:
@@ -87,6 +60,8 @@ def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) ->
     the same command picks up where it stopped."""
     from evalpipe.api.running import resolve_model
     from evalpipe.canary.plan import plan_canary
+    from evalpipe.canary.rows import Arm, canary_rows
+    from evalpipe.compare.core import Settings
     from evalpipe.run.plan import precheck
     from evalpipe.sweep.local import run_local
 
@@ -118,7 +93,8 @@ def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) ->
                 failures.append(f"{arm.label}: {cell.message or cell.state}")
                 continue
             arms.append(Arm(store.get_run(cell.run_id), arm.role, arm.label))
-        rows = canary_rows(store, base, arms, grid_period(grid), settings)
+        thresholds = Settings(settings.margin, settings.alpha, settings.min_n)
+        rows = canary_rows(store, base, arms, grid_period(grid), thresholds)
     repeat = clean[1].run_id if len(clean) > 1 else None
     return CanaryReport(
         options.model,
@@ -136,62 +112,6 @@ def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) ->
 def grid_period(grid: Grid) -> int:
     """The period benign variants are localised against: the grid's first fault's."""
     return grid.faults[0].period
-
-
-def canary_rows(
-    store: Store, clean: Run, arms: Sequence[Arm], period: int, settings: CanarySettings
-) -> list[CanaryRow]:
-    """A row per arm against ``clean`` (its repeats as the noise floor); a fault is
-    localised against its own period, a benign variant against ``period``."""
-    from evalpipe.canary.table import row
-    from evalpipe.compare.pairing import repeats
-    from evalpipe.compare.runs import compare_runs
-    from evalpipe.faults import parse_fault
-
-    floor = next((r for r in repeats(store, clean) if r.run_id != clean.run_id), None)
-    floor_kl = _item_kl(store, floor, clean)
-    out = []
-    for arm in arms:
-        fault = None if arm.run.config.fault is None else parse_fault(arm.run.config.fault)
-        c = compare_runs(
-            store,
-            arm.run,
-            clean,
-            margin=settings.margin,
-            alpha=settings.alpha,
-            min_n=settings.min_n,
-            shard_period=fault.period if fault is not None else period,
-            force=arm.role == "benign",  # a benign variant may differ by design (layout, dtype)
-        )
-        items = _token_items(_item_kl(store, arm.run, clean), floor_kl, settings.alpha)
-        out.append(row(arm.label, arm.role, c, fault, items, _max_position(store, arm.run)))
-    return out
-
-
-def _item_kl(store: Store, run: Run | None, clean: Run) -> dict[str, float]:
-    from evalpipe.compare.tokens.runs import decode_item_kl
-
-    return {} if run is None else decode_item_kl(store, run, clean)
-
-
-def _token_items(pair: dict[str, float], floor: dict[str, float], alpha: float) -> float:
-    """Items the token signal needs for 80 % power against the floor (``inf``: none)."""
-    import math
-
-    from evalpipe.compare.tokens.stats import items_needed
-
-    common = sorted(pair.keys() & floor.keys())
-    if len(common) < 2:
-        return math.inf
-    return items_needed([pair[i] for i in common], [floor[i] for i in common], alpha=alpha)
-
-
-def _max_position(store: Store, run: Run) -> int:
-    """The longest sequence of ``run``: prompt tokens + output tokens."""
-    return max(
-        ((s.prompt_tokens or 0) + (s.output_tokens or 0) for s in store.samples(run.run_id)),
-        default=0,
-    )
 
 
 def canary_json(report: CanaryReport) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from evalpipe.errors import EvalpipeError
 
 if TYPE_CHECKING:
     from evalpipe.compare.core import Comparison
+    from evalpipe.records import Run
+    from evalpipe.store import Store
 
 
 def compare(
@@ -30,7 +32,6 @@ def compare(
     ``shard_period`` overrides the layout's shard period for the boundary breakdown;
     ``run_flag`` False: the caller has no ``--baseline RUN_ID`` for messages to suggest."""
     from evalpipe.compare.core import adjust
-    from evalpipe.compare.pairing import find_baseline
     from evalpipe.compare.runs import compare_runs
     from evalpipe.limits import check_shard_period
     from evalpipe.store import open_store
@@ -41,18 +42,7 @@ def compare(
     with open_store(store, create=False, empty_ok=False) as s:
         results = []
         for rid in run_ids:
-            r = s.get_run(rid)
-            if baseline and baseline != "auto":
-                b = s.get_run(baseline)
-            else:
-                b = find_baseline(s, r, baseline_layout, run_flag)
-            if b.run_id == r.run_id:
-                # Every item agrees with itself: a clean "no drift" that means nothing.
-                raise EvalpipeError(
-                    f"run {r.run_id} cannot be compared with itself: give another run as "
-                    "--baseline, or leave --baseline out for the latest finished run that "
-                    "pairs with it on its baseline layout"
-                )
+            r, b = pair_of(s, rid, baseline, baseline_layout, run_flag)
             results.append(
                 compare_runs(
                     s,
@@ -66,6 +56,33 @@ def compare(
                 )
             )
         return adjust(results)
+
+
+def pair_of(
+    store: Store,
+    run_id: str,
+    baseline: str | None = None,
+    baseline_layout: str | None = None,
+    run_flag: bool = True,
+) -> tuple[Run, Run]:
+    """Run ``run_id`` and its baseline: the run ``baseline`` names (id or prefix), else
+    (None or ``auto``) the latest finished run that pairs with it on ``baseline_layout`` or
+    its non-CP layout. A run is never its own baseline. ``run_flag``: see :func:`compare`."""
+    from evalpipe.compare.pairing import find_baseline
+
+    r = store.get_run(run_id)
+    if baseline and baseline != "auto":
+        b = store.get_run(baseline)
+    else:
+        b = find_baseline(store, r, baseline_layout, run_flag)
+    if b.run_id == r.run_id:
+        # Every item agrees with itself: a clean "no drift" that means nothing.
+        raise EvalpipeError(
+            f"run {r.run_id} cannot be compared with itself: give another run as "
+            "--baseline, or leave --baseline out for the latest finished run that "
+            "pairs with it on its baseline layout"
+        )
+    return r, b
 
 
 def _check_thresholds(margin: float, alpha: float, min_n: int) -> None:

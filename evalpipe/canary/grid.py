@@ -32,7 +32,7 @@ BENIGN_KEYS = ("layout", "engine_args", "request_order")
 DEFAULT_GRID = """\
 faults:
   - {kind: key-scale, sizes: [0.05, 0.2, 0.5], period: 128}
-  - {kind: out-scale, sizes: [0.02, 0.1, 0.5], period: 8}
+  - {kind: out-mix, sizes: [0.02, 0.1, 0.5], period: 8}
   - {kind: kv-position, sizes: [1, 4, 16], period: 1, offset: 0, threshold: 1024}
 benign:
   - request_order: reversed
@@ -40,7 +40,8 @@ benign:
 """
 """The built-in grid: three kinds at three sizes, modelled on GSM8K-length sequences (prompts
 of 700-1 000 tokens, so kv-position's threshold of 1 024 hits the late tokens of long items
-only), and two benign variants every model can run."""
+only), and two benign variants every model can run. out-scale is left out: a model that
+normalises its attention output (Gemma-3) undoes it, so it measures the model, not the gate."""
 
 
 @dataclass(frozen=True)

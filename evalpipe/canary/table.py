@@ -137,3 +137,19 @@ def smallest_detectable(rows: Sequence[CanaryRow], signal: str, n: int) -> dict[
         else:
             out.setdefault(r.kind, None)
     return out
+
+
+@dataclass(frozen=True)
+class CanaryReport:
+    """The canary's outcome: the clean run and its repeat (the noise floor), one row per
+    fault and benign variant, and the arms that did not finish (with why)."""
+
+    model: str
+    task: str
+    layout: str
+    grid: str
+    clean_run: str
+    repeat_run: str | None
+    rows: tuple[CanaryRow, ...]
+    failures: tuple[str, ...] = ()
+    starts: int = 0

@@ -14,7 +14,6 @@ def cmd_canary(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from evalpipe import api
-    from evalpipe.api.canary import CanarySettings, canary, canary_json, format_canary
 
     options = api.RunOptions(
         task=args.task,
@@ -33,7 +32,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
         params=tuple(args.param),
         logprobs=args.logprobs,
     )
-    settings = CanarySettings(
+    settings = api.CanarySettings(
         grid=args.grid,
         max_starts=args.max_starts,
         max_retries=args.max_retries,
@@ -41,8 +40,8 @@ def cmd_canary(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         min_n=args.min_n,
     )
-    report = canary(options, settings)
-    print(json.dumps(canary_json(report)) if args.json else format_canary(report))
+    report = api.canary(options, settings)
+    print(json.dumps(api.canary_json(report)) if args.json else api.format_canary(report))
     return 1 if report.failures else 0
 
 

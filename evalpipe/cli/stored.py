@@ -8,6 +8,13 @@ import sys
 from typing import Any
 
 from evalpipe.cli.common import add, group, store_arg
+from evalpipe.cli.tables import (
+    EXPORT_EXAMPLES,
+    add_table_arguments,
+    export_table,
+    refuse_table_flags,
+)
+from evalpipe.errors import EvalpipeError
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
@@ -35,9 +42,18 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 def cmd_runs_export(args: argparse.Namespace) -> int:
     from evalpipe import api
 
+    if args.format != "jsonl" or args.table is not None:
+        return export_table(args)
+    refuse_table_flags(args)
+    if len(args.run) != 1:
+        raise EvalpipeError(
+            "a JSONL export is one whole run: give one run id (`evalpipe runs list` shows "
+            "them); for many runs add --format csv or --format parquet (--table runs or samples)",
+            exit_code=2,
+        )
     # A file is replaced only once the export is complete (the run found, every line written).
     out = sys.stdout if args.output in (None, "-") else args.output
-    api.export_run(args.store, args.run, out)
+    api.export_run(args.store, args.run[0], out)
     return 0
 
 
@@ -159,16 +175,20 @@ def _runs(sub: Any) -> None:
         runs,
         "export",
         cmd_runs_export,
-        "write a run and its samples as JSONL",
-        "evalpipe runs export RUN_ID -o run.jsonl",
+        "write a run and its samples as JSONL, or a table of runs, samples, a comparison's "
+        "paired items or its token positions as CSV or parquet",
+        EXPORT_EXAMPLES,
     )
-    export.add_argument("run")
+    export.add_argument(
+        "run", nargs="*", metavar="RUN", help="run id or unique prefix (JSONL: exactly one)"
+    )
     export.add_argument(
         "-o",
         "--output",
         help="file, replaced only when the export is complete (default, or -: stdout)",
     )
     store_arg(export)
+    add_table_arguments(export)
     imp = add(
         runs,
         "import",

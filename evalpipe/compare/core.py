@@ -202,7 +202,7 @@ def compare_answers(
         agreement=sum(d is None for d in diffs) / len(diffs),
         first_difference_chars=tuple(d for d in diffs if d is not None),
         flips={
-            direction: tuple(a.item_id for a, _, _ in flips if _direction(a) == direction)
+            direction: tuple(a.item_id for a, _, _ in flips if flip_direction(a) == direction)
             for direction in DIRECTIONS
         },
         flip_examples=tuple(_flip(a, b, d) for a, b, d in flips[: settings.max_flips]),
@@ -219,20 +219,24 @@ def compare_answers(
     )
 
 
+def prompt_length(a: Answer, b: Answer) -> int | None:
+    """The prompt's length in tokens of a pair: the run's count, else the baseline's."""
+    return a.prompt_tokens if a.prompt_tokens is not None else b.prompt_tokens
+
+
 def _tokens(a: Answer, b: Answer) -> int:
-    if a.prompt_tokens is not None:
-        return a.prompt_tokens
-    return b.prompt_tokens or 0
+    return prompt_length(a, b) or 0
 
 
-def _direction(a: Answer) -> Direction:
+def flip_direction(a: Answer) -> Direction:
+    """Which way an item flipped, from the run's answer ``a`` (the baseline's is the other)."""
     return "wrong_to_correct" if a.correct else "correct_to_wrong"
 
 
 def _flip(a: Answer, b: Answer, first_difference: int | None) -> Flip:
     return Flip(
         item_id=a.item_id,
-        direction=_direction(a),
+        direction=flip_direction(a),
         target=a.target,
         run_output=a.output[:EXAMPLE_CHARS],
         baseline_output=b.output[:EXAMPLE_CHARS],

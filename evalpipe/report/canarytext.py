@@ -5,13 +5,9 @@ rows only; labels and run ids are escaped (a grid is user text)."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-from evalpipe.canary.table import NS, CanaryRow, smallest_detectable
+from evalpipe.canary.table import NS, CanaryReport, CanaryRow, smallest_detectable
 from evalpipe.report.textfmt import p_text, pts, safe, share
-
-if TYPE_CHECKING:
-    from evalpipe.api.canary import CanaryReport
 
 HEADER = (
     f"{'fault / variant':34} {'identical':>9}  {'accuracy Δ pts [95% CI]':26} "

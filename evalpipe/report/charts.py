@@ -316,3 +316,71 @@ def whisker_plot(
         y_ticks=tuple((y(v), _tick(v)) for v in (bottom, (bottom + top) / 2, top)),
         x_ticks=tuple((x(i), labels[i]) for i in shown),
     )
+
+
+# --- dose-response: one signal against a fault's size, the benign pairs as a band -----------
+
+LOG_FLOOR = 1e-8
+"""Where a log-scale dose chart puts a zero (identical outputs give a KL of exactly 0)."""
+
+
+def dose_chart(
+    title: str,
+    sizes: Sequence[str],
+    values: Values,
+    lows: Values,
+    highs: Values,
+    benign: tuple[float, float] | None,
+    log: bool = False,
+    percent: bool = False,
+) -> Chart | None:
+    """A signal (``values`` with intervals) at each fault size (x, in order), on a log10 axis
+    when ``log``; ``benign`` (low, high) is the range the benign pairs span, drawn as a band a
+    detected fault rises out of. None when no value is finite."""
+
+    def t(v: float | None) -> float | None:
+        if v is None or not math.isfinite(v):
+            return None
+        return math.log10(max(v, LOG_FLOOR)) if log else v
+
+    ys, lo, hi = [t(v) for v in values], [t(v) for v in lows], [t(v) for v in highs]
+    band = None if benign is None else (t(benign[0]), t(benign[1]))
+    extra = [] if band is None else [b for b in band if b is not None]
+    found = _finite(ys, lo, hi, extra)
+    if not _finite(ys):
+        return None
+    scale = _Scale(len(sizes), min(found), max(found))
+
+    def label(v: float) -> str:
+        if log:
+            return f"{10**v:.1e}"
+        return f"{v * 100:.0f}%" if percent else _tick(v)
+
+    tips = [f"size {sizes[i]}: {label(v)}" if v is not None else "" for i, v in enumerate(ys)]
+    bands: list[tuple[str, str]] = []
+    if band is not None and band[0] is not None and band[1] is not None:
+        x0, x1 = PAD_LEFT, WIDTH - PAD_RIGHT
+        y0, y1 = scale.y(band[0]), scale.y(band[1])
+        bands.append(("benign", f"{x0},{y1} {x1},{y1} {x1},{y0} {x0},{y0}"))
+    whiskers = tuple(
+        Whisker(scale.x(i), scale.y(v), scale.y(lo[i]), scale.y(hi[i]), tips[i])  # type: ignore[arg-type]
+        for i, v in enumerate(ys)
+        if v is not None and lo[i] is not None and hi[i] is not None
+    )
+    steps = 4
+    ticks = tuple(
+        (
+            scale.y(scale.lo + (scale.hi - scale.lo) * k / steps),
+            label(scale.lo + (scale.hi - scale.lo) * k / steps),
+        )
+        for k in range(steps + 1)
+    )
+    return Chart(
+        title=title,
+        lines=(_line(scale, "fault", "dose", ys, tips),),
+        bands=tuple(bands),
+        rules=(),
+        y_ticks=ticks,
+        x_ticks=tuple((scale.x(i), s) for i, s in enumerate(sizes)),
+        whiskers=whiskers,
+    )

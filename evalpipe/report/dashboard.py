@@ -32,10 +32,13 @@ import jinja2
 from markupsafe import Markup
 
 from evalpipe import __version__
+from evalpipe.canary.rows import stored_canaries
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run, sha256_text, utcnow
 from evalpipe.report import cache
 from evalpipe.report import data as report_data
+from evalpipe.report.canarypage import canary_context, canary_groups
+from evalpipe.report.compute import SETTINGS
 from evalpipe.report.fork import cores, forget_connections, fork_map
 from evalpipe.report.markdown import p_value, percent, pts, signed_pts
 from evalpipe.report.pages import (
@@ -152,6 +155,7 @@ def render_dashboard(
         _Page("index.html.jinja", "index.html", "", "", lambda: overview),
         _Page("trends.html.jinja", "trends.html", "", "", lambda: trends_context(data)),
         _Page("runs.html.jinja", "runs.html", "", "", lambda: runs_ctx),
+        _canary_page(writer, store, data),
     ]
     featured = _featured(overview["featured"], data)
     for run in data.runs:
@@ -183,6 +187,22 @@ class _Page:
     root: str
     inputs: str
     context: Callable[[], Mapping[str, Any]]
+
+
+def _canary_page(writer: _Writer, store: Store, data: report_data.DashboardData) -> _Page:
+    """The canary page: computed and rendered again only when a run it shows changed."""
+    found = stored_canaries(store, data.runs)
+    shown = [writer.digest(c.clean) for c in found] + [
+        writer.digest(a.run) for c in found for a in c.arms
+    ]
+    inputs = writer.inputs("canary", shown)
+    return _Page(
+        "canary.html.jinja",
+        "canary.html",
+        "",
+        inputs,
+        lambda: canary_context(canary_groups(store, found, SETTINGS)),
+    )
 
 
 def _run_page(
@@ -260,7 +280,7 @@ def _site_inputs(env: jinja2.Environment, title: str) -> str:
     for path in [*sorted(folder.glob("*.html.jinja")), folder / CSS_NAME]:
         parts.append(path.read_text(encoding="utf-8"))
     here = Path(__file__).resolve().parent
-    for name in ("dashboard.py", "pages.py", "charts.py", "tokens/page.py"):
+    for name in ("dashboard.py", "pages.py", "charts.py", "tokens/page.py", "canarypage.py"):
         parts.append((here / name).read_text(encoding="utf-8"))
     return sha256_text("\0".join(parts))
 

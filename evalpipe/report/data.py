@@ -76,13 +76,14 @@ def _canonical_pairs(pairs: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def _wanted_layout(run: Run, pairs: Mapping[str, str]) -> str | None:
-    """The layout ``run`` is compared with, or ``None`` when it is not compared."""
+    """The layout ``run`` is compared with, or ``None`` when it is not compared (a run with
+    a canary fault: the clean run of its own layout)."""
     try:
         layout = parse(run.config.layout)
     except EvalpipeError:
         return None  # an imported run with a layout we cannot parse: shown, not compared
-    override = pairs.get(layout.canonical)
-    if override is None and not layout.is_cp:
+    override = None if run.config.fault else pairs.get(layout.canonical)
+    if override is None and not layout.is_cp and run.config.fault is None:
         return None
     return baseline_layout(run, override)
 
@@ -98,7 +99,8 @@ def _pair_runs(
     by_key: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     keys = {r.run_id: canonical_json(pairing_key(r)) for r in finished}
     for r in finished:  # newest first, like store.list_runs
-        by_key[(r.config.task, r.config.layout, keys[r.run_id])].append(r)
+        if r.config.fault is None:  # a run with a canary fault is never a baseline
+            by_key[(r.config.task, r.config.layout, keys[r.run_id])].append(r)
     repeats: dict[str, list[Run]] = defaultdict(list)
     for r in finished:
         repeats[_repeat_key(r)].append(r)

@@ -101,8 +101,8 @@ def overview_context(data: DashboardData) -> dict[str, Any]:
     latest: dict[tuple[str, str, str], dict[str, Run]] = defaultdict(dict)
     older: dict[tuple[str, str, str, str], int] = defaultdict(int)
     for run in data.runs:  # newest first: the first seen is the latest
-        if run.status != "finished":
-            continue
+        if run.status != "finished" or run.config.fault is not None:
+            continue  # canary runs are on the canary page, never a release cell
         row, layout = _row_key(run), run.config.layout
         if layout in latest[row]:
             older[(*row, layout)] += 1
@@ -236,7 +236,7 @@ def trends_context(data: DashboardData) -> dict[str, Any]:
     """Accuracy and Δ charts per series; series whose latest run drifted come first."""
     groups: dict[SeriesId, list[Run]] = defaultdict(list)
     for run in reversed(data.runs):  # oldest first along the x axis
-        if run.status == "finished" and run.accuracy is not None:
+        if run.status == "finished" and run.accuracy is not None and run.config.fault is None:
             key = canonical_json(series_key(run))
             groups[(*_row_key(run), run.config.layout, key)].append(run)
     names = _variant_names(groups)
@@ -283,6 +283,8 @@ def provenance(run: Run) -> list[tuple[str, str]]:
         ("data", c.data_source),
         ("data sha256", c.data_sha256 or "—"),
         ("layout", c.layout),
+        ("canary fault", c.fault or "— (a clean run)"),
+        ("request order", c.request_order),
         ("platform", c.platform),
         ("engine", c.engine_kind),
         ("engine args", " ".join(EngineArgs(c.engine_args).as_pairs()) or "—"),

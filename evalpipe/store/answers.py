@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -86,9 +86,12 @@ def _fetch(conn: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
         cursor.close()
 
 
-def _columns_of(fields: Sequence[str], rows: Sequence[Sequence[Any]], skip: int) -> list[Any]:
+def _columns_of(
+    fields: Sequence[str], rows: Sequence[Sequence[Any]], skip: int, parse_json: bool = True
+) -> list[Any]:
     """The rows' values column by column from column ``skip`` on, converted as the fields
-    promise: ``ok`` and ``correct`` bools (a NULL verdict is not correct), JSON maps parsed.
+    promise: ``ok`` and ``correct`` bools (a NULL verdict is not correct), JSON maps parsed
+    (or, without ``parse_json``, their stored text).
 
     Column-wise, because per-row Python work is what a bulk read costs: a column is one
     comprehension, and the JSON maps of all rows are parsed in one ``json.loads`` (per-call
@@ -97,7 +100,7 @@ def _columns_of(fields: Sequence[str], rows: Sequence[Sequence[Any]], skip: int)
     for i, name in enumerate(fields, start=skip):
         if name in ("ok", "correct"):
             columns.append([r[i] == 1 for r in rows])
-        elif name in _JSON_FIELDS:
+        elif name in _JSON_FIELDS and parse_json:
             columns.append(json.loads("[" + ",".join(r[i] for r in rows) + "]"))
         else:
             columns.append([r[i] for r in rows])
@@ -110,9 +113,12 @@ def read_answers(
     make: Callable[..., T],
     fields: Sequence[str] = ANSWER_FIELDS,
     fill: Sequence[Any] = (),
+    *,
+    parse_json: bool = True,
 ) -> dict[str, dict[str, T]]:
     """Each run's samples as ``make(*values, *fill)`` by item id, ``values`` in ``fields``
-    order; ``fill`` completes the arguments of fields not read (the same for every sample).
+    order; ``fill`` completes the arguments of fields not read (the same for every sample);
+    without ``parse_json`` the JSON maps are their stored text.
 
     ``fields`` are sample columns plus ``ok`` (the engine answered: no infrastructure error);
     ``correct`` is a bool (NULL is not correct) and ``output`` text ("" for none), as a
@@ -126,20 +132,50 @@ def read_answers(
     """
     if "item_id" not in fields:
         raise ValueError("fields must include item_id: answers are keyed by it")
-    ids = sorted(set(run_ids))
-    out: dict[str, dict[str, T]] = {i: {} for i in ids}
+    out: dict[str, dict[str, T]] = {i: {} for i in sorted(set(run_ids))}
     item = list(fields).index("item_id")
+    for rows in _rows_of_runs(store, out, fields):
+        for run_id, group in itertools.groupby(rows, operator.itemgetter(0)):
+            values = _columns_of(fields, list(group), 1, parse_json)
+            fixed = [itertools.repeat(v) for v in fill]
+            out[run_id] = dict(zip(values[item], map(make, *values, *fixed), strict=False))
+    return out
+
+
+def _rows_of_runs(
+    store: Store, run_ids: Iterable[str], fields: Sequence[str]
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows ``(run_id, *fields)`` of the runs' samples, a statement per
+    :data:`RUNS_PER_QUERY` runs, each chunk's rows in run order."""
+    ids = sorted(set(run_ids))
     columns = [samples.c.run_id, *_columns(fields)]
     with store.engine.connect() as conn:
         for start in range(0, len(ids), RUNS_PER_QUERY):
             chunk = ids[start : start + RUNS_PER_QUERY]
             # In run order, which the primary key (run_id, item_id) gives without sorting.
             query = sa.select(*columns).where(samples.c.run_id.in_(chunk))
-            rows = _fetch(conn, query.order_by(samples.c.run_id))
-            for run_id, group in itertools.groupby(rows, operator.itemgetter(0)):
-                values = _columns_of(fields, list(group), 1)
-                fixed = [itertools.repeat(v) for v in fill]
-                out[run_id] = dict(zip(values[item], map(make, *values, *fixed), strict=False))
+            yield _fetch(conn, query.order_by(samples.c.run_id))
+
+
+def read_columns(
+    store: Store, run_ids: Iterable[str], fields: Sequence[str], *, parse_json: bool = True
+) -> dict[str, list[Any]]:
+    """Every sample of the runs, column by column: ``run_id`` and then ``fields`` (as in
+    :func:`read_answers`; with ``parse_json`` False the JSON maps stay their stored text),
+    the runs' rows together in run id order, items in no particular order. For tables of
+    many samples (a DataFrame), where building one object a sample is the cost.
+
+    Example::
+
+        columns = read_columns(store, [run.run_id], ["item_id", "correct"])
+    """
+    if "run_id" in fields:
+        raise ValueError("run_id is always the first column; do not ask for it")
+    out: dict[str, list[Any]] = {name: [] for name in ("run_id", *fields)}
+    for rows in _rows_of_runs(store, run_ids, fields):
+        out["run_id"] += [r[0] for r in rows]
+        for name, values in zip(fields, _columns_of(fields, rows, 1, parse_json), strict=True):
+            out[name] += values
     return out
 
 

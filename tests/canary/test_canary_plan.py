@@ -42,7 +42,7 @@ def test_a_grid_expands_sizes_and_keeps_the_other_parameters() -> None:
 def test_the_default_grid_is_three_kinds_at_three_sizes() -> None:
     grid = default_grid()
     assert len(grid.faults) == 9
-    assert {f.kind for f in grid.faults} == {"key-scale", "out-scale", "kv-position"}
+    assert {f.kind for f in grid.faults} == {"key-scale", "out-mix", "kv-position"}
     assert grid.source == "<default grid>" and "faults:" in DEFAULT_GRID
 
 

@@ -175,3 +175,24 @@ def test_kv_position_negative_shift_clamps_at_zero() -> None:
         _rotary, positions, torch.zeros(3, 1), torch.zeros(3, 1), spec, limit=100
     )
     assert k[:, 0].tolist() == [0, 0, 2]
+
+
+def test_out_mix_pulls_chosen_rows_to_their_own_value_per_kv_group() -> None:
+    """Two query heads share one KV head (grouped-query attention): each takes its group's
+    value; rows off the mask are untouched."""
+    spec = parse_fault("out-mix:size=0.25,period=2,offset=1")
+    positions = torch.tensor([0, 1, 2, 3])
+    out = torch.zeros(4, 2 * 3)  # 2 query heads of 3
+    value = torch.arange(4 * 3, dtype=torch.float32).view(4, 3)  # 1 KV head of 3
+    got = faultmath.mix_own_value(out, value, faultmath.selected(positions, spec), 0.25, heads=2)
+    assert got.shape == out.shape
+    assert torch.equal(got[0], out[0]) and torch.equal(got[2], out[2])
+    for row in (1, 3):
+        assert got[row].tolist() == (0.25 * value[row]).repeat(2).tolist()
+
+
+def test_out_mix_size_is_a_share() -> None:
+    assert parse_fault("out-mix:size=1").size == 1.0
+    for bad in ("out-mix:size=0", "out-mix:size=1.5", "out-mix:size=-0.1"):
+        with pytest.raises(EvalpipeError, match="out-mix size is a share"):
+            parse_fault(bad)

@@ -397,3 +397,35 @@ def test_the_api_and_the_cli_gate_write_reports_and_exit_with_the_status(tmp_pat
     assert json.loads(proc.stdout)["items"] == api.gate_json(d)["items"]
     bad = gate("--policy", str(tmp_path / "nope.yaml"))
     assert bad.returncode == 3 and "nope.yaml" in bad.stderr
+
+
+def test_a_faulted_run_never_counts_as_a_release_run_and_the_gate_says_so(store: Store) -> None:
+    """A canary run (an injected fault) is the newest on its layout: the gate passes over it
+    and, with no clean run left, names it as refused in the missing-run message."""
+    fault = "key-scale:size=0.2,period=128,offset=127,width=1,threshold=0,target=k"
+    add_run(store, "dp2tp8")
+    add_run(store, "tp8")
+    add_run(store, "tp8dcp8")
+    canary = add_run(store, "dp2tp8dcp8", fault=fault)
+    d = evaluate_gate(store, policy())
+    assert outcomes(d)["dp2tp8dcp8"] == "missing" and d.exit_code == 2
+    text = next(i for i in d.items if i.requirement.layout == "dp2tp8dcp8").reason
+    assert canary.run_id in text and fault in text and "never counts as a release run" in text
+    # A clean run of the layout, even an older one, is what the gate judges.
+    clean = add_run(store, "dp2tp8dcp8")
+    add_run(store, "dp2tp8dcp8", fault=fault)  # the newest again
+    d = evaluate_gate(store, policy())
+    item = next(i for i in d.items if i.requirement.layout == "dp2tp8dcp8")
+    assert item.outcome == "pass" and item.run_id == clean.run_id
+
+
+def test_a_faulted_run_is_never_a_baseline(store: Store) -> None:
+    fault = "out-mix:size=0.1,period=8,offset=7,width=1,threshold=0"
+    clean = add_run(store, "dp2tp8")
+    add_run(store, "dp2tp8", fault=fault)  # newer, same configuration otherwise
+    add_run(store, "tp8")
+    add_run(store, "tp8dcp8")
+    add_run(store, "dp2tp8dcp8")
+    d = evaluate_gate(store, policy())
+    item = next(i for i in d.items if i.requirement.layout == "dp2tp8dcp8")
+    assert item.baseline_run_id == clean.run_id

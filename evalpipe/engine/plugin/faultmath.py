@@ -45,6 +45,19 @@ def scale_kv(
     return key, value
 
 
+def mix_own_value(
+    out: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, size: float, heads: int
+) -> torch.Tensor:
+    """out-mix: the masked rows of the attention output (``[T, heads * D]``) become
+    ``(1 - size) * out + size * v``, ``v`` the token's own value (``[T, kv_heads * D]``),
+    each KV head's value serving the query heads of its group (grouped-query attention)."""
+    tokens = out.shape[0]
+    kv_heads = value.reshape(tokens, -1).shape[1] * heads // out.reshape(tokens, -1).shape[1]
+    own = value.reshape(tokens, kv_heads, -1).repeat_interleave(heads // kv_heads, dim=1)
+    mixed = (1.0 - size) * out + size * own.reshape(out.shape).to(out.dtype)
+    return torch.where(_rows(mask, out), mixed, out)
+
+
 def shifted_positions(positions: torch.Tensor, spec: FaultSpec, limit: int) -> torch.Tensor:
     """kv-position: where the masked tokens' keys are rotated instead, ``p + size`` kept in
     ``[0, limit)`` (the rotary table's length)."""

@@ -6,7 +6,7 @@
   position);
 - the attention layer (``Attention.forward``): it scales the chosen keys or values before
   they are written to the KV cache (``key-scale``), or the chosen queries' output after
-  (``out-scale``).
+  (``out-scale``, ``out-mix``).
 
 Both are model-level modules that exist on every platform (vllm-ascend dispatches the same
 rotary CustomOp to its own kernel and runs the same ``Attention`` layer over its backend), so
@@ -81,6 +81,8 @@ def install(spec: FaultSpec) -> None:
             print(f"evalpipe-fault: applied in process {os.getpid()}", file=sys.stderr, flush=True)
         if spec.kind == "out-scale":
             out = faultmath.scale_rows(out, mask, spec.size)
+        elif spec.kind == "out-mix" and value is not None:
+            out = faultmath.mix_own_value(out, value, mask, spec.size, self.num_heads)
         return out
 
     setattr(rotary, MARK, spec)
