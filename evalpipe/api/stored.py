@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,6 +23,7 @@ def format_run_summary(run: Run, store: str | None, details: bool = False) -> st
     Stored text is shown with control characters escaped (an imported model name is
     untrusted)."""
     from evalpipe.store import describe_store
+    from evalpipe.store.connect import resolve
 
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.1%}"
@@ -34,12 +36,14 @@ def format_run_summary(run: Run, store: str | None, details: bool = False) -> st
         f", {pct(run.accuracy_flexible)} flexible; infrastructure errors {run.n_errors}",
         f"  {run.duration_s or 0:.1f}s, {run.throughput_tok_s or 0:.1f} output tok/s",
     ]
+    flag = resolve(store).flag  # a suggested command finds the store this one used
     if not details:
-        return "\n".join([*head, f"  stored in {describe_store(store)} (evalpipe runs show {rid})"])
-    return "\n".join([*head, *_details(run), f"  stored in {describe_store(store)}"])
+        shown = f"evalpipe runs show {shlex.quote(rid)}{flag}"
+        return "\n".join([*head, f"  stored in {describe_store(store)} ({shown})"])
+    return "\n".join([*head, *_details(run, flag), f"  stored in {describe_store(store)}"])
 
 
-def _details(run: Run) -> list[str]:
+def _details(run: Run, flag: str = "") -> list[str]:
     c, rid = run.config, safe(run.run_id)
 
     def pairs(values: dict[str, Any]) -> str:
@@ -60,12 +64,23 @@ def _details(run: Run) -> list[str]:
         lines.append(f"  tags {safe(', '.join(run.tags))}")
     if run.message:
         lines.append(f"  message {safe(run.message, 300)}")
+    q = shlex.quote(rid)  # an imported run's id may hold anything
     lines += [
-        f"  every field: evalpipe runs show {rid} --json",
-        f"  its samples: evalpipe runs export {rid} -o run.jsonl",
-        f"  against its baseline: evalpipe compare {rid}",
+        f"  every field: evalpipe runs show {q} --json{flag}",
+        f"  its samples: evalpipe runs export {q} -o run.jsonl{flag}",
     ]
+    if _has_automatic_baseline(run):  # else `compare RUN` has no baseline to look for
+        lines.append(f"  against its baseline: evalpipe compare {q}{flag}")
     return lines
+
+
+def _has_automatic_baseline(run: Run) -> bool:
+    from evalpipe.layout import LayoutError, parse
+
+    try:
+        return parse(run.config.layout).is_cp or run.config.fault is not None
+    except LayoutError:
+        return False
 
 
 def store_inputs(store: str | None) -> list[tuple[str, Path | None]]:

@@ -13,6 +13,7 @@ compared token by token: their token ids do not mean the same thing.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 
 from evalpipe.compare.tokens.stats import compare_path, item_kl
@@ -56,7 +57,7 @@ def token_comparison(
     unavailable: dict[Path, str] = {}
     sides: tuple[tuple[Path, str], ...] = (("decode", DECODE), ("forced", baseline.run_id))
     for path, source in sides:
-        missing = _missing(path, source, run, baseline, sources)
+        missing = _missing(path, source, run, baseline, sources, store.location.flag)
         if missing:
             unavailable[path] = missing
         else:
@@ -65,9 +66,15 @@ def token_comparison(
 
 
 def _missing(
-    path: Path, source: str, run: Run, baseline: Run, sources: Mapping[str, Mapping[str, int]]
+    path: Path,
+    source: str,
+    run: Run,
+    baseline: Run,
+    sources: Mapping[str, Mapping[str, int]],
+    store_flag: str = "",
 ) -> str | None:
-    """Why ``path`` cannot be compared, naming the side(s) that lack traces, or None."""
+    """Why ``path`` cannot be compared, naming the side(s) that lack traces, or None; a
+    command it suggests finds the store again with ``store_flag``."""
     lacking = [r for r in (run, baseline) if not sources[r.run_id].get(source)]
     if not lacking:
         return None
@@ -75,10 +82,29 @@ def _missing(
     has, it = ("have", "them") if len(lacking) > 1 else ("has", "it")
     if path == "decode":
         return f"{names} {has} no token logprobs: rerun {it} with --logprobs 5"
+    if not sources[baseline.run_id].get(DECODE):
+        # Scoring needs the baseline's own tokens: `score` refuses a baseline without them.
+        return (
+            f"{names} {has} no teacher-forced traces, and baseline {baseline.run_id} has no "
+            "token logprobs of its own to force: rerun the baseline with --logprobs 5 first"
+        )
+    servers = "".join(
+        f" {flag} {shlex.quote(url)}"
+        for flag, r in (("--endpoint", run), ("--baseline-endpoint", baseline))
+        if (url := _served_at(r)) is not None
+    )
     return (
         f"{names} {has} no teacher-forced traces of the baseline's tokens: run `evalpipe "
-        f"score {run.run_id} --against {baseline.run_id}`"
+        f"score {run.run_id} --against {baseline.run_id}{servers}{store_flag}`"
     )
+
+
+def _served_at(run: Run) -> str | None:
+    """The server a run made on an endpoint was served by (``score`` cannot re-create an
+    engine it never started), or None."""
+    engine = run.provenance.get("engine")
+    url = engine.get("base_url") if isinstance(engine, Mapping) else None
+    return url if run.config.engine_kind == "endpoint" and isinstance(url, str) else None
 
 
 def _compare(
