@@ -89,7 +89,11 @@ def store_inputs(store: str | None) -> list[tuple[str, Path | None]]:
     from evalpipe.paths import store_files
     from evalpipe.store.connect import resolve
 
-    return [("the store", p) for p in store_files(resolve(store).path)]
+    path = resolve(store).path
+    if path is None:
+        return []
+    side = [(f"the store's {f.name.removeprefix(path.name)} file", f) for f in store_files(path)]
+    return [("the store", path), *side[1:]]
 
 
 def list_runs(
@@ -100,14 +104,14 @@ def list_runs(
 ) -> list[Run]:
     from evalpipe.store import open_store
 
-    with open_store(store, create=False) as s:
+    with open_store(store, create=False, empty_ok=False) as s:
         return s.list_runs(task=task, layout=layout, limit=limit)
 
 
 def get_run(store: str | None, run_id: str) -> Run:
     from evalpipe.store import open_store
 
-    with open_store(store, create=False) as s:
+    with open_store(store, create=False, empty_ok=False) as s:
         return s.get_run(run_id)
 
 
@@ -145,7 +149,7 @@ def export_run(store: str | None, run_id: str, out: TextIO | str | Path) -> None
     if isinstance(out, (str, Path)):
         # Before the store is opened: `-o evalpipe.db` must not replace the store it reads.
         check_outputs([("-o", out)], store_inputs(store))
-    with open_store(store, create=False) as s:
+    with open_store(store, create=False, empty_ok=False) as s:
         found = s.get_run(run_id).run_id  # before any file is opened: a typo writes nothing
         if not isinstance(out, (str, Path)):
             _export(s, found, out)

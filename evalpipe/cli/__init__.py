@@ -110,12 +110,16 @@ class _ClosedPipeGuard:
 @contextlib.contextmanager
 def _guarded_streams() -> Iterator[None]:
     saved = sys.stdout, sys.stderr
-    sys.stdout = cast(TextIO, _ClosedPipeGuard(sys.stdout))
+    out = _ClosedPipeGuard(sys.stdout)
+    sys.stdout = cast(TextIO, out)
     sys.stderr = cast(TextIO, _ClosedPipeGuard(sys.stderr))
     try:
         yield
     finally:
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except OSError:
+            out._divert()  # a full disk, reported by the command: what is left is dropped
         sys.stdout, sys.stderr = saved
 
 
