@@ -396,4 +396,3 @@ def shard_period(layout: Layout, engine_args: Mapping[str, Any], platform: str) 
     if period > MAX_SHARD_PERIOD:
         raise ValueError(f"a shard period of {period} tokens is above {MAX_SHARD_PERIOD}")
     return period
-

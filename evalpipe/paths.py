@@ -274,9 +274,7 @@ def _is_stream(path: str | Path) -> bool:
     return str(path) == "-" or _in_place(Path(path))
 
 
-def check_outputs(
-    outputs: Sequence[Named], inputs: Iterable[Named], *, exit_code: int = 1
-) -> None:
+def check_outputs(outputs: Sequence[Named], inputs: Iterable[Named], *, exit_code: int = 1) -> None:
     """Refuse, before anything is done, an output that would destroy an input or another
     output, or that cannot be written: one that resolves (symbolic links followed, hard
     links found) to an input or to another output, an existing write-protected file, a

@@ -128,9 +128,7 @@ def tagged_comparisons(
                 f"no finished run tagged {tag!r} to compare (tag runs with "
                 "`evalpipe run … --tag TAG`; non-CP runs count only with --baseline-layout)"
             )
-    return compare(
-        store, run_ids, baseline_layout=baseline_layout, margin=margin, run_flag=False
-    )
+    return compare(store, run_ids, baseline_layout=baseline_layout, margin=margin, run_flag=False)
 
 
 def comparison_json(c: Comparison) -> dict[str, Any]:

@@ -177,7 +177,7 @@ def _checked_data(t: TraceLine, sample: Sample, where: str) -> TraceLine:
             "with no answer for a trace to describe"
         )
     if not decode_path and t.answer is not None:
-        raise EvalpipeError(f"{where}: answer_sha256 is for decode-path traces (source \"\")")
+        raise EvalpipeError(f'{where}: answer_sha256 is for decode-path traces (source "")')
     try:
         trace = decode(t.data, tokens)
     except ValueError as exc:
