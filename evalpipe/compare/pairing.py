@@ -132,7 +132,7 @@ def find_baseline(
     endpoint = c.engine_kind == "endpoint"
     how = f"\nMake it with: evalpipe run {task} --layout {wanted}{same}"
     if endpoint:
-        how += f" --endpoint URL (the server of layout {wanted})"
+        how += f" --endpoint URL\n(URL: the server that serves layout {wanted})"
     elif wanted != c.layout:
         # The one-step command must pair with the same layout the user asked for; it would
         # compare a run with itself on its own layout, and needs one engine per layout.
