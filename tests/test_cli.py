@@ -105,7 +105,8 @@ def test_help_lists_daily_commands_first_and_setup_last() -> None:
 
     (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     assert list(action.choices) == [
-        *("run", "sweep", "score", "compare", "comment", "gate", "dashboard", "layout"),
+        *("run", "sweep", "canary", "score", "compare", "comment", "gate", "dashboard"),
+        "layout",
         *("runs", "import", "store", "model", "data", "tasks"),
     ]
 

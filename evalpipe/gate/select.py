@@ -111,7 +111,7 @@ def prepare(store: Store, policy: Policy, req: Requirement, tag: str | None) -> 
         return Prepared(
             req,
             missing=(
-                f"missing run: no finished {req.layout} release run of model {req.model!r} on "
+                f"missing run: no finished {req.layout} run of model {req.model!r} on "
                 f"{req.task}{tagged} in {store.name}{canary}; make it with: evalpipe run "
                 f"{req.task} --layout {req.layout} --model MODEL{flag}"
             ),

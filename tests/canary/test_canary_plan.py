@@ -190,3 +190,11 @@ def test_the_text_and_json_reports_escape_labels_and_keep_every_row() -> None:
     data = json.loads(json.dumps(canary_json(report)))
     assert [r["label"] for r in data["rows"]] == ["key-scale 0.2", "tp2 \x1b[31mred"]
     assert data["smallest_detectable"]["token"]["120"] == {"key-scale": 0.2}
+
+
+def test_the_example_grid_parses() -> None:
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "examples" / "canary.yaml"
+    grid = parse_grid(path.read_text(), str(path))
+    assert len(grid.faults) == 12 and len(grid.benign) == 3

@@ -263,7 +263,7 @@ def test_without_pairs_the_reference_pair_is_not_compared(store: Store, tmp_path
     summary = render_dashboard(store, tmp_path / "s")
     assert runs["tp2"].run_id not in load(store).cells
     assert summary.comparisons == 4 and summary.runs == len(store.list_runs())
-    assert summary.index.is_file() and summary.pages == 3 + summary.runs + summary.comparisons
+    assert summary.index.is_file() and summary.pages == 4 + summary.runs + summary.comparisons
 
 
 def test_a_dcp_run_gets_a_shard_boundary_panel(store: Store, tmp_path: Path) -> None:

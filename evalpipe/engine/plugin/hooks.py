@@ -54,8 +54,14 @@ def install(spec: FaultSpec) -> None:
 
     def rotary(self: Any, positions: Any, query: Any, key: Any = None, *a: Any, **kw: Any) -> Any:
         _positions[0] = positions
-        if spec.kind != "kv-position" or key is None or a or kw:
+        if spec.kind != "kv-position" or key is None:
             return rotary_forward(self, positions, query, key, *a, **kw)
+        if a or kw:  # a variant (offsets, M-RoPE) the wrong-position rotation cannot repeat
+            raise RuntimeError(
+                f"{os.environ.get('EVALPIPE_FAULT')}: the kv-position fault cannot apply to "
+                f"{type(self).__name__}, called with more than (positions, query, key); "
+                "unset EVALPIPE_FAULT or choose another kind"
+            )
         limit = int(self.cos_sin_cache.shape[0])
 
         def call(p: Any, q: Any, k: Any) -> Any:
