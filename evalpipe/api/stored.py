@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run
 from evalpipe.report.textfmt import safe
 
@@ -89,7 +90,10 @@ def store_inputs(store: str | None) -> list[tuple[str, Path | None]]:
     from evalpipe.paths import store_files
     from evalpipe.store.connect import resolve
 
-    path = resolve(store).path
+    try:
+        path = resolve(store).path
+    except EvalpipeError:
+        return []  # not a store location at all: the command's own open says so, its way
     if path is None:
         return []
     side = [(f"the store's {f.name.removeprefix(path.name)} file", f) for f in store_files(path)]
