@@ -286,20 +286,15 @@ def check_outputs(outputs: Sequence[Named], inputs: Iterable[Named], *, exit_cod
         if raw is None or _is_stream(raw):
             continue
         target = _resolved(raw)
-        for what, path in named_inputs:
-            if _same(target, path):
-                raise EvalpipeError(
-                    f"{flag} {raw} is {what} ({path}): writing it would destroy {what}; "
-                    "choose another path",
-                    exit_code,
-                )
-        for other, path in seen:
-            if _same(target, path):
-                raise EvalpipeError(
-                    f"{flag} and {other} are the same file ({path}): one would overwrite the "
-                    "other; give each its own path",
-                    exit_code,
-                )
+        clash = next(((w, p) for w, p in [*named_inputs, *seen] if _same(target, p)), None)
+        if clash is not None and clash in named_inputs:
+            what, path = clash
+            why = f"{flag} {raw} is {what} ({path}): writing it would destroy {what}"
+            raise EvalpipeError(f"{why}; choose another path", exit_code)
+        if clash is not None:
+            other, path = clash
+            why = f"{flag} and {other} are the same file ({path}): one would overwrite the other"
+            raise EvalpipeError(f"{why}; give each its own path", exit_code)
         seen.append((flag, target))
         probe(raw, exit_code=exit_code)
 
