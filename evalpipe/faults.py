@@ -92,15 +92,18 @@ class FaultSpec:
 
     @property
     def label(self) -> str:
-        """A short name for tables and badges: the kind, its size and what differs from the
-        defaults (``key-scale 0.2``, ``out-scale 0.1 from 2048``)."""
+        """A short name for tables and badges: the kind, its size and where it acts when that
+        is not the default (``key-scale 0.2``, ``out-mix 0.1 p%8=7``, ``kv-position 4
+        p>=1024``, ``key-scale 0.5 on v p%16=0-3``)."""
         text = f"{self.kind} {_number(self.size)}"
         if self.kind == "key-scale" and self.target != "k":
             text += f" on {self.target}"
-        if (self.period, self.offset, self.width) != (128, 127, 1):
-            text += f" at p%{self.period} in [{self.offset}, +{self.width})"
+        if self.period > 1 and (self.period, self.offset, self.width) != (128, 127, 1):
+            last = self.offset + self.width - 1
+            where = f"{self.offset}" if self.width == 1 else f"{self.offset}-{last}"
+            text += f" p%{self.period}={where}"
         if self.threshold:
-            text += f" from {self.threshold}"
+            text += f" p>={self.threshold}"
         return text
 
     def touches(self, position: int) -> bool:

@@ -38,6 +38,26 @@ from evalpipe.limits import MAX_LOGPROBS, MAX_TRACE_BYTES, MAX_TRACE_POSITIONS
 DECODE = ""
 """The ``source`` of a run's own generation."""
 
+FORCED_DECODE = "decode:"
+"""How the ``source`` of a trace teacher-forced on the decode path begins: ``decode:BASELINE``
+is the run's engine generating BASELINE's tokens step by step (the bare ``BASELINE`` is the
+prefill path)."""
+
+FORCE_KEY = "evalpipe_force"
+"""The ``vllm_xargs`` key of a forced-decode request: the ids evalpipe's logits processor
+(:mod:`evalpipe.engine.plugin.forcing`) makes the engine generate."""
+
+FORCED_PATHS = ("forced-decode", "prefill")
+"""The ways ``evalpipe score`` teacher-forces a baseline's tokens."""
+
+
+def forced_source(baseline_id: str, path: str) -> str:
+    """The ``source`` of a trace of ``baseline_id``'s tokens forced along ``path``."""
+    if path not in FORCED_PATHS:
+        raise ValueError(f"unknown forced path {path!r}")
+    return FORCED_DECODE + baseline_id if path == "forced-decode" else baseline_id
+
+
 _MAGIC = b"EPT1"
 _HEADER = struct.Struct("<4sIH")  # magic, positions, k
 

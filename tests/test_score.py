@@ -363,3 +363,18 @@ def test_engine_args_apply_to_every_scoring_session_and_layout_keys_are_refused(
     assert spec.args.values["dtype"] == "float32"  # the stored ones stay
     with pytest.raises(EvalpipeError, match="layout sets it"):
         engine_spec(owner, None, "--endpoint", 5, extra_args=("tensor_parallel_size=2",))
+
+
+def test_scoring_a_faulted_run_re_creates_its_fault_and_a_clean_one_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A canary run's engine is re-created with its fault (its forced scores would otherwise
+    be a clean engine's); a clean run's never inherits one from the shell."""
+    from evalpipe.run.score_engine import engine_spec
+
+    fault = "key-scale:size=0.2,period=128,offset=127,width=1,threshold=0,target=k"
+    monkeypatch.setenv("EVALPIPE_FAULT", "out-mix:size=0.5")
+    faulted = Run("f", _config("tp1", engine_kind="serve", fault=fault), "finished", "t")
+    assert engine_spec(faulted, None, "--endpoint", 5).env["EVALPIPE_FAULT"] == fault
+    clean = Run("c", _config("tp1", engine_kind="serve"), "finished", "t")
+    assert engine_spec(clean, None, "--endpoint", 5).env["EVALPIPE_FAULT"] == ""

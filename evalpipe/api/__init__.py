@@ -3,7 +3,13 @@
 Every CLI command is a call into this package, so everything the CLI does is scriptable.
 """
 
-from evalpipe.api.canary import CanarySettings, canary, canary_json, format_canary
+from evalpipe.api.canary import (
+    CanarySettings,
+    canary,
+    canary_dry_run,
+    canary_json,
+    format_canary,
+)
 from evalpipe.api.comparing import (
     compare,
     comparison_json,
@@ -45,6 +51,7 @@ __all__ = [
     "SweepSettings",
     "TaskInfo",
     "canary",
+    "canary_dry_run",
     "canary_json",
     "comment",
     "compare",

@@ -1,6 +1,6 @@
 """The canary: run a grid of injected faults and benign variants against the clean run on the
 real engine, compare each with the clean run, and tabulate which signal sees what
-(:mod:`evalpipe.canary`); and the canary groups already in a store, for the dashboard."""
+(:mod:`evalpipe.canary`)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) ->
     from evalpipe.canary.rows import Arm, canary_rows
     from evalpipe.compare.core import Settings
     from evalpipe.run.plan import precheck
+    from evalpipe.store import open_store
     from evalpipe.sweep.local import run_local
 
     grid = load_grid(settings.grid)
@@ -82,7 +83,6 @@ def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) ->
     if not clean or clean[0].run_id is None or clean[0].state not in ("finished", "reused"):
         why = clean[0].message if clean else "it did not run"
         raise EvalpipeError(f"the canary's clean run did not finish: {why}; rerun to resume it")
-    from evalpipe.store import open_store
 
     with open_store(options.store) as store:
         base = store.get_run(clean[0].run_id)
@@ -109,6 +109,27 @@ def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) ->
     )
 
 
+def canary_dry_run(options: RunOptions, settings: CanarySettings) -> str:
+    """What ``canary`` would do: every engine start with its runs, each new, to resume or
+    reused (nothing is started or stored)."""
+    from evalpipe.api.running import resolve_model
+    from evalpipe.api.sweeping import plan_states
+    from evalpipe.canary.plan import plan_canary
+    from evalpipe.report.sweeptext import dry_run_lines
+    from evalpipe.run.plan import precheck
+    from evalpipe.sweep.cells import SweepPlan
+
+    grid = load_grid(settings.grid)
+    if options.engine != "endpoint":
+        options = dataclasses.replace(options, model=resolve_model(options.model))
+    planned = plan_canary(options, grid, settings.max_starts)
+    precheck(planned.clean.options, *(a.options for a in planned.arms))
+    groups = planned.groups()
+    states = plan_states(SweepPlan(groups, (), grid.source), options.store)
+    head = f"canary: {planned.starts} engine starts, grid {grid.source}"
+    return "\n".join([head, *dry_run_lines(groups, states)])
+
+
 def grid_period(grid: Grid) -> int:
     """The period benign variants are localised against: the grid's first fault's."""
     return grid.faults[0].period
@@ -121,9 +142,7 @@ def canary_json(report: CanaryReport) -> dict[str, Any]:
     out = dataclasses.asdict(report)
     out["rows"] = [r.to_json() for r in report.rows]
     out["smallest_detectable"] = {
-        s: {str(n): smallest_detectable(report.rows, s, n) for n in NS}
-        for s in SIGNALS
-        if s != "identical"
+        s: {str(n): smallest_detectable(report.rows, s, n) for n in NS} for s in SIGNALS
     }
     return out
 

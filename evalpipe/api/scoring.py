@@ -28,6 +28,7 @@ def score(
     limit: int | None = None,
     runs_dir: Path | None = None,
     progress: bool = True,
+    path: str = "prefill",
 ) -> ScoreReport:
     """Score BASELINE's (``against``) generated tokens on RUN's engine, and on BASELINE's own
     engine for BASELINE and (``floor``; default: when it has any) its repeats; store the
@@ -52,6 +53,7 @@ def score(
             limit=limit,
             runs_dir=runs_dir,
             progress=progress,
+            path=path,
         )
     )
 
@@ -60,8 +62,8 @@ def format_score(report: ScoreReport, errors_shown: int = 3) -> str:
     """The terminal summary: per scored run what was done, the first errors, the notices and
     the next command."""
     lines = [
-        f"teacher-forced scoring of the tokens of {report.baseline_id} (k = {report.k}), "
-        f"stored in {report.store} as source {report.baseline_id}:"
+        f"teacher-forced scoring of the tokens of {report.baseline_id} on the {report.path} "
+        f"path (k = {report.k}), stored in {report.store} as source {report.source}:"
     ]
     for t in report.targets:
         what = {
@@ -104,7 +106,8 @@ def score_json(report: ScoreReport) -> dict[str, Any]:
     return {
         "run_id": report.run_id,
         "baseline_id": report.baseline_id,
-        "source": report.baseline_id,
+        "source": report.source,
+        "path": report.path,
         "k": report.k,
         "store": report.store,
         "notices": list(report.notices),

@@ -129,7 +129,7 @@ def sweep(settings: SweepSettings, say: Say = _stderr) -> SweepOutcome:
     _check_outputs(plan, settings)
     ray_settings = _check_devices(plan, settings)
     precheck(*(c.options for c in plan.cells))
-    states = tuple(_states(plan, settings.template.store))
+    states = tuple(plan_states(plan, settings.template.store))
     if settings.dry_run:
         return SweepOutcome(plan, settings.executor, states, dry_run=True)
     results = _execute(plan, settings, ray_settings, states, say)
@@ -164,7 +164,7 @@ def _check_outputs(plan: SweepPlan, settings: SweepSettings) -> None:
         check_out_dir(Path(settings.dashboard))
 
 
-def _states(plan: SweepPlan, store_url: str | None) -> list[CellState]:
+def plan_states(plan: SweepPlan, store_url: str | None) -> list[CellState]:
     """Each cell as the store has it, with the configuration hash that finds its run. Nothing
     is written (but an older store's schema migration, as any command's): a SQLite store that
     does not exist yet is not created (every cell is new), and an unreachable store or a

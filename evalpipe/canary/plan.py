@@ -98,4 +98,5 @@ def _group(arm: Arm, repeats: int) -> Group:
         )
         for i in range(repeats)
     )
-    return Group(o.model, layout.canonical, layout.devices, cells, variant=arm.marks)
+    endpoint = o.endpoint if o.engine == "endpoint" else None
+    return Group(o.model, layout.canonical, layout.devices, cells, endpoint, arm.marks)

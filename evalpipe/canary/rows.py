@@ -14,6 +14,7 @@ from evalpipe.compare.pairing import find_baseline, hard_differences, repeats
 from evalpipe.compare.runs import compare_runs
 from evalpipe.compare.tokens.runs import decode_item_kl
 from evalpipe.compare.tokens.stats import items_needed
+from evalpipe.engine.args import EngineArgs
 from evalpipe.errors import EvalpipeError, StoreError
 from evalpipe.faults import fault_label, parse_fault
 from evalpipe.records import Run
@@ -135,11 +136,8 @@ def _benign_label(run: Run, clean: Run) -> str:
     """What sets a benign run apart from the clean one: layout, arguments, order."""
     a, b = run.config, clean.config
     parts = [a.layout] if a.layout != b.layout else []
-    parts += [
-        f"{k}={v}"
-        for k, v in a.engine_args.items()
-        if b.engine_args.get(k) != v and not k.endswith("parallel_size")
-    ]
+    mine, theirs = EngineArgs(a.engine_args).non_layout(), EngineArgs(b.engine_args).non_layout()
+    parts += [f"{k}={v}" for k, v in mine.items() if theirs.get(k) != v]
     if a.request_order != b.request_order:
         parts.append(f"{a.request_order} order")
     return ", ".join(parts) or "same configuration"

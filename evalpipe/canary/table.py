@@ -28,7 +28,8 @@ NS = (60, 120, 1319)
 """Item counts the smallest-detectable summary is given at: a quick slice, the canary's
 default, and the whole of GSM8K."""
 
-SIGNALS = ("identical", "accuracy", "token")
+SIGNALS = ("accuracy", "token")
+"""The signals with a test, whose smallest detectable fault is reported."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,28 @@ def smallest_detectable(rows: Sequence[CanaryRow], signal: str, n: int) -> dict[
         else:
             out.setdefault(r.kind, None)
     return out
+
+
+Smallest = tuple[tuple[str, tuple[str, ...]], ...]
+"""Per fault kind, one cell per (signal, item count): see :func:`smallest_table`."""
+
+
+def smallest_table(rows: Sequence[CanaryRow]) -> Smallest:
+    """Per fault kind, the smallest size each signal of :data:`SIGNALS` detects with 80 %
+    power at each item count of :data:`NS` (signal-major, ``-`` for no size of the grid)."""
+    found = {(s, n): smallest_detectable(rows, s, n) for s in SIGNALS for n in NS}
+    kinds = dict.fromkeys(k for by_kind in found.values() for k in by_kind)
+    return tuple(
+        (
+            kind,
+            tuple(
+                "-" if (v := found[(s, n)].get(kind)) is None else f"{v:g}"
+                for s in SIGNALS
+                for n in NS
+            ),
+        )
+        for kind in kinds
+    )
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,9 @@ def cmd_canary(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         min_n=args.min_n,
     )
+    if args.dry_run:
+        print(api.canary_dry_run(options, settings))
+        return 0
     report = api.canary(options, settings)
     print(json.dumps(api.canary_json(report)) if args.json else api.format_canary(report))
     return 1 if report.failures else 0
@@ -84,6 +87,11 @@ def register(sub: Any) -> None:
     p.add_argument("--alpha", type=probability, default=0.05)
     p.add_argument("--min-n", type=count, default=100)
     p.add_argument("--runs-dir", help="where run directories (engine logs) go")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list every engine start and its runs (new, to resume, reused); start nothing",
+    )
     p.add_argument("--json", action="store_true", help="the report as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     store_arg(p)

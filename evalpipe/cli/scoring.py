@@ -30,6 +30,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         limit=args.limit,
         runs_dir=Path(args.runs_dir) if args.runs_dir else None,
         progress=not args.quiet,
+        path=args.path,
     )
     print(json.dumps(api.score_json(report)) if args.json else api.format_score(report))
     return 0
@@ -51,6 +52,14 @@ def register(sub: Any) -> None:
         "items are skipped.\nThen: evalpipe compare RUN --baseline BASELINE"
     )
     score.add_argument("run", metavar="RUN", help="the run whose engine scores (id or prefix)")
+    score.add_argument(
+        "--path",
+        choices=["prefill", "forced-decode"],
+        default="prefill",
+        help="prefill: the tokens appended to the prompt, prompt logprobs; forced-decode: the "
+        "engine generates them one decode step at a time (evalpipe's logits processor; an "
+        "endpoint needs --logits-processors evalpipe.engine.plugin.forcing:ForceTokens)",
+    )
     score.add_argument(
         "--against",
         required=True,

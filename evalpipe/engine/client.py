@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from evalpipe.engine import logprobs
-from evalpipe.traces import TokenTrace
+from evalpipe.traces import FORCE_KEY, TokenTrace
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,10 @@ class Request:
 
     ``forced_from`` makes it a teacher-forced scoring request: the engine returns the logprobs
     of ``prompt_ids[forced_from:]`` given what precedes each (prompt logprobs) and generates
-    one token; the completion's ``trace`` is that of the forced tokens.
+    one token; the completion's ``trace`` is that of the forced tokens. ``force_ids`` makes
+    it one on the decode path instead: the engine generates exactly those ids after the
+    prompt ``prompt_ids``, one step at a time (evalpipe's logits processor,
+    :mod:`evalpipe.engine.plugin.forcing`), returning its own top-k at every step.
     """
 
     item_id: str
@@ -36,6 +39,7 @@ class Request:
     messages: tuple[Mapping[str, str], ...] | None = None
     prompt_ids: tuple[int, ...] | None = None
     forced_from: int | None = None
+    force_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,12 +109,29 @@ class OpenAIClient:
             body.update(max_tokens=1, prompt_logprobs=max(1, s.logprobs))
             body["prompt"] = list(request.prompt_ids or ())
             return "/v1/completions", body
+        if request.force_ids is not None:
+            return "/v1/completions", self._forced_decode(body, request)
         body.update(logprobs.request_fields(s.logprobs, request.messages is not None))
         if request.messages is not None:
             body["messages"] = [dict(m) for m in request.messages]
             return "/v1/chat/completions", body
         body["prompt"] = request.text if request.prompt_ids is None else list(request.prompt_ids)
         return "/v1/completions", body
+
+    def _forced_decode(self, body: dict[str, Any], request: Request) -> dict[str, Any]:
+        """Exactly ``force_ids`` after the prompt: as many tokens as forced, none stopping it
+        early (no stop strings or ids, the end-of-sequence token ignored)."""
+        ids = list(request.force_ids or ())
+        for key in ("stop", "stop_token_ids", "min_tokens"):
+            body.pop(key, None)
+        body.update(logprobs.request_fields(max(1, self.settings.logprobs), chat=False))
+        body.update(
+            prompt=list(request.prompt_ids or ()),
+            max_tokens=len(ids),
+            ignore_eos=True,
+            vllm_xargs={FORCE_KEY: ids},
+        )
+        return body
 
     async def complete(self, request: Request) -> Completion:
         assert self._session is not None, "use OpenAIClient as an async context manager"
@@ -156,6 +177,8 @@ def _parse(request: Request, payload: Mapping[str, Any], started: float, k: int)
         # The forced trace is the whole answer: a malformed one is an infrastructure error.
         ids = request.prompt_ids or ()
         trace = logprobs.prompt_trace(choice.get("prompt_logprobs"), ids, request.forced_from, k)
+    elif request.force_ids is not None:
+        trace = logprobs.completion_trace(choice, max(1, k))
     elif k > 0:
         parse = logprobs.chat_trace if request.messages is not None else logprobs.completion_trace
         try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalpipe.canary.rows import StoredCanary, canary_rows
-from evalpipe.canary.table import NS, CanaryRow, smallest_detectable
+from evalpipe.canary.table import NS, SIGNALS, CanaryRow, Smallest, smallest_table
 from evalpipe.compare.core import Settings
 from evalpipe.faults import parse_fault
 from evalpipe.records import Run
@@ -24,7 +24,7 @@ class CanaryGroup:
     clean: Run
     rows: tuple[CanaryRow, ...]
     charts: tuple[tuple[str, tuple[Chart, ...]], ...]
-    smallest: tuple[tuple[str, tuple[tuple[int, str], ...]], ...]
+    smallest: Smallest
 
 
 def canary_groups(
@@ -37,12 +37,13 @@ def canary_groups(
         faults = [a.run.config.fault for a in found.arms if a.role == "fault"]
         period = parse_fault(faults[0] or "").period
         rows = tuple(canary_rows(store, found.clean, found.arms, period, settings))
-        out.append(CanaryGroup(found.clean, rows, _charts(rows), _smallest(rows)))
+        out.append(CanaryGroup(found.clean, rows, _charts(rows), smallest_table(rows)))
     return out
 
 
 def canary_context(groups: Sequence[CanaryGroup]) -> dict[str, Any]:
-    return {"groups": list(groups)}
+    heads = [f"{s} n={n}" for s in SIGNALS for n in NS]
+    return {"groups": list(groups), "smallest_heads": heads}
 
 
 def _range(values: Sequence[float | None]) -> tuple[float, float] | None:
@@ -89,16 +90,4 @@ def _charts(rows: Sequence[CanaryRow]) -> tuple[tuple[str, tuple[Chart, ...]], .
             ),
         ]
         out.append((kind, tuple(c for c in charts if c is not None)))
-    return tuple(out)
-
-
-def _smallest(rows: Sequence[CanaryRow]) -> tuple[tuple[str, tuple[tuple[int, str], ...]], ...]:
-    out = []
-    for signal in ("accuracy", "token"):
-        cells = []
-        for n in NS:
-            found = smallest_detectable(rows, signal, n)
-            text = ", ".join(f"{k} {v:g}" if v is not None else f"{k} –" for k, v in found.items())
-            cells.append((n, text or "–"))
-        out.append((signal, tuple(cells)))
     return tuple(out)

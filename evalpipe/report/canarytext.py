@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from evalpipe.canary.table import NS, CanaryReport, CanaryRow, smallest_detectable
+from evalpipe.canary.table import NS, SIGNALS, CanaryReport, CanaryRow, smallest_table
 from evalpipe.report.textfmt import p_text, pts, safe, share
 
 HEADER = (
@@ -55,18 +55,9 @@ def format_canary(report: CanaryReport) -> str:
     if report.failures:
         lines.append("did not finish (rerun the same command to resume):")
         lines += [f"  {safe(f)}" for f in report.failures]
-    lines.append(
-        "smallest fault each signal detects with 80 % power (per kind; - : none of the grid)"
-    )
-    lines.append(f"  {'signal':9}" + "".join(f"{'n=' + str(k):>40}" for k in NS))
-    for signal in ("accuracy", "token"):
-        cells = []
-        for k in NS:
-            found = smallest_detectable(report.rows, signal, k)
-            cells.append(", ".join(f"{kind} {_size(v)}" for kind, v in found.items()) or "-")
-        lines.append(f"  {signal:9}" + "".join(f"{c:>40}" for c in cells))
+    lines.append("smallest fault each signal detects with 80 % power (-: no size of the grid)")
+    heads = [f"{s} n={n}" for s in SIGNALS for n in NS]
+    lines.append(f"  {'kind':14}" + "".join(f"{h:>16}" for h in heads))
+    for kind, cells in smallest_table(report.rows):
+        lines.append(f"  {kind:14}" + "".join(f"{c:>16}" for c in cells))
     return "\n".join(lines)
-
-
-def _size(v: float | None) -> str:
-    return "-" if v is None else f"{v:g}"

@@ -10,11 +10,12 @@ Names from the plan or the store are escaped like every other untrusted text.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from evalpipe.report.text import SYMBOL
 from evalpipe.report.textfmt import pts, safe
-from evalpipe.sweep.cells import GroupResult
+from evalpipe.sweep.cells import Group, GroupResult
 from evalpipe.sweep.outcome import PairOutcome, SweepOutcome
 from evalpipe.sweep.state import CellState
 
@@ -31,7 +32,7 @@ def format_outcome(o: SweepOutcome) -> str:
         f"executor {o.executor}"
     )
     if o.dry_run:
-        return "\n".join([head, *_dry_run(o)])
+        return "\n".join([head, *dry_run_lines(o.plan.groups, o.states)])
     lines = [head, *(_group_line(r, o) for r in o.results)]
     lines += _failures(o)
     lines += _pair_lines(o.pairs)
@@ -44,11 +45,12 @@ def format_outcome(o: SweepOutcome) -> str:
     return "\n".join(lines)
 
 
-def _dry_run(o: SweepOutcome) -> list[str]:
-    by_key = {s.cell.key: s for s in o.states}
+def dry_run_lines(groups: Sequence[Group], states: Sequence[CellState]) -> list[str]:
+    """Each group (one engine) and its cells, each new, to resume or reused, and the counts."""
+    by_key = {s.cell.key: s for s in states}
     lines = []
-    counts: Counter[str] = Counter(s.state for s in o.states)
-    for g in o.plan.groups:
+    counts: Counter[str] = Counter(s.state for s in states)
+    for g in groups:
         where = f"endpoint {safe(g.endpoint)}" if g.endpoint else f"{g.devices} device(s)"
         lines.append(f"{safe(g.key)}: {where}, {len(g.cells)} cells")
         for c in g.cells:

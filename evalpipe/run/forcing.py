@@ -24,11 +24,21 @@ from evalpipe.records import canonical_json
 from evalpipe.run.progress import Progress
 from evalpipe.store import Store
 from evalpipe.store.traces import put_trace_errors, put_traces
-from evalpipe.traces import StoredTrace
+from evalpipe.traces import FORCED_DECODE, StoredTrace
 
 
 class NoPromptLogprobs(EvalpipeError):
     """The engine answered a forced request without prompt logprobs (it ignores them)."""
+
+
+FORCING_FLAG = "--logits-processors evalpipe.engine.plugin.forcing:ForceTokens"
+"""What a server needs to force tokens on the decode path (evalpipe adds it to the engines it
+starts for ``score --path forced-decode``)."""
+
+
+class NoForcing(EvalpipeError):
+    """The engine generated other tokens than the forced ones: it runs without evalpipe's
+    forced-decoding logits processor."""
 
 
 def prompt_request(item_id: str, text: str) -> Request:
@@ -68,9 +78,11 @@ def forced_requests(
     todo: Sequence[str],
     prompt_ids: Mapping[str, list[int] | str],
     forced: Mapping[str, StoredTrace],
+    path: str = "prefill",
 ) -> Forced:
-    """Token-id requests ``prompt ids + forced ids`` for the items ``todo`` (see the module
-    docstring for the items refused instead)."""
+    """Token-id requests for the items ``todo``: ``prompt ids + forced ids`` scored as a
+    prompt (``prefill``), or the forced ids generated after the prompt ids step by step
+    (``forced-decode``); see the module docstring for the items refused instead."""
     requests: list[Request] = []
     refused: dict[str, str] = {}
     for item in todo:
@@ -84,6 +96,9 @@ def forced_requests(
                 f"{base.run_id} generated from {base.start}: its tokens would not follow "
                 "the prompt they were generated from"
             )
+        elif path == "forced-decode":
+            force = tuple(int(t) for t in base.trace.token_ids)
+            requests.append(Request(item, prompt_ids=tuple(ids), force_ids=force))
         else:
             tokens = tuple(ids) + tuple(int(t) for t in base.trace.token_ids)
             requests.append(Request(item, prompt_ids=tokens, forced_from=len(ids)))
@@ -129,15 +144,34 @@ class TraceWriter:
         sent = f"prompt {base.start} + {base.trace.n} forced tokens"
         if c.error is not None:
             return f"teacher-forced request ({sent}) failed: {c.error}"
+        if c.trace is None and self.source.startswith(FORCED_DECODE):
+            raise NoForcing(
+                "the engine answered a forced-decode request without token logprobs; nothing "
+                "was stored for that item. Score with a vLLM server, which returns them"
+            )
         if c.trace is None:
             raise NoPromptLogprobs(
                 "the engine answered a teacher-forced request without prompt logprobs (it "
                 "ignores `prompt_logprobs`); nothing was stored for that item. Score with a "
                 "vLLM server, which returns them"
             )
-        if not np.array_equal(c.trace.token_ids, base.trace.token_ids):
-            return (
-                f"the engine returned logprobs for {c.trace.n} tokens that are not the "
-                f"{base.trace.n} forced ({sent})"
+        got, want = c.trace.token_ids, base.trace.token_ids
+        if np.array_equal(got, want):
+            return None
+        if self.source.startswith(FORCED_DECODE):
+            if len(got) < len(want) and np.array_equal(got, want[: len(got)]):
+                return (
+                    f"the engine stopped after {len(got)} of the {len(want)} forced tokens "
+                    f"({sent}; finish reason {c.finish_reason}): the sequence is longer "
+                    "than its context"
+                )
+            raise NoForcing(
+                "the engine generated other tokens than the forced ones: it runs without "
+                f"evalpipe's forced-decoding processor. Start the server with {FORCING_FLAG} "
+                "(evalpipe installed in its environment), or score with --path prefill; "
+                "nothing was stored for that item"
             )
-        return None
+        return (
+            f"the engine returned logprobs for {c.trace.n} tokens that are not the "
+            f"{base.trace.n} forced ({sent})"
+        )

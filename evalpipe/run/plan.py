@@ -136,13 +136,16 @@ def engine_settings(
     args = EngineArgs.build(layout, options.engine_args, platform, remote=remote)
     if remote:
         return args, {}
-    env = platform_env(layout, platform)
     fault = fault_of(options)
+    return args, {**platform_env(layout, platform), **fault_env(fault)}
+
+
+def fault_env(fault: FaultSpec | None) -> dict[str, str]:
+    """The engine environment of a run's canary fault: its spec, or for a clean run an empty
+    value when the shell has one set (a clean run never inherits a fault)."""
     if fault is not None:
-        env[FAULT_ENV] = fault.canonical
-    elif os.environ.get(FAULT_ENV):
-        env[FAULT_ENV] = ""  # a clean run never inherits a fault from the shell
-    return args, env
+        return {FAULT_ENV: fault.canonical}
+    return {FAULT_ENV: ""} if os.environ.get(FAULT_ENV) else {}
 
 
 def precheck(*runs: RunOptions) -> None:

@@ -54,6 +54,7 @@ from evalpipe.run.score_plan import Baseline, Say, Side, baseline_of, check_pair
 from evalpipe.store import Store, describe_store, open_store
 from evalpipe.store.connect import resolve
 from evalpipe.store.traces import traced_items
+from evalpipe.traces import FORCED_PATHS, forced_source
 
 __all__ = ["ScoreOptions", "ScoreReport", "TargetResult", "execute"]
 
@@ -89,6 +90,9 @@ class ScoreOptions:
     health_timeout_s: float = 900.0
     runs_dir: Path | None = None
     progress: bool = True
+    path: str = "prefill"
+    """``prefill`` (prompt logprobs of the tokens appended to the prompt) or ``forced-decode``
+    (the engine generates them one decode step at a time)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class TargetResult:
 
 @dataclass(frozen=True)
 class ScoreReport:
-    """What a ``score`` call did; every trace is stored with ``source = baseline_id``."""
+    """What a ``score`` call did; every trace is stored under :attr:`source`."""
 
     run_id: str
     baseline_id: str
@@ -118,8 +122,14 @@ class ScoreReport:
     store: str
     targets: tuple[TargetResult, ...]
     notices: tuple[str, ...]
+    path: str = "prefill"
     store_flag: str = ""
     """`` --store STORE`` when one was given: what a suggested command adds to find it."""
+
+    @property
+    def source(self) -> str:
+        """The ``source`` its traces are stored under."""
+        return forced_source(self.baseline_id, self.path)
 
     @property
     def n_errors(self) -> int:
@@ -134,6 +144,8 @@ def execute(options: ScoreOptions) -> ScoreReport:
     check_fraction("--max-error-rate", options.max_error_rate)
     check_int("--concurrency", options.concurrency, 1, MAX_CONCURRENCY)
     check_int("--limit", options.limit, 1, INT64_MAX)
+    if options.path not in FORCED_PATHS:
+        raise EvalpipeError(f"--path must be one of {', '.join(FORCED_PATHS)}", exit_code=2)
     say = _sayer(options.progress)
     # The runs must exist, so must their store: a typo in --store creates nothing.
     with open_store(options.store, create=False, empty_ok=False) as store:
@@ -163,6 +175,7 @@ def execute(options: ScoreOptions) -> ScoreReport:
         describe_store(options.store),
         tuple(results),
         notices,
+        options.path,
         resolve(options.store).flag,
     )
     _check_errors(report, options.max_error_rate)
@@ -185,7 +198,7 @@ def plan_work(
 ) -> list[Work]:
     """Each side's remaining items and session, all decided before any engine starts (so a
     missing ``--baseline-endpoint`` fails before RUN's engine spends an hour)."""
-    source = base.run.run_id
+    source = forced_source(base.run.run_id, options.path)
     items = set(base.traces)
     if options.limit is not None:
         # The first items in dataset order, the same on every side and every call.
@@ -214,6 +227,7 @@ def plan_work(
                 request_timeout_s=options.request_timeout_s,
                 health_timeout_s=options.health_timeout_s,
                 base_dir=options.runs_dir,
+                forced_decode=options.path == "forced-decode",
             )
         out.append(Work(side, todo, already, spec))
     return out
@@ -223,7 +237,7 @@ def score_side(
     store: Store, work: Work, base: Baseline, options: ScoreOptions, say: Say
 ) -> list[TargetResult]:
     """Score ``work``'s targets in its one session (none opened when nothing is left)."""
-    source = base.run.run_id
+    source = forced_source(base.run.run_id, options.path)
     n = len(base.traces)
     results = {
         r.run_id: TargetResult(r.run_id, role, r.config.layout, n, work.already[r.run_id], 0, {})
@@ -249,7 +263,7 @@ def score_side(
                 len(todo), f"score {r.run_id}", enabled=options.progress, accuracy=False
             )
             writer = TraceWriter(store, r.run_id, source, base.traces, progress)
-            forced = forced_requests(todo, prompt_ids, base.traces)
+            forced = forced_requests(todo, prompt_ids, base.traces, options.path)
             writer.refuse(forced.refused)
             engine.generate(forced.requests, writer)
             results[r.run_id] = dataclasses.replace(

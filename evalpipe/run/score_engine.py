@@ -19,10 +19,12 @@ from typing import Any
 from evalpipe.engine.args import EngineArgs, parse_pairs, platform_env
 from evalpipe.engine.session import Engine, Generation, SessionSpec
 from evalpipe.errors import EvalpipeError
+from evalpipe.faults import parse_fault
 from evalpipe.layout import LAYOUT_ENGINE_KEYS, parse
 from evalpipe.options import RunOptions
 from evalpipe.records import Run
-from evalpipe.run.plan import runs_dir, session_spec
+from evalpipe.run.forcing import FORCING_FLAG
+from evalpipe.run.plan import fault_env, runs_dir, session_spec
 
 LAUNCHABLE = ("serve", "offline")
 
@@ -58,6 +60,7 @@ def engine_spec(
     request_timeout_s: float = 3600.0,
     health_timeout_s: float = 900.0,
     base_dir: Path | None = None,
+    forced_decode: bool = False,
 ) -> SessionSpec:
     """The session that scores with ``owner``'s engine, asking for ``k`` prompt logprobs a
     position (``base_dir``: where run directories go, as ``run --runs-dir``; ``concurrency``:
@@ -77,7 +80,9 @@ def engine_spec(
         health_timeout_s=health_timeout_s,
         runs_dir=base_dir,
     )
-    env = {} if kind == "endpoint" else platform_env(layout, c.platform)
+    # The scored run's engine as it was, its canary fault included.
+    fault = None if c.fault is None else parse_fault(c.fault)
+    env = {} if kind == "endpoint" else {**platform_env(layout, c.platform), **fault_env(fault)}
     generation = Generation(
         sampling=c.sampling,
         concurrency=concurrency or c.concurrency,
@@ -94,7 +99,15 @@ def engine_spec(
         )
     args = EngineArgs({**c.engine_args, **extras})
     spec = session_spec(options, layout, args, env, run_dir, generation)
-    return dataclasses.replace(spec, log_path=run_dir / "vllm-score.log")
+    flags: tuple[str, ...] = ()
+    if forced_decode:
+        if kind == "offline":
+            raise EvalpipeError(
+                "--path forced-decode needs a server (its logits processor is loaded by "
+                "`vllm serve`): score with --engine serve, or --path prefill"
+            )
+        flags = tuple(FORCING_FLAG.split())
+    return dataclasses.replace(spec, log_path=run_dir / "vllm-score.log", launch_flags=flags)
 
 
 def version_notice(engine: Engine, owner: Run) -> str | None:

@@ -51,16 +51,21 @@ def test_a_canary_runs_each_arm_once_and_a_rerun_reuses_every_one(tmp_path: Path
     settings = api.CanarySettings(grid=str(grid), min_n=1)
     said: list[str] = []
     with FakeOpenAI("m", answer=" The answer is 3.") as srv:
+        before = api.canary_dry_run(_options(srv.url, tmp_path / "s.db"), settings)
+        assert not (tmp_path / "s.db").exists() and srv.completions == 0  # nothing stored, sent
+        assert before.startswith("canary: 4 engine starts") and "0 reused" in before
         report = api.canary(_options(srv.url, tmp_path / "s.db"), settings, said.append)
         sent = srv.completions
         again = api.canary(_options(srv.url, tmp_path / "s.db"), settings, said.append)
         assert srv.completions == sent  # every arm reused: nothing generated twice
+        after = api.canary_dry_run(_options(srv.url, tmp_path / "s.db"), settings)
     assert sent == 6 * 5  # clean, its repeat, two faults, one benign variant
     assert [r.label for r in report.rows] == [
-        "fault: key-scale 0.1 at p%16 in [15, +1)",
-        "fault: key-scale 0.5 at p%16 in [15, +1)",
+        "fault: key-scale 0.1 p%16=15",
+        "fault: key-scale 0.5 p%16=15",
         "reversed order",
     ]
+    assert "0 new, 0 to resume, 5 reused" in after and report.clean_run in after
     assert [r.run_id for r in again.rows] == [r.run_id for r in report.rows]
     assert report.repeat_run and report.repeat_run != report.clean_run
     for r in report.rows:  # an endpoint only labels the fault: the fake answered the same
@@ -102,7 +107,7 @@ def test_stored_canaries_group_faults_under_their_clean_run_with_benign_variants
         assert len(found) == 1 and found[0].clean.run_id == clean.run_id
         arms = {a.run.run_id: (a.role, a.label) for a in found[0].arms}
     assert arms == {
-        faulted.run_id: ("fault", "fault: key-scale 0.2 at p%16 in [15, +1)"),
+        faulted.run_id: ("fault", "fault: key-scale 0.2 p%16=15"),
         benign.run_id: ("benign", "reversed order"),
     }
     site = tmp_path / "site"
@@ -113,7 +118,7 @@ def test_stored_canaries_group_faults_under_their_clean_run_with_benign_variants
     index = (site / "index.html").read_text()
     assert faulted.run_id not in index  # a canary run is never an overview cell
     compare = (site / "compare" / f"{faulted.run_id}.html").read_text()
-    assert "[fault: key-scale 0.2 at p%16 in [15, +1)]" in compare
+    assert "[fault: key-scale 0.2 p%16=15]" in compare
 
 
 def test_a_clean_run_never_inherits_a_fault_from_the_shell(

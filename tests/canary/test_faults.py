@@ -42,9 +42,14 @@ def test_offset_defaults_to_the_last_slot_of_the_period() -> None:
 def test_labels_name_kind_size_and_what_differs_from_the_defaults() -> None:
     assert parse_fault("key-scale:size=0.2").label == "key-scale 0.2"
     assert parse_fault("key-scale:size=0.5,target=kv").label == "key-scale 0.5 on kv"
+    assert parse_fault("out-mix:size=0.1,period=8").label == "out-mix 0.1 p%8=7"
+    assert (
+        parse_fault("key-scale:size=0.5,period=16,offset=0,width=4,target=v").label
+        == "key-scale 0.5 on v p%16=0-3"
+    )
     assert (
         parse_fault("kv-position:size=4,period=1,offset=0,threshold=1024").label
-        == "kv-position 4 at p%1 in [0, +1) from 1024"
+        == "kv-position 4 p>=1024"
     )
     assert fault_label("not a spec") == "not a spec"
 

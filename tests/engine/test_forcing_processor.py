@@ -21,12 +21,11 @@ def test_each_step_keeps_only_the_forced_id_with_its_own_logit() -> None:
 
 
 def test_requests_without_the_key_are_left_alone() -> None:
-    class Params:
-        extra_args = {"other": 1}
+    from types import SimpleNamespace
 
     proc = ForceTokens.__new__(ForceTokens)  # no engine config needed for this method
-    assert proc.new_req_logits_processor(Params()) is None
-    Params.extra_args = {FORCE_KEY: ["3", 1]}  # vllm_xargs lists may arrive as text
-    fn = proc.new_req_logits_processor(Params())
+    assert proc.new_req_logits_processor(SimpleNamespace(extra_args={"other": 1})) is None
+    # vllm_xargs lists may arrive as text
+    fn = proc.new_req_logits_processor(SimpleNamespace(extra_args={FORCE_KEY: ["3", 1]}))
     assert int(fn([], torch.zeros(5)).argmax()) == 3 and int(fn([3], torch.zeros(5)).argmax()) == 1
     assert proc.is_argmax_invariant() is False

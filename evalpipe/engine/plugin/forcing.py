@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
-FORCE_KEY = "evalpipe_force"
-"""The ``vllm_xargs`` key carrying the token ids to force."""
+from evalpipe.traces import FORCE_KEY
+
+__all__ = ["FORCE_KEY", "ForceTokens", "force_step"]
 
 
 def force_step(ids: list[int], output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
