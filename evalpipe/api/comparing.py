@@ -11,6 +11,7 @@ from evalpipe.errors import EvalpipeError
 
 if TYPE_CHECKING:
     from evalpipe.compare.core import Comparison
+    from evalpipe.compare.tokens.verdict import TokenMargin
     from evalpipe.records import Run
     from evalpipe.store import Store
 
@@ -25,12 +26,17 @@ def compare(
     min_n: int = 100,
     force: bool = False,
     shard_period: int | None = None,
+    token_margin: str | float | None = None,
+    token_reference: str | None = None,
     run_flag: bool = True,
 ) -> list[Comparison]:
     """Compare each run with its baseline (``baseline`` run id, or the automatic one on
     ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given.
-    ``shard_period`` overrides the layout's shard period for the boundary breakdown;
-    ``run_flag`` False: the caller has no ``--baseline RUN_ID`` for messages to suggest."""
+    ``shard_period`` overrides the layout's shard period for the boundary breakdown.
+    ``token_margin`` is the token tolerance τ (a number, ``decode=X,forced=Y`` or ``Nx``, see
+    :func:`evalpipe.compare.tokens.verdict.margin_from`); with ``Nx``, ``token_reference``
+    names the reference pair, ``RUN`` or ``RUN:BASELINE``. ``run_flag`` False: the caller has
+    no ``--baseline RUN_ID`` for messages to suggest."""
     from evalpipe.compare.core import adjust
     from evalpipe.compare.runs import compare_runs
     from evalpipe.limits import check_shard_period
@@ -38,8 +44,13 @@ def compare(
 
     _check_thresholds(margin, alpha, min_n)
     check_shard_period(shard_period)
+    tokens_margin = _token_margin(token_margin, token_reference)
     # Reads only: a typo in --store must not leave a new, empty store behind.
     with open_store(store, create=False, empty_ok=False) as s:
+        reference = None
+        if token_reference:
+            ref_id, _, ref_base = token_reference.partition(":")
+            reference = pair_of(s, ref_id, ref_base or None)
         results = []
         for rid in run_ids:
             r, b = pair_of(s, rid, baseline, baseline_layout, run_flag)
@@ -53,9 +64,37 @@ def compare(
                     min_n=min_n,
                     force=force,
                     shard_period=shard_period,
+                    token_margin=tokens_margin,
+                    token_reference=reference,
                 )
             )
         return adjust(results)
+
+
+def _token_margin(value: str | float | None, reference: str | None) -> TokenMargin | None:
+    """The token margin of ``--token-margin`` / ``--token-reference``, refused (exit 2) when it
+    is no positive τ, or a relative one without its reference pair (or the reverse)."""
+    from evalpipe.compare.tokens.verdict import margin_from
+
+    if value is None:
+        if reference:
+            raise EvalpipeError(
+                "--token-reference is read only with a relative --token-margin, e.g. "
+                "--token-margin 3x",
+                exit_code=2,
+            )
+        return None
+    try:
+        margin = margin_from(value)
+    except ValueError as exc:
+        raise EvalpipeError(f"--token-margin: {exc}", exit_code=2) from exc
+    if (margin.factor is not None) != bool(reference):
+        raise EvalpipeError(
+            "--token-margin Nx (a factor of a reference pair's upper bound) and "
+            "--token-reference RUN[:BASELINE] go together",
+            exit_code=2,
+        )
+    return margin
 
 
 def pair_of(

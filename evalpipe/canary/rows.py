@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from evalpipe.canary.table import CanaryRow, row
-from evalpipe.compare.core import Settings
+from evalpipe.compare.core import Comparison, Settings
 from evalpipe.compare.pairing import find_baseline, hard_differences, repeats
 from evalpipe.compare.runs import compare_runs
-from evalpipe.compare.tokens.runs import decode_item_kl
-from evalpipe.compare.tokens.stats import items_needed
+from evalpipe.compare.tokens.inference import items_needed
 from evalpipe.engine.args import EngineArgs
 from evalpipe.errors import EvalpipeError, StoreError
 from evalpipe.faults import fault_label, parse_fault
@@ -43,8 +42,6 @@ def canary_rows(
 ) -> list[CanaryRow]:
     """A row per arm against ``clean`` (its repeat as the noise floor); a fault is localised
     against its own period, a benign variant against ``period``."""
-    floor = next((r for r in repeats(store, clean) if r.run_id != clean.run_id), None)
-    floor_kl = {} if floor is None else decode_item_kl(store, floor, clean)
     out = []
     for arm in arms:
         fault = None if arm.run.config.fault is None else parse_fault(arm.run.config.fault)
@@ -58,17 +55,19 @@ def canary_rows(
             shard_period=fault.period if fault is not None else period,
             force=arm.role == "benign",  # a benign variant may differ by design (a dtype)
         )
-        items = _token_items(decode_item_kl(store, arm.run, clean), floor_kl, settings.alpha)
+        items = _token_items(c, settings.alpha)
         out.append(row(arm.label, arm.role, c, fault, items, _max_position(store, arm.run)))
     return out
 
 
-def _token_items(pair: dict[str, float], floor: dict[str, float], alpha: float) -> float:
-    """Items the token signal needs for 80 % power against the floor (``inf``: none)."""
-    common = sorted(pair.keys() & floor.keys())
-    if len(common) < 2:
+def _token_items(c: Comparison, alpha: float) -> float:
+    """Items the token signal needs for 80 % power to see the decode path's observed KL in
+    excess of the floor (exact, at the verdict's level; ``inf``: none)."""
+    decode = None if c.tokens is None else c.tokens.paths.get("decode")
+    excess = None if decode is None else decode.excess
+    if excess is None or len(excess.item_values) < 2 or not excess.estimate > 0:
         return math.inf
-    return items_needed([pair[i] for i in common], [floor[i] for i in common], alpha=alpha)
+    return items_needed(excess.item_values, alpha=alpha)
 
 
 def _max_position(store: Store, run: Run) -> int:

@@ -83,8 +83,9 @@ def row(
     max_position: int,
 ) -> CanaryRow:
     """The row of comparison ``c`` (the faulted or benign run against the clean one);
-    ``token_items`` comes from the per-item KL (:func:`evalpipe.compare.tokens.stats.items_needed`),
-    ``max_position`` is the longest sequence (prompt + output) of the run."""
+    ``token_items`` comes from the per-item values of the decode KL's excess over the floor
+    (:func:`evalpipe.compare.tokens.inference.items_needed`), ``max_position`` is the longest
+    sequence (prompt + output) of the run."""
     r = c.result
     other = max(r.discordance - max(-r.delta, 0.0), 0.0)
     decode = None if c.tokens is None else c.tokens.paths.get("decode")
@@ -108,7 +109,7 @@ def row(
         kl_mean=None if kl is None else kl.mean,
         kl_low=None if kl is None else kl.ci_low,
         kl_high=None if kl is None else kl.ci_high,
-        token_verdict="unknown" if decode is None else decode.verdict,
+        token_verdict="inconclusive" if decode is None else decode.verdict,
         token_items=token_items,
         period=None if c.tokens is None else c.tokens.period,
         divergent=0 if decode is None else len(decode.first_divergence),

@@ -3,7 +3,7 @@
 Both are computed by the comparison core, not beside it: the pair is found as ``evalpipe
 compare`` finds it (:func:`evalpipe.api.comparing.pair_of`, the same pairing checks), items
 are joined by :func:`evalpipe.compare.core.join` and token positions come from
-:func:`evalpipe.compare.tokens.stats.collect`, so the 2×2 table of the pairs frame and the mean
+:func:`evalpipe.compare.tokens.positions.collect`, so the 2×2 table of the pairs frame and the mean
 KL of the tokens frame are compare's own. This module is the frames' only user of the
 token-level modules (``compare/tokens/``: three names, imported where used).
 """
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from evalpipe.api.frames.columns import DataFrame
     from evalpipe.compare.core import Answer
-    from evalpipe.compare.tokens.stats import Positions
+    from evalpipe.compare.tokens.positions import Positions
     from evalpipe.store import Store
 
     IntArray = npt.NDArray[np.int64]
@@ -233,7 +233,7 @@ def _read_positions(
     start); per path asked for but not stored, why. Refuses when no path is left."""
     import numpy as np
 
-    from evalpipe.compare.tokens.stats import collect
+    from evalpipe.compare.tokens.positions import collect
     from evalpipe.compare.tokens.types import PATHS
     from evalpipe.store.traces import read_traces, trace_sources
     from evalpipe.traces import DECODE
