@@ -58,8 +58,12 @@ class CanaryRow:
     token_items: float
     period: int | None
     divergent: int
-    near_boundary: float | None
+    near: int
+    near_width: int | None
+    near_expected: float | None
+    near_p: float | None
     boundary_p: float | None
+    boundary_reason: str
     reached: bool
 
     def to_json(self) -> dict[str, Any]:
@@ -68,10 +72,6 @@ class CanaryRow:
         for key in ("acc_items", "token_items"):
             out[key] = None if math.isinf(out[key]) else out[key]
         return out
-
-
-NEAR = 16
-"""Tokens on either side of a boundary that count as "near" (the boundary test's window)."""
 
 
 def row(
@@ -90,8 +90,8 @@ def row(
     other = max(r.discordance - max(-r.delta, 0.0), 0.0)
     decode = None if c.tokens is None else c.tokens.paths.get("decode")
     kl = None if decode is None else decode.metrics.get("kl")
-    offsets = () if decode is None else decode.divergence_offsets
-    near = [o for o in offsets if abs(o) <= NEAR]
+    share = None if decode is None else decode.divergence_share
+    boundary = None if decode is None else decode.boundary
     return CanaryRow(
         label=label,
         role=role,
@@ -113,8 +113,15 @@ def row(
         token_items=token_items,
         period=None if c.tokens is None else c.tokens.period,
         divergent=0 if decode is None else len(decode.first_divergence),
-        near_boundary=len(near) / len(offsets) if offsets else None,
-        boundary_p=None if decode is None or decode.boundary is None else decode.boundary.p_value,
+        near=0 if share is None else share.near,
+        near_width=None if share is None else share.width,
+        near_expected=None if share is None or share.p_value is None else share.expected,
+        near_p=None if share is None else share.p_value,
+        boundary_p=None if boundary is None else boundary.p_value,
+        boundary_reason=(
+            "no shard period" if boundary is None else boundary.reason if boundary.p_value is None
+            else ""
+        ),
         reached=fault is None or first_position(fault) < max_position,
     )
 

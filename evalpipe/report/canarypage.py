@@ -13,6 +13,7 @@ from evalpipe.canary.table import NS, SIGNALS, CanaryRow, Smallest, smallest_tab
 from evalpipe.compare.core import Settings
 from evalpipe.faults import parse_fault
 from evalpipe.records import Run
+from evalpipe.report.canarytext import where
 from evalpipe.report.charts import Chart, dose_chart
 from evalpipe.store import Store
 
@@ -43,7 +44,7 @@ def canary_groups(
 
 def canary_context(groups: Sequence[CanaryGroup]) -> dict[str, Any]:
     heads = [f"{s} n={n}" for s in SIGNALS for n in NS]
-    return {"groups": list(groups), "smallest_heads": heads}
+    return {"groups": list(groups), "smallest_heads": heads, "where": where}
 
 
 def _range(values: Sequence[float | None]) -> tuple[float, float] | None:

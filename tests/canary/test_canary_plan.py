@@ -149,8 +149,12 @@ def test_a_row_carries_every_signal_of_the_comparison() -> None:
     assert (r.kl_mean, r.kl_low, r.kl_high) == (1.234e-4, 1.01e-4, 1.456e-4)
     assert r.token_verdict == "token-drift" and r.token_items == 3
     assert r.period == 128 and r.divergent == 5
-    assert r.near_boundary == pytest.approx(2 / 5)  # offsets 2 and -6 are within 16 tokens
-    assert r.boundary_p == 0.003 and r.reached
+    # 2 of the 5 first divergences within ±16 of a boundary, against 1.3 by chance
+    assert (r.near, r.near_width, r.near_expected, r.near_p) == (2, 16, 1.3, 0.37)
+    assert r.boundary_p == 0.003 and r.boundary_reason == "" and r.reached
+    from evalpipe.report.canarytext import where
+
+    assert where(r) == "2/5 within ±16 (chance 1.3, p=0.37); KL test p=0.003"
 
 
 def test_no_drop_needs_infinitely_many_items_and_json_says_null() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
-from evalpipe.compare.tokens.stats import compare_path, item_kl
+from evalpipe.compare.tokens.stats import compare_path
 from evalpipe.compare.tokens.types import Path, PathComparison, TokenComparison, Tolerance
 from evalpipe.compare.tokens.verdict import TokenMargin, holm_paths, tolerances
 from evalpipe.errors import EvalpipeError
@@ -186,12 +186,3 @@ def _compare(
 
 def _pairs(base: Mapping[str, StoredTrace], other: Mapping[str, StoredTrace]) -> Pairs:
     return {item: (base[item], other[item]) for item in sorted(base.keys() & other.keys())}
-
-
-def decode_item_kl(store: Store, run: Run, baseline: Run) -> dict[str, float]:
-    """Each item's mean decode-path KL of ``run`` against ``baseline`` (the per-item figure
-    the floor test pairs), for items both have traces of."""
-    pairs = _pairs(
-        read_traces(store, baseline.run_id, DECODE), read_traces(store, run.run_id, DECODE)
-    )
-    return item_kl("decode", pairs)
