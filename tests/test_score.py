@@ -260,7 +260,7 @@ def test_refusals_say_why(db: str) -> None:
         with pytest.raises(EvalpipeError, match="pass --baseline-endpoint URL"):
             _score(db, "served", "base", endpoint=srv.url)
         assert srv.bodies == [] and srv.tokenized == []
-        with pytest.raises(EvalpipeError, match="--logprobs must be at least 1"):
+        with pytest.raises(EvalpipeError, match="--logprobs must be a whole number from 1 to 64"):
             _score(db, "served", "base", endpoint=srv.url, logprobs=0)
         with pytest.raises(EvalpipeError, match="above vLLM's default cap of 20"):
             _score(db, "served", "base", endpoint=srv.url, logprobs=21)
@@ -315,7 +315,10 @@ def test_the_cli_prints_the_summary_and_the_next_command(
     assert [line for line in out.splitlines() if line.startswith("  ")] == [
         "  run base (tp1): 3 of 3 items scored now, 0 already stored, 0 errors"
     ]
-    assert out.rstrip().endswith("next: evalpipe compare base --baseline base")
+    # Nothing to compare a run with itself: no `compare base --baseline base`, which compare
+    # refuses (a hint must work when followed), but what to do instead.
+    assert "evalpipe compare" not in out
+    assert out.rstrip().endswith("score a run of another layout against it")
 
 
 def test_concurrency_defaults_to_the_runs_and_can_be_lowered(db: str, tmp_path: Path) -> None:
@@ -327,7 +330,7 @@ def test_concurrency_defaults_to_the_runs_and_can_be_lowered(db: str, tmp_path: 
     assert lowered.generation.concurrency == 4 and lowered.generation.logprobs == 5
     with open_store(db) as s:
         add_run(s, "base", _config("tp1"))
-    with pytest.raises(EvalpipeError, match="--concurrency must be at least 1"):
+    with pytest.raises(EvalpipeError, match="--concurrency must be a whole number from 1 to 1024"):
         _score(db, "base", "base", endpoint="http://127.0.0.1:9", concurrency=0)
 
 
@@ -344,7 +347,7 @@ def test_limit_scores_the_first_items_in_dataset_order_on_every_side(db: str) ->
     with open_store(db) as s:
         assert sorted(read_traces(s, "base", "base")) == sorted(PROMPTS)
     assert report.targets[0].scored == 2
-    with pytest.raises(EvalpipeError, match="--limit must be at least 1"):
+    with pytest.raises(EvalpipeError, match="--limit must be a whole number from 1 to"):
         _score(db, "base", "base", endpoint="http://127.0.0.1:9", limit=0)
 
 

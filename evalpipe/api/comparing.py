@@ -28,27 +28,32 @@ def compare(
     shard_period: int | None = None,
     token_margin: str | float | None = None,
     token_reference: str | None = None,
+    run_flag: bool = True,
 ) -> list[Comparison]:
     """Compare each run with its baseline (``baseline`` run id, or the automatic one on
     ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given.
     ``shard_period`` overrides the layout's shard period for the boundary breakdown.
     ``token_margin`` is the token tolerance τ (a number, ``decode=X,forced=Y`` or ``Nx``, see
     :func:`evalpipe.compare.tokens.verdict.margin_from`); with ``Nx``, ``token_reference``
-    names the reference pair, ``RUN`` or ``RUN:BASELINE``."""
+    names the reference pair, ``RUN`` or ``RUN:BASELINE``. ``run_flag`` False: the caller has
+    no ``--baseline RUN_ID`` for messages to suggest."""
     from evalpipe.compare.core import adjust
     from evalpipe.compare.runs import compare_runs
+    from evalpipe.limits import check_shard_period
     from evalpipe.store import open_store
 
     _check_thresholds(margin, alpha, min_n)
+    check_shard_period(shard_period)
     tokens_margin = _token_margin(token_margin, token_reference)
-    with open_store(store) as s:
+    # Reads only: a typo in --store must not leave a new, empty store behind.
+    with open_store(store, create=False, empty_ok=False) as s:
         reference = None
         if token_reference:
             ref_id, _, ref_base = token_reference.partition(":")
             reference = pair_of(s, ref_id, ref_base or None)
         results = []
         for rid in run_ids:
-            r, b = pair_of(s, rid, baseline, baseline_layout)
+            r, b = pair_of(s, rid, baseline, baseline_layout, run_flag)
             results.append(
                 compare_runs(
                     s,
@@ -93,18 +98,22 @@ def _token_margin(value: str | float | None, reference: str | None) -> TokenMarg
 
 
 def pair_of(
-    store: Store, run_id: str, baseline: str | None = None, baseline_layout: str | None = None
+    store: Store,
+    run_id: str,
+    baseline: str | None = None,
+    baseline_layout: str | None = None,
+    run_flag: bool = True,
 ) -> tuple[Run, Run]:
     """Run ``run_id`` and its baseline: the run ``baseline`` names (id or prefix), else
     (None or ``auto``) the latest finished run that pairs with it on ``baseline_layout`` or
-    its non-CP layout. A run is never its own baseline."""
+    its non-CP layout. A run is never its own baseline. ``run_flag``: see :func:`compare`."""
     from evalpipe.compare.pairing import find_baseline
 
     r = store.get_run(run_id)
     if baseline and baseline != "auto":
         b = store.get_run(baseline)
     else:
-        b = find_baseline(store, r, baseline_layout)
+        b = find_baseline(store, r, baseline_layout, run_flag)
     if b.run_id == r.run_id:
         # Every item agrees with itself: a clean "no drift" that means nothing.
         raise EvalpipeError(
@@ -145,7 +154,7 @@ def tagged_comparisons(
     if not run_ids:
         if not tag:
             raise EvalpipeError("select runs with --run RUN_ID or --tag TAG")
-        with open_store(store) as s:
+        with open_store(store, create=False, empty_ok=False) as s:
             tagged = [r for r in s.list_runs(status="finished") if tag in r.tags]
         run_ids = [
             r.run_id
@@ -158,7 +167,7 @@ def tagged_comparisons(
                 f"no finished run tagged {tag!r} to compare (tag runs with "
                 "`evalpipe run … --tag TAG`; non-CP runs count only with --baseline-layout)"
             )
-    return compare(store, run_ids, baseline_layout=baseline_layout, margin=margin)
+    return compare(store, run_ids, baseline_layout=baseline_layout, margin=margin, run_flag=False)
 
 
 def comparison_json(c: Comparison) -> dict[str, Any]:

@@ -87,6 +87,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         f"{summary.computed} comparisons computed this time (the rest were unchanged)",
         file=sys.stderr,
     )
+    if summary.kept:
+        print(
+            f"kept {len(summary.kept)} edited page(s) this render no longer makes (yours now; "
+            f"remove them if unwanted): {', '.join(str(args.out) + '/' + p for p in summary.kept)}",
+            file=sys.stderr,
+        )
     print(summary.index)
     return 0
 

@@ -24,6 +24,7 @@ from evalpipe.compare.tokens.verdict import TokenMargin
 from evalpipe.errors import EvalpipeError
 from evalpipe.faults import parse_fault
 from evalpipe.layout import parse, shard_period
+from evalpipe.limits import check_shard_period
 from evalpipe.records import Run
 from evalpipe.store import Store
 from evalpipe.store.answers import read_answers
@@ -67,10 +68,7 @@ def shard_period_of(run: Run, explicit: int | None = None) -> ShardPeriod:
     the period of its canary fault (``fault``: where it was injected), else the layout's
     dcp x interleave (``layout``); none for a layout without DCP."""
     if explicit is not None:
-        if explicit < 1:
-            raise EvalpipeError(
-                f"--shard-period must be a positive number of tokens, not {explicit}"
-            )
+        check_shard_period(explicit)
         return ShardPeriod(explicit, "given")
     if run.config.fault is not None:
         with contextlib.suppress(EvalpipeError):

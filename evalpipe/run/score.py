@@ -38,6 +38,13 @@ from evalpipe.compare.core import item_order
 from evalpipe.engine.args import EngineArgs
 from evalpipe.engine.session import Engine, SessionSpec, open_session
 from evalpipe.errors import EvalpipeError
+from evalpipe.limits import (
+    INT64_MAX,
+    MAX_CONCURRENCY,
+    MAX_LOGPROBS,
+    check_fraction,
+    check_int,
+)
 from evalpipe.records import Run
 from evalpipe.run.forcing import TraceWriter, forced_requests, prompt_request
 from evalpipe.run.plan import check_logprobs
@@ -45,6 +52,7 @@ from evalpipe.run.progress import Progress
 from evalpipe.run.score_engine import engine_spec, version_notice
 from evalpipe.run.score_plan import Baseline, Say, Side, baseline_of, check_pair, plan_sides
 from evalpipe.store import Store, describe_store, open_store
+from evalpipe.store.connect import resolve
 from evalpipe.store.traces import traced_items
 from evalpipe.traces import FORCED_PATHS, forced_source
 
@@ -115,6 +123,8 @@ class ScoreReport:
     targets: tuple[TargetResult, ...]
     notices: tuple[str, ...]
     path: str = "prefill"
+    store_flag: str = ""
+    """`` --store STORE`` when one was given: what a suggested command adds to find it."""
 
     @property
     def source(self) -> str:
@@ -130,18 +140,15 @@ def execute(options: ScoreOptions) -> ScoreReport:
     """Score as the module docstring says. Raises :class:`EvalpipeError` on refused input, an
     engine that cannot start, or more failed items than ``max_error_rate`` allows (what was
     scored stays stored, and the same command retries the rest)."""
-    if options.logprobs is not None and options.logprobs < 1:
-        raise EvalpipeError("--logprobs must be at least 1 to score")
-    if not 0.0 <= options.max_error_rate <= 1.0:
-        raise EvalpipeError("--max-error-rate is a fraction between 0 and 1 (e.g. 0.01)")
-    if options.concurrency is not None and options.concurrency < 1:
-        raise EvalpipeError("--concurrency must be at least 1")
-    if options.limit is not None and options.limit < 1:
-        raise EvalpipeError("--limit must be at least 1")
+    check_int("--logprobs", options.logprobs, 1, MAX_LOGPROBS)
+    check_fraction("--max-error-rate", options.max_error_rate)
+    check_int("--concurrency", options.concurrency, 1, MAX_CONCURRENCY)
+    check_int("--limit", options.limit, 1, INT64_MAX)
     if options.path not in FORCED_PATHS:
         raise EvalpipeError(f"--path must be one of {', '.join(FORCED_PATHS)}", exit_code=2)
     say = _sayer(options.progress)
-    with open_store(options.store) as store:
+    # The runs must exist, so must their store: a typo in --store creates nothing.
+    with open_store(options.store, create=False, empty_ok=False) as store:
         run, base_run = store.get_run(options.run), store.get_run(options.against)
         notices = check_pair(run, base_run)
         for text in notices:
@@ -169,6 +176,7 @@ def execute(options: ScoreOptions) -> ScoreReport:
         tuple(results),
         notices,
         options.path,
+        resolve(options.store).flag,
     )
     _check_errors(report, options.max_error_rate)
     return report

@@ -229,6 +229,7 @@ def test_an_older_store_is_migrated_on_open_once(
         "m002_gate_decisions",
         "m003_structured_engine_args",
         "m004_token_traces",
+        "m005_trace_answers_and_run_holders",
         "m999_sample_note",
     ]
     assert "note" in columns
@@ -268,6 +269,7 @@ def test_a_new_store_records_every_migration_as_included(
         "m002_gate_decisions",
         "m003_structured_engine_args",
         "m004_token_traces",
+        "m005_trace_answers_and_run_holders",
         "m999",
     ]
 

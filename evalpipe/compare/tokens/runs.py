@@ -18,6 +18,7 @@ the two (:func:`evalpipe.compare.tokens.verdict.holm_paths`).
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 
 from evalpipe.compare.tokens.stats import compare_path
@@ -75,7 +76,7 @@ def token_comparison(
     paths: dict[Path, PathComparison] = {}
     unavailable: dict[Path, str] = {}
     for path, source in ((p, path_source(p, baseline.run_id)) for p in PATHS):
-        missing = _missing(path, source, run, baseline, sources)
+        missing = _missing(path, source, run, baseline, sources, store.location.flag)
         if missing:
             unavailable[path] = missing
         else:
@@ -133,9 +134,15 @@ def path_source(path: Path, baseline_id: str) -> str:
 
 
 def _missing(
-    path: Path, source: str, run: Run, baseline: Run, sources: Mapping[str, Mapping[str, int]]
+    path: Path,
+    source: str,
+    run: Run,
+    baseline: Run,
+    sources: Mapping[str, Mapping[str, int]],
+    store_flag: str = "",
 ) -> str | None:
-    """Why ``path`` cannot be compared, naming the side(s) that lack traces, or None."""
+    """Why ``path`` cannot be compared, naming the side(s) that lack traces, or None; a
+    command it suggests finds the store again with ``store_flag``."""
     lacking = [r for r in (run, baseline) if not sources[r.run_id].get(source)]
     if not lacking:
         return None
@@ -143,11 +150,30 @@ def _missing(
     has, it = ("have", "them") if len(lacking) > 1 else ("has", "it")
     if path == "decode":
         return f"{names} {has} no token logprobs: rerun {it} with --logprobs 5"
+    if not sources[baseline.run_id].get(DECODE):
+        # Scoring needs the baseline's own tokens: `score` refuses a baseline without them.
+        return (
+            f"{names} {has} no teacher-forced traces, and baseline {baseline.run_id} has no "
+            "token logprobs of its own to force: rerun the baseline with --logprobs 5 first"
+        )
+    servers = "".join(
+        f" {flag} {shlex.quote(url)}"
+        for flag, r in (("--endpoint", run), ("--baseline-endpoint", baseline))
+        if (url := _served_at(r)) is not None
+    )
     how = "forced-decode" if path == "forced-decode" else "prefill"
     return (
         f"{names} {has} no {how} traces of the baseline's tokens: run `evalpipe "
-        f"score {run.run_id} --against {baseline.run_id} --path {how}`"
+        f"score {run.run_id} --against {baseline.run_id} --path {how}{servers}{store_flag}`"
     )
+
+
+def _served_at(run: Run) -> str | None:
+    """The server a run made on an endpoint was served by (``score`` cannot re-create an
+    engine it never started), or None."""
+    engine = run.provenance.get("engine")
+    url = engine.get("base_url") if isinstance(engine, Mapping) else None
+    return url if run.config.engine_kind == "endpoint" and isinstance(url, str) else None
 
 
 def _compare(

@@ -47,7 +47,7 @@ def format_tokens(t: TokenComparison, accuracy: str) -> list[str]:
     ]
     for name, p in t.paths.items():
         lines += _path(name, p, t.period)
-    lines += [f"  {name}: {safe(reason, 300)}" for name, reason in t.unavailable.items()]
+    lines += [f"  {name}: {safe(reason, 600)}" for name, reason in t.unavailable.items()]
     return lines
 
 
