@@ -378,3 +378,58 @@ def test_scoring_a_faulted_run_re_creates_its_fault_and_a_clean_one_none(
     assert engine_spec(faulted, None, "--endpoint", 5).env["EVALPIPE_FAULT"] == fault
     clean = Run("c", _config("tp1", engine_kind="serve"), "finished", "t")
     assert engine_spec(clean, None, "--endpoint", 5).env["EVALPIPE_FAULT"] == ""
+
+
+def test_forced_decode_generates_the_baselines_ids_and_compare_reads_them(db: str) -> None:
+    """The decode path of teacher forcing: each item's prompt ids with the baseline's ids to
+    force (never appended to the prompt), traces under decode:BASELINE, every position
+    compared by compare's forced-decode path."""
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+        add_run(s, "run", _config("tp2"))
+    with FakeForced(MODEL) as srv, FakeForced(MODEL, shift=0.01) as other:
+        report = _score(
+            db, "run", "base", endpoint=other.url, baseline_endpoint=srv.url, path="forced-decode"
+        )
+        bodies = other.bodies
+    assert report.source == "decode:base" and report.n_errors == 0
+    sent = {tuple(b["vllm_xargs"]["evalpipe_force"]): b["prompt"] for b in bodies}
+    assert sent == {tuple(FORCED[i]): fake_tokens(PROMPTS[i]) for i in PROMPTS}
+    with open_store(db) as s:
+        traces = read_traces(s, "run", "decode:base")
+        assert read_traces(s, "run", "base") == {}  # nothing on the prefill path
+    assert {i: t.trace.token_ids.tolist() for i, t in traces.items()} == FORCED
+    (c,) = api.compare(db, ["run"], baseline="base", force=True)
+    assert c.tokens is not None
+    path = c.tokens.paths["forced-decode"]
+    assert path.n_tokens == sum(map(len, FORCED.values()))  # every position, no cascade
+    assert "forced" in c.tokens.unavailable  # the prefill path was not scored
+
+
+def test_a_server_without_the_forcing_processor_is_refused_with_the_flag(db: str) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+    with FakeForced(MODEL, forcing=False) as srv, pytest.raises(EvalpipeError) as exc:
+        _score(db, "base", "base", endpoint=srv.url, path="forced-decode")
+    assert "--logits-processors evalpipe.engine.plugin.forcing:ForceTokens" in str(exc.value)
+    with open_store(db) as s:
+        assert read_traces(s, "base", "decode:base") == {}  # nothing half-made stored
+
+
+def test_forced_ids_outside_the_vocabulary_are_refused_never_scored(
+    db: str, tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"vocab_size": 70}')  # items 1 and 2 force ids >= 70
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1", model=str(model)))
+    with FakeForced(str(model)) as srv:
+        report = _score(
+            db, "base", "base", endpoint=srv.url, path="forced-decode", max_error_rate=1.0
+        )
+        sent = [b["vllm_xargs"]["evalpipe_force"] for b in srv.bodies]
+    assert sent == [FORCED["0"]]
+    (target,) = report.targets
+    assert set(target.errors) == {"1", "2"}
+    assert "outside the scoring model's vocabulary of 70" in target.errors["1"]

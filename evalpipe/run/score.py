@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalpipe.compare.core import item_order
+from evalpipe.engine import models
 from evalpipe.engine.args import EngineArgs
 from evalpipe.engine.session import Engine, SessionSpec, open_session
 from evalpipe.errors import EvalpipeError
@@ -263,7 +264,8 @@ def score_side(
                 len(todo), f"score {r.run_id}", enabled=options.progress, accuracy=False
             )
             writer = TraceWriter(store, r.run_id, source, base.traces, progress)
-            forced = forced_requests(todo, prompt_ids, base.traces, options.path)
+            vocab = models.vocab_size(r.config.model)
+            forced = forced_requests(todo, prompt_ids, base.traces, options.path, vocab)
             writer.refuse(forced.refused)
             engine.generate(forced.requests, writer)
             results[r.run_id] = dataclasses.replace(

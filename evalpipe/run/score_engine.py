@@ -23,7 +23,6 @@ from evalpipe.faults import parse_fault
 from evalpipe.layout import LAYOUT_ENGINE_KEYS, parse
 from evalpipe.options import RunOptions
 from evalpipe.records import Run
-from evalpipe.run.forcing import FORCING_FLAG
 from evalpipe.run.plan import fault_env, runs_dir, session_spec
 
 LAUNCHABLE = ("serve", "offline")
@@ -99,15 +98,12 @@ def engine_spec(
         )
     args = EngineArgs({**c.engine_args, **extras})
     spec = session_spec(options, layout, args, env, run_dir, generation)
-    flags: tuple[str, ...] = ()
-    if forced_decode:
-        if kind == "offline":
-            raise EvalpipeError(
-                "--path forced-decode needs a server (its logits processor is loaded by "
-                "`vllm serve`): score with --engine serve, or --path prefill"
-            )
-        flags = tuple(FORCING_FLAG.split())
-    return dataclasses.replace(spec, log_path=run_dir / "vllm-score.log", launch_flags=flags)
+    if forced_decode and kind == "offline":
+        raise EvalpipeError(
+            "--path forced-decode needs a server (its logits processor is loaded by "
+            "`vllm serve`): score with --engine serve, or --path prefill"
+        )
+    return dataclasses.replace(spec, log_path=run_dir / "vllm-score.log")
 
 
 def version_notice(engine: Engine, owner: Run) -> str | None:
