@@ -433,3 +433,18 @@ def test_forced_ids_outside_the_vocabulary_are_refused_never_scored(
     (target,) = report.targets
     assert set(target.errors) == {"1", "2"}
     assert "outside the scoring model's vocabulary of 70" in target.errors["1"]
+
+
+def test_the_prefill_chunk_fits_the_vocabulary_rows_in_memory() -> None:
+    """Gemma-3's 262 144-token vocabulary costs 3 MiB of prompt logprobs a position: 20 GiB
+    available give 2 560 positions, tp2 half of it; a vocabulary too large even for 256
+    positions is refused with the forced-decode path to use instead."""
+    from evalpipe.run.score_engine import prefill_chunk
+
+    gib = 2**30
+    assert prefill_chunk(262_144, 20 * gib) == 2560
+    assert prefill_chunk(262_144, 20 * gib, ranks=2) == 1280
+    assert prefill_chunk(49_152, 64 * gib) == 8192  # capped
+    assert prefill_chunk(None, 20 * gib) is None and prefill_chunk(262_144, None) is None
+    with pytest.raises(EvalpipeError, match="--path forced-decode"):
+        prefill_chunk(262_144, gib)
