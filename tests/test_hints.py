@@ -148,10 +148,12 @@ def test_the_forced_path_hint_scores_and_its_next_step_compares(
     with FakeForced(MODEL, shift=0.5) as cand_srv, FakeForced(MODEL) as base_srv:
         _scored_pair(db, cand_srv.url, base_srv.url)
         code, out = run_cli(capsys, ["compare", "cand", "--baseline", "base", "--store", db])
-        assert code == 0 and "no teacher-forced traces" in out, out
+        assert code == 0 and "no forced-decode traces" in out and "no prefill traces" in out, out
         ran = follow(capsys, out)
-    assert ran[0].startswith("score cand --against base --endpoint ")
+    # Depth first: each score's own next step (the comparison) follows it.
+    assert ran[0].startswith("score cand --against base --path forced-decode --endpoint ")
     assert ran[1] == f"compare cand --baseline base --store {db}"
+    assert any(r.startswith("score cand --against base --path prefill --endpoint ") for r in ran)
 
 
 def test_no_score_is_suggested_against_a_baseline_without_tokens(
