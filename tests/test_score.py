@@ -99,7 +99,9 @@ def db(tmp_path: Path) -> str:
 
 
 def _score(db: str, run: str, against: str, **kw: Any) -> Any:
-    return api.score(run, against, store=db, progress=False, **kw)
+    """``score`` on the prefill path unless ``path`` says otherwise: most of these tests are
+    about prompt-logprob scoring (the default path, forced-decode, has its own tests)."""
+    return api.score(run, against, store=db, progress=False, **{"path": "prefill", **kw})
 
 
 def _forced_bodies(fake: FakeForced) -> dict[str, dict[str, Any]]:

@@ -28,7 +28,7 @@ def score(
     limit: int | None = None,
     runs_dir: Path | None = None,
     progress: bool = True,
-    path: str = "prefill",
+    path: str = "forced-decode",
 ) -> ScoreReport:
     """Score BASELINE's (``against``) generated tokens on RUN's engine, and on BASELINE's own
     engine for BASELINE and (``floor``; default: when it has any) its repeats; store the
