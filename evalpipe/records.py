@@ -201,11 +201,9 @@ def _optional(config: RunConfig) -> dict[str, Any]:
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     """Every field of ``config`` as plain JSON values, in field order (tuples → lists); the
     optional fields only when set (:data:`OPTIONAL_CONFIG`)."""
-    out = {
-        f.name: getattr(config, f.name)
-        for f in fields(RunConfig)
-        if f.name not in OPTIONAL_CONFIG or getattr(config, f.name) != OPTIONAL_CONFIG[f.name]
-    }
+    names = [f.name for f in fields(RunConfig) if f.name not in OPTIONAL_CONFIG]
+    out = {name: getattr(config, name) for name in names}
+    out.update(_optional(config))  # the last fields: the order of every field is kept
     out["engine_args"] = dict(config.engine_args)
     out["sampling"] = dict(config.sampling)
     out["engine_versions"] = dict(config.engine_versions)
