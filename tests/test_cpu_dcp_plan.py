@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from evalpipe.engine.args import pairs_for
 from evalpipe.errors import EvalpipeError
+from evalpipe.layout import parse
 from evalpipe.options import RunOptions
 from evalpipe.run.cpu_dcp import pair_engine_args
 from evalpipe.run.plan import plan, run_config
@@ -131,3 +133,20 @@ def test_a_sweep_gives_both_cells_of_a_pair_the_override_on_their_own_engines(
     assert plain.cells[0].options.engine_args == ()
     run, base = swept.pairs[0].run, swept.pairs[0].baseline
     assert "tp2dcp2" in run and "/tp2 " in base
+
+
+def test_one_baseline_serves_every_interleave(gemma_like: str) -> None:
+    """The KV interleave is DCP's alone: a sweep's baseline runs without it, and pairs with
+    the DCP run that has it."""
+    data = {
+        "models": [gemma_like],
+        "tasks": ["arith"],
+        "layouts": ["tp2dcp2"],
+        "engine_args": {"cp_kv_cache_interleave_size": 16},
+    }
+    swept = expand(data, RunOptions(task="", model="", platform="cpu", limit=2))
+    base, run = (g.cells[0].options for g in swept.groups)
+    assert "cp_kv_cache_interleave_size=16" in run.engine_args
+    assert not any("interleave" in a for a in base.engine_args)
+    assert plan(base).engine_args.non_layout() == plan(run).engine_args.non_layout()
+    assert pairs_for(parse("tp2dcp2"), run.engine_args) == run.engine_args

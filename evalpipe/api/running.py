@@ -57,6 +57,7 @@ def run_with_baseline(
     ``baseline_layout`` defaults to the layout's non-CP baseline; pass it for layouts that
     are not context-parallel (e.g. tp1 for tp2).
     """
+    from evalpipe.engine.args import pairs_for
     from evalpipe.layout import parse
     from evalpipe.run.cpu_dcp import pair_engine_args
     from evalpipe.run.plan import precheck
@@ -75,7 +76,13 @@ def run_with_baseline(
     # layer global) goes to its baseline too.
     options = dataclasses.replace(options, engine_args=pair_engine_args(options, options.layout))
     # A canary fault is the run's alone: its baseline is the clean run.
-    base_options = dataclasses.replace(options, layout=base, shard_layout=shard_layout, fault=None)
+    base_options = dataclasses.replace(
+        options,
+        layout=base,
+        shard_layout=shard_layout,
+        fault=None,
+        engine_args=pairs_for(parse(base), options.engine_args),
+    )
     # Both before either runs: a refused layout must not wait for its baseline's run.
     precheck(base_options, options)
     base_runs = run_repeated(base_options, repeat, reuse=True)

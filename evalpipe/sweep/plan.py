@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from evalpipe.engine import models as builtin_models
-from evalpipe.engine.args import EngineArgs
+from evalpipe.engine.args import EngineArgs, pairs_for
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import Layout, current_platform, parse, validate
 from evalpipe.options import RunOptions
@@ -169,7 +169,7 @@ def _expand_model(
         # Both sides of a pair compute the same model (on CPU, a DCP layout's override).
         shared = pair_engine_args(o, pair.canonical)
         variant = "" if shared == o.engine_args else GLOBAL_LAYERS
-        o = dataclasses.replace(o, engine_args=shared)
+        o = dataclasses.replace(o, engine_args=pairs_for(layout, shared))
         base = pair != layout
         c = Cell(model.label, task.name, layout.canonical, r, o, base, task.line, variant)
         cells.setdefault((layout.canonical, variant), {}).setdefault(c.key, c)
