@@ -67,15 +67,15 @@ def gemma_config() -> dict[str, object]:
     return {"sliding_window": 512, "layer_types": layers, "num_hidden_layers": 18}
 
 
-def test_a_sliding_window_model_gets_every_layer_global() -> None:
+def test_a_sliding_window_model_loses_its_window_and_keeps_its_layer_types() -> None:
     override = sliding_window_override(gemma_config())
-    assert override == {"sliding_window": None, "layer_types": ["full_attention"] * 18}
+    # The layer types stay: Gemma-3 gives each type its own RoPE (local 10 000, global 1e6).
+    assert override == {"sliding_window": None}
     assert json.loads(json.dumps(override)) == override  # stored as JSON with the run
     assert sliding_window_override({"sliding_window": None}) is None  # Mistral, Llama
     assert sliding_window_override({"num_hidden_layers": 30}) is None  # SmolLM2
     # Qwen2 declares a window it does not use.
     assert sliding_window_override({"sliding_window": 131072, "use_sliding_window": False}) is None
-    assert sliding_window_override({"sliding_window": 4096}) == {"sliding_window": None}
 
 
 def test_the_override_merges_into_the_users_and_refuses_a_clash() -> None:

@@ -1,5 +1,5 @@
 """A DCP run on CPU, planned (no engine): its engine runs evalpipe's CPU DCP backend
-(``EVALPIPE_CPU_DCP=1``), a sliding-window model runs with every layer global, and the pair's
+(``EVALPIPE_CPU_DCP=1``), a sliding-window model runs without its window, and the pair's
 baseline gets the same override — by ``run --with-baseline``, a sweep and a canary alike —
 so both sides compute one model and pair; a run without DCP is planned as before."""
 
@@ -18,10 +18,10 @@ from evalpipe.layout import parse
 from evalpipe.options import RunOptions
 from evalpipe.run.cpu_dcp import pair_engine_args
 from evalpipe.run.plan import plan, run_config
-from evalpipe.sweep.plan import GLOBAL_LAYERS, expand
+from evalpipe.sweep.plan import NO_WINDOW, expand
 
 LAYERS = (["sliding_attention"] * 5 + ["full_attention"]) * 3
-GLOBAL = {"sliding_window": None, "layer_types": ["full_attention"] * 18}
+GLOBAL = {"sliding_window": None}
 
 
 def model_dir(tmp_path: Path, name: str, config: dict[str, Any]) -> str:
@@ -115,14 +115,14 @@ def test_a_merge_fault_is_refused_on_a_layout_without_dcp(gemma_like: str) -> No
 def test_a_sweep_gives_both_cells_of_a_pair_the_override_on_their_own_engines(
     gemma_like: str,
 ) -> None:
-    """tp2 as the baseline of tp2dcp2 runs with every layer global; tp2 alone runs the model
+    """tp2 as the baseline of tp2dcp2 runs without the window; tp2 alone runs the model
     as it is: two engines of one layout."""
     data = {"models": [gemma_like], "tasks": ["arith"], "layouts": ["tp2dcp2", "tp2=tp1"]}
     swept = expand(data, RunOptions(task="", model="", platform="cpu", limit=2))
     keys = [g.key for g in swept.groups]
     assert keys == [
-        f"gemma@tp2{GLOBAL_LAYERS}",
-        f"gemma@tp2dcp2{GLOBAL_LAYERS}",
+        f"gemma@tp2{NO_WINDOW}",
+        f"gemma@tp2dcp2{NO_WINDOW}",
         "gemma@tp1",
         "gemma@tp2",
     ]

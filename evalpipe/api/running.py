@@ -72,8 +72,8 @@ def run_with_baseline(
     # The baseline's generated long-context items straddle the CP run's shard boundaries.
     shard_layout = options.shard_layout or options.layout
     options = _resolved(options)
-    # Both sides compute the same model: on CPU a DCP run's sliding-window override (every
-    # layer global) goes to its baseline too.
+    # Both sides compute the same model: on CPU a DCP run's sliding-window override (no
+    # window) goes to its baseline too.
     options = dataclasses.replace(options, engine_args=pair_engine_args(options, options.layout))
     # A canary fault is the run's alone: its baseline is the clean run.
     base_options = dataclasses.replace(

@@ -4,8 +4,9 @@ the DCP run and for its baseline alike.
 
 A DCP layout on CPU runs on the backend evalpipe's vLLM plugin installs when the engine's
 environment has ``EVALPIPE_CPU_DCP=1`` (:mod:`evalpipe.backends`). vLLM's DCP refuses
-sliding-window layers, so a model with a window (Gemma-3) runs with every layer global
-(``hf_overrides``). That changes its numerics, so the pair's baseline must run with the same
+sliding-window layers, so a model with a window (Gemma-3) runs without it
+(``hf_overrides={"sliding_window": null}``: every layer attends to the whole context).
+That changes its numerics past the window, so the pair's baseline must run with the same
 override: ``run --with-baseline`` and sweeps pass :func:`pair_engine_args` to both sides, and
 the override is an ordinary engine argument, stored with each run (which is how the two pair).
 """

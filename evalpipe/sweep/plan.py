@@ -84,9 +84,9 @@ def expand(
     return SweepPlan(tuple(groups), tuple(pairs), source)
 
 
-GLOBAL_LAYERS = " [all layers global]"
-"""The variant of the cells whose engine runs a sliding-window model with every layer global
-(a DCP pair on CPU): another engine than a plain run of the same layout."""
+NO_WINDOW = " [no sliding window]"
+"""The variant of the cells whose engine runs a sliding-window model without its window (a
+DCP pair on CPU): another engine than a plain run of the same layout."""
 
 
 def _resolve(model: ModelEntry, resolve: Callable[[str], str]) -> str:
@@ -168,7 +168,7 @@ def _expand_model(
         o = _cell_options(model, resolved, task, layout, r, grid, options)
         # Both sides of a pair compute the same model (on CPU, a DCP layout's override).
         shared = pair_engine_args(o, pair.canonical)
-        variant = "" if shared == o.engine_args else GLOBAL_LAYERS
+        variant = "" if shared == o.engine_args else NO_WINDOW
         o = dataclasses.replace(o, engine_args=pairs_for(layout, shared))
         base = pair != layout
         c = Cell(model.label, task.name, layout.canonical, r, o, base, task.line, variant)

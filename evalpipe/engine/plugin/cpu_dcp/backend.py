@@ -25,6 +25,8 @@ Imported only inside an engine process whose registry resolved CPU_ATTN to this 
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +40,10 @@ from vllm.v1.attention.backends.cpu_attn import (
 )
 from vllm.v1.attention.backends.utils import get_dcp_local_seq_lens
 
-from evalpipe.engine.plugin.cpu_dcp import ops
+from evalpipe.engine.plugin.cpu_dcp import MARK, ops
+
+_said: list[bool] = []
+"""Whether this process has said it runs the torch implementation (once, not per layer)."""
 
 
 def dcp_active() -> bool:
@@ -125,6 +130,14 @@ class TorchDCPAttentionImpl(CPUAttentionBackendImpl):  # type: ignore[misc]
         if unsupported:
             raise NotImplementedError(
                 f"evalpipe's CPU DCP backend does not support {', '.join(unsupported)}"
+            )
+        if not _said:
+            _said.append(True)
+            print(
+                f"{MARK}: DCP rank {self.dcp_rank} of {self.dcp_world_size} attends with LSE "
+                f"in process {os.getpid()}",
+                file=sys.stderr,
+                flush=True,
             )
         local = torch.arange(self.num_heads) // (self.num_heads // self.num_kv_heads)
         self.kv_map_local = local
