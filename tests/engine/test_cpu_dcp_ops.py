@@ -5,6 +5,8 @@ interleave against its definition. The real engine's use of it: test_dcp_engine.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -162,7 +164,7 @@ def test_slot_mapping_shards_a_sequence_that_each_rank_reads_back_in_order(
         ops.write_kv(keys, -keys, key_cache, value_cache, slots)
         mine = [p for p in range(length) if expect[p] >= 0]
         assert mine == shards(length, world, interleave)[rank]
-        k, v = ops.gather_local_kv(key_cache, value_cache, table[1], len(mine))
+        k, v = ops.gather_local_kv(cache, table[1], len(mine))
         assert torch.equal(k, keys[mine]) and torch.equal(v, -keys[mine])
         owned += mine
     assert sorted(owned) == list(range(length))
@@ -182,19 +184,28 @@ def test_without_context_parallelism_the_slot_mapping_is_vllms_own() -> None:
     assert calls == [(4, 32)]
 
 
-def test_paged_context_attention_reads_each_requests_shard() -> None:
-    """Two requests in one batch, each over its own blocks of the cache: the same as
-    attention over the tokens directly."""
-    q, k, v = data(5, 3, 70)
-    cache = torch.zeros(6, 2, 32, 32)
+def paged_cache(
+    k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, lens: list[int]
+) -> torch.Tensor:
+    """A CPU-layout KV cache of 32-token blocks holding request r's first lens[r] tokens in
+    the blocks of table row r."""
+    cache = torch.zeros(8, 2, 32, 32)
     key_cache, value_cache = ops.split_kv_cache(cache)
-    table = torch.tensor([[3, 1, 0], [4, 5, 2]])
-    lens = [70, 33]
     for r, n in enumerate(lens):
         slots = torch.tensor([int(table[r, p // 32]) * 32 + p % 32 for p in range(n)])
-        ops.write_kv(k[:n], v[:n], key_cache, value_cache, slots)
+        ops.write_kv(k[:n], v[:n], key_cache, value_cache, slots.long())
+    return cache
+
+
+def test_paged_context_attention_reads_each_requests_shard() -> None:
+    """Two requests in one batch (3 query tokens), each over its own blocks of the cache:
+    the same as attention over the tokens directly."""
+    q, k, v = data(5, 3, 70)
+    table = torch.tensor([[3, 1, 0], [4, 5, 2]])
+    lens = [70, 33]
+    cache = paged_cache(k, v, table, lens)
     qsl = [0, 1, 3]
-    out, lse = ops.paged_context_attention(q, key_cache, value_cache, table, qsl, lens, KV_MAP, 0.2)
+    out, lse = ops.paged_context_attention(q, cache, table, qsl, lens, KV_MAP, 0.2)
     for r, n in enumerate(lens):
         s = slice(qsl[r], qsl[r + 1])
         ref_out, ref_lse = direct(q[s], k[:n], v[:n], 0.2, causal=False)
@@ -202,10 +213,32 @@ def test_paged_context_attention_reads_each_requests_shard() -> None:
         torch.testing.assert_close(lse[s], ref_lse, atol=1e-5, rtol=1e-5)
 
 
-def test_new_tokens_attend_causally_to_their_own_request_only() -> None:
+def test_decode_attends_every_request_in_one_pass() -> None:
+    """One query token per request (decode): shards of 70, 0, 33 and 1 tokens, padded to the
+    longest and masked, with a logit soft-cap: each as attention over its own tokens."""
+    q, k, v = data(7, 4, 70)
+    table = torch.tensor([[3, 1, 0], [6, 6, 6], [4, 5, 2], [7, 6, 6]])
+    lens = [70, 0, 33, 1]
+    cache = paged_cache(k, v, table, lens)
+    out, lse = ops.paged_context_attention(q, cache, table, [0, 1, 2, 3, 4], lens, KV_MAP, 0.2)
+    for r, n in enumerate(lens):
+        if n == 0:
+            assert torch.equal(out[r], torch.zeros_like(out[r])) and torch.isinf(lse[r]).all()
+            continue
+        ref_out, ref_lse = direct(q[r : r + 1], k[:n], v[:n], 0.2, causal=False)
+        torch.testing.assert_close(out[r : r + 1], ref_out, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(lse[r : r + 1], ref_lse, atol=1e-5, rtol=1e-5)
+    capped = ops.paged_decode_attention(q, cache, table, lens, KV_MAP, 0.2, softcap=5.0)
+    looped = ops.attend(q[:1], k, v, KV_MAP, 0.2, causal=False, softcap=5.0)
+    torch.testing.assert_close(capped[0][:1], looped[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(capped[1][:1], looped[1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("qsl", [[0, 2, 5], [0, 1, 2, 3, 4, 5]])
+def test_new_tokens_attend_causally_to_their_own_request_only(qsl: list[int]) -> None:
     q, k, v = data(6, 5, 5)
-    out, lse = ops.new_token_attention(q, k, v, [0, 2, 5], KV_MAP, 0.2)
-    for s in (slice(0, 2), slice(2, 5)):
+    out, lse = ops.new_token_attention(q, k, v, qsl, KV_MAP, 0.2)
+    for s in (slice(a, b) for a, b in itertools.pairwise(qsl)):
         ref_out, ref_lse = direct(q[s], k[s], v[s], 0.2, causal=True)
         torch.testing.assert_close(out[s], ref_out, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(lse[s], ref_lse, atol=1e-5, rtol=1e-5)

@@ -180,10 +180,9 @@ class TorchDCPAttentionImpl(CPUAttentionBackendImpl):  # type: ignore[misc]
         from vllm.v1.attention.ops.merge_attn_states import merge_attn_states
 
         group = parallel_state.get_dcp_group()
-        key_cache, value_cache = ops.split_kv_cache(kv_cache)
         gathered = group.all_gather(q.contiguous(), dim=1)
         context_out, context_lse = ops.paged_context_attention(
-            gathered, key_cache, value_cache, md.block_table, qsl, md.local_context_lens,
+            gathered, kv_cache, md.block_table, qsl, md.local_context_lens,
             self.kv_map_gathered, self.scale, self.softcap,
         )  # fmt: skip
         context_out, context_lse = cp_lse_ag_out_rs(

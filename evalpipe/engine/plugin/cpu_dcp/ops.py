@@ -4,8 +4,9 @@ every piece is unit-tested against a direct computation:
 - :func:`attend`: attention of queries over one request's keys and values, with the softmax
   log-sum-exp (natural log) that DCP's merge needs and vLLM's CPU kernel does not return;
 - :func:`paged_context_attention`: the same over each request's local shard of the paged KV
-  cache, :func:`new_token_attention`: the step's own tokens, causally;
-- :func:`write_kv` / :func:`gather_local_kv`: the KV cache in vLLM's CPU layout
+  cache (:func:`paged_decode_attention`: one query token per request, in one pass), and
+  :func:`new_token_attention`: the step's own tokens, causally;
+- :func:`write_kv` / :func:`gather_blocks`: the KV cache in vLLM's CPU layout
   (``[num_blocks, num_kv_heads, block_size, 2 * head_size]``, viewed as keys in the first
   ``block_size`` rows of ``[2 * block_size, head_size]`` and values in the rest);
 - :func:`correct_attn_out`: the LSE correction of one rank's partial output (the contract of
@@ -80,23 +81,37 @@ def attend(
     return out.to(q.dtype), lse.transpose(0, 1).contiguous()
 
 
+def gather_blocks(
+    kv_cache: torch.Tensor, blocks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values of ``blocks`` (``[R, nb]`` block numbers), ``[R, nb, Hkv, block_size,
+    D]`` each: a block's keys (and its values) are contiguous in vLLM's CPU layout, so each is
+    one gather, with no copy per token."""
+    _, kv_heads, block_size, two_d = kv_cache.shape
+    halves = kv_cache.view(-1, kv_heads, 2, block_size, two_d // 2)
+    index = blocks.reshape(-1).to(torch.long)
+    shape = (*blocks.shape, kv_heads, block_size, two_d // 2)
+    k = halves[:, :, 0].index_select(0, index).view(shape)
+    v = halves[:, :, 1].index_select(0, index).view(shape)
+    return k, v
+
+
 def gather_local_kv(
-    key_cache: torch.Tensor, value_cache: torch.Tensor, block_row: torch.Tensor, length: int
+    kv_cache: torch.Tensor, block_row: torch.Tensor, length: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``length`` tokens of one request's local shard, ``[L, Hkv, D]`` each."""
-    block_size, head_size = key_cache.shape[2], key_cache.shape[3]
-    num_blocks = (length + block_size - 1) // block_size
-    blocks = block_row[:num_blocks].to(torch.long)
-    rows = num_blocks * block_size
-    k = key_cache[blocks].permute(0, 2, 1, 3).reshape(rows, -1, head_size)
-    v = value_cache[blocks].permute(0, 2, 1, 3).reshape(rows, -1, head_size)
-    return k[:length], v[:length]
+    num_blocks = -(-length // kv_cache.shape[2])
+    k, v = gather_blocks(kv_cache, block_row[:num_blocks].view(1, -1))
+
+    def tokens(x: torch.Tensor) -> torch.Tensor:  # [1, nb, H, bs, D] -> [nb * bs, H, D]
+        return x[0].transpose(1, 2).reshape(-1, x.shape[2], x.shape[4])[:length]
+
+    return tokens(k), tokens(v)
 
 
 def paged_context_attention(
     q: torch.Tensor,
-    key_cache: torch.Tensor,
-    value_cache: torch.Tensor,
+    kv_cache: torch.Tensor,
     block_table: torch.Tensor,
     query_start_loc: Sequence[int],
     kv_lens: Sequence[int],
@@ -106,16 +121,56 @@ def paged_context_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every query token of request r over the first ``kv_lens[r]`` tokens of r's local KV
     shard, non-causally (all of them precede the step's tokens): flash_attn.py's DCP context
-    attention (``causal=False, seqused_k=dcp_context_kv_lens``)."""
+    attention (``causal=False, seqused_k=dcp_context_kv_lens``). One query token per request
+    (decode) goes through :func:`paged_decode_attention` in one pass."""
+    if len(query_start_loc) - 1 == q.shape[0]:
+        return paged_decode_attention(q, kv_cache, block_table, kv_lens, kv_map, scale, softcap)
     out = torch.zeros_like(q)
     lse = torch.full(q.shape[:2], float("-inf"), dtype=torch.float32)
     for r in range(len(query_start_loc) - 1):
         start, end = query_start_loc[r], query_start_loc[r + 1]
         if end <= start or kv_lens[r] == 0:
             continue
-        k, v = gather_local_kv(key_cache, value_cache, block_table[r], kv_lens[r])
+        k, v = gather_local_kv(kv_cache, block_table[r], kv_lens[r])
         out[start:end], lse[start:end] = attend(q[start:end], k, v, kv_map, scale, False, softcap)
     return out, lse
+
+
+def paged_decode_attention(
+    q: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    kv_lens: Sequence[int],
+    kv_map: torch.Tensor,
+    scale: float,
+    softcap: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`paged_context_attention` for one query token per request: every request's
+    blocks gathered at once (up to the longest shard, the rest masked) and attended block by
+    block in batched matmuls. Query heads are grouped by their KV head, so no key or value is
+    copied per query head."""
+    requests = len(kv_lens)
+    longest = max(kv_lens, default=0)
+    if longest == 0:
+        return torch.zeros_like(q), torch.full(q.shape[:2], float("-inf"))
+    block_size = kv_cache.shape[2]
+    num_blocks = -(-longest // block_size)
+    k, v = gather_blocks(kv_cache, block_table[:requests, :num_blocks])  # [R, nb, Hkv, bs, D]
+    kv_heads, head_size = k.shape[2], k.shape[4]
+    order = torch.argsort(kv_map, stable=True)  # query heads grouped by KV head
+    grouped = q.float()[:, order].view(requests, 1, kv_heads, -1, head_size)
+    scores = torch.matmul(grouped, k.float().transpose(-1, -2)) * scale  # [R, nb, Hkv, G, bs]
+    if softcap > 0:
+        scores = softcap * torch.tanh(scores / softcap)
+    position = torch.arange(num_blocks * block_size).view(1, num_blocks, 1, 1, block_size)
+    lengths = torch.tensor(list(kv_lens)).view(requests, 1, 1, 1, 1)
+    scores = scores.masked_fill(position >= lengths, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1).logsumexp(dim=1)  # [R, Hkv, G]
+    shift = torch.where(lse.isinf(), 0.0, lse).unsqueeze(1).unsqueeze(-1)
+    out = torch.matmul(torch.exp(scores - shift), v.float()).sum(dim=1)  # [R, Hkv, G, D]
+    restore = torch.argsort(order)
+    out = out.reshape(requests, -1, head_size)[:, restore]
+    return out.to(q.dtype), lse.reshape(requests, -1)[:, restore].contiguous()
 
 
 def new_token_attention(
@@ -128,7 +183,13 @@ def new_token_attention(
     softcap: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each request's step tokens over themselves, causally (every rank holds the step's
-    full K/V before it is written to the sharded cache)."""
+    full K/V before it is written to the sharded cache). With one token per request (decode)
+    each attends to itself alone: its own value, and its own score as the LSE."""
+    if len(query_start_loc) - 1 == q.shape[0]:
+        score = (q.float() * k.float()[:, kv_map]).sum(-1) * scale
+        if softcap > 0:
+            score = softcap * torch.tanh(score / softcap)
+        return v[:, kv_map].to(q.dtype), score
     out = torch.empty_like(q)
     lse = torch.full(q.shape[:2], float("-inf"), dtype=torch.float32)
     for r in range(len(query_start_loc) - 1):
