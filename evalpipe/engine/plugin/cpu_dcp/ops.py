@@ -49,6 +49,11 @@ def write_kv(
     value_cache[blocks, :, offsets] = value[:n][keep].to(value_cache.dtype)
 
 
+def capped(scores: torch.Tensor, softcap: float) -> torch.Tensor:
+    """Scores under a logit soft-cap (Gemma-2's ``softcap * tanh(s / softcap)``; 0: none)."""
+    return softcap * torch.tanh(scores / softcap) if softcap > 0 else scores
+
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -69,8 +74,7 @@ def attend(
     kf = k.float()[:, kv_map]
     vf = v.float()[:, kv_map]
     scores = torch.einsum("thd,lhd->htl", q.float(), kf) * scale
-    if softcap > 0:
-        scores = softcap * torch.tanh(scores / softcap)
+    scores = capped(scores, softcap)
     if causal:
         query_pos = torch.arange(length - t, length).unsqueeze(1)
         key_pos = torch.arange(length).unsqueeze(0)
@@ -160,8 +164,7 @@ def paged_decode_attention(
     order = torch.argsort(kv_map, stable=True)  # query heads grouped by KV head
     grouped = q.float()[:, order].view(requests, 1, kv_heads, -1, head_size)
     scores = torch.matmul(grouped, k.float().transpose(-1, -2)) * scale  # [R, nb, Hkv, G, bs]
-    if softcap > 0:
-        scores = softcap * torch.tanh(scores / softcap)
+    scores = capped(scores, softcap)
     position = torch.arange(num_blocks * block_size).view(1, num_blocks, 1, 1, block_size)
     lengths = torch.tensor(list(kv_lens)).view(requests, 1, 1, 1, 1)
     scores = scores.masked_fill(position >= lengths, float("-inf"))
@@ -186,9 +189,7 @@ def new_token_attention(
     full K/V before it is written to the sharded cache). With one token per request (decode)
     each attends to itself alone: its own value, and its own score as the LSE."""
     if len(query_start_loc) - 1 == q.shape[0]:
-        score = (q.float() * k.float()[:, kv_map]).sum(-1) * scale
-        if softcap > 0:
-            score = softcap * torch.tanh(score / softcap)
+        score = capped((q.float() * k.float()[:, kv_map]).sum(-1) * scale, softcap)
         return v[:, kv_map].to(q.dtype), score
     out = torch.empty_like(q)
     lse = torch.full(q.shape[:2], float("-inf"), dtype=torch.float32)
