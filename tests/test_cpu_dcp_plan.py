@@ -150,3 +150,25 @@ def test_one_baseline_serves_every_interleave(gemma_like: str) -> None:
     assert not any("interleave" in a for a in base.engine_args)
     assert plan(base).engine_args.non_layout() == plan(run).engine_args.non_layout()
     assert pairs_for(parse("tp2dcp2"), run.engine_args) == run.engine_args
+
+
+def test_scoring_a_dcp_run_re_creates_its_engine_on_the_backend(
+    gemma_like: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``evalpipe score`` starts a stored run's engine again: a DCP run on CPU gets the CPU
+    DCP backend and keeps its override; a tp2 run never inherits the backend from the shell."""
+    from builders import run_config as stored
+
+    from evalpipe.records import Run
+    from evalpipe.run.score_engine import engine_spec
+
+    monkeypatch.setenv("EVALPIPE_CPU_DCP", "1")
+    args = {"hf_overrides": GLOBAL, "tensor_parallel_size": 2, "decode_context_parallel_size": 2}
+    config = stored("tp2dcp2", model=gemma_like, engine_kind="serve", platform="cpu")
+    dcp = Run("d", dataclasses.replace(config, engine_args=args), "finished", "t")
+    spec = engine_spec(dcp, None, "--endpoint", 5)
+    assert spec.env["EVALPIPE_CPU_DCP"] == "1" and spec.args.values["hf_overrides"] == GLOBAL
+    tp2 = Run(
+        "t", stored("tp2", model=gemma_like, engine_kind="serve", platform="cpu"), "finished", "t"
+    )
+    assert engine_spec(tp2, None, "--endpoint", 5).env["EVALPIPE_CPU_DCP"] == ""
