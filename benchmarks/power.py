@@ -18,7 +18,8 @@ alpha / 2 = 2.5 % (non-inferiority at alpha / 2), up to the normal approximation
   accuracy). vllm-ascend's gate fires when |score - p| > 5 points, vLLM's GSM8K test when
   score - p < -8 points. Engine noise d does not enter; p does (binomial variance).
 
-Numpy draws the tables; the verdict code under test is standard library only.
+Numpy draws the tables; the verdict code under test is evalpipe's own (scipy.stats for the
+binomial).
 """
 
 from __future__ import annotations

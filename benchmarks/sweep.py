@@ -169,17 +169,28 @@ def fake_servers(models: Sequence[str]) -> Iterator[dict[str, dict[str, str]]]:
 
 
 def sweep_settings(
-    models: list[Any], layouts: list[str], repeat: int, limit: int, args: argparse.Namespace,
+    models: list[Any],
+    layouts: list[str],
+    repeat: int,
+    limit: int,
+    args: argparse.Namespace,
     tmp: Path,
 ) -> api.SweepSettings:
     """A sweep of every task on ``models`` x ``layouts``, its store and runs under ``tmp``."""
     tmp.mkdir(parents=True, exist_ok=True)
     overrides = {
-        "models": models, "tasks": list(TASKS), "layouts": layouts, "repeat": repeat,
+        "models": models,
+        "tasks": list(TASKS),
+        "layouts": layouts,
+        "repeat": repeat,
         "limit": limit,
     }
     template = RunOptions(
-        task="", model="", store=str(tmp / "plan.db"), runs_dir=tmp / "runs", progress=False,
+        task="",
+        model="",
+        store=str(tmp / "plan.db"),
+        runs_dir=tmp / "runs",
+        progress=False,
         data_dir=args.data_dir,
     )
     return api.SweepSettings(overrides=overrides, template=template)  # fmt: skip

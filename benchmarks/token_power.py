@@ -4,11 +4,12 @@ Reads a store holding a baseline, a repeat of it (the noise floor) and other run
 model and task with token traces (``evalpipe run … --logprobs 5``; teacher-forced traces too
 when ``evalpipe score`` was run). For every other run and path it prints:
 
-- the observed per-token mean KL of the pair and of the floor, and the one-sided paired test's
-  items needed for 80 % power to separate the pair from the floor (normal approximation on
-  the per-item differences, ``evalpipe.compare.tokens.stats.items_needed``);
-- items needed to detect a given increase of the mean per-item KL over the floor (a grid of
-  increases, with the spread of the observed per-item differences);
+- the observed per-token mean KL of the pair in excess of the floor, with its interval, and
+  the items the verdict's one-sided test needs for 80 % power to see that excess (exact,
+  noncentral t, on the per-item values of the excess:
+  ``evalpipe.compare.tokens.inference.items_needed``);
+- items needed to see a given excess (a grid, with the same per-item spread), the default τ
+  among them;
 - beside it, items the accuracy test needs to detect a 1-point drop with 80 % power at the
   pair's observed discordance (the MDE rule of ``evalpipe.compare.power``).
 
@@ -19,24 +20,28 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Sequence
-from statistics import NormalDist
+from pathlib import Path as FilePath
 
-import numpy as np
+# Run as a plain script from a checkout: make the repository importable without installing it.
+sys.path.insert(0, str(FilePath(__file__).resolve().parents[1]))
 
 from evalpipe.compare.core import Answer, join
 from evalpipe.compare.pairing import repeats
 from evalpipe.compare.power import items_for_drop
 from evalpipe.compare.runs import answers
-from evalpipe.compare.tokens.stats import item_kl, items_needed
+from evalpipe.compare.tokens.inference import items_needed
+from evalpipe.compare.tokens.stats import compare_path
 from evalpipe.compare.tokens.types import Path
+from evalpipe.compare.tokens.verdict import DEFAULT_TOKEN_MARGIN
 from evalpipe.records import Run
 from evalpipe.store import Store, open_store
 from evalpipe.store.traces import read_traces
 from evalpipe.traces import DECODE
 
-INCREASES = (1e-4, 3e-4, 1e-3, 3e-3)
-"""Increases of the per-item mean KL over the floor (nats/token) the grid asks about."""
+INCREASES = (1e-4, 3e-4, 1e-3, DEFAULT_TOKEN_MARGIN, 3e-3)
+"""Excesses over the floor (nats/token) the grid asks about."""
 
 
 def _discordance(a: dict[str, Answer], b: dict[str, Answer]) -> float:
@@ -50,22 +55,18 @@ def _path_rows(store: Store, path: Path, base: Run, floor: Run, run: Run) -> lis
     source = DECODE if path == "decode" else base.run_id
     traces = {r.run_id: read_traces(store, r.run_id, source) for r in (base, floor, run)}
     b = traces[base.run_id]
-    pair = item_kl(path, {i: (b[i], t) for i, t in traces[run.run_id].items() if i in b})
-    noise = item_kl(path, {i: (b[i], t) for i, t in traces[floor.run_id].items() if i in b})
-    common = sorted(pair.keys() & noise.keys())
-    if len(common) < 2:
+    pair = {i: (b[i], t) for i, t in traces[run.run_id].items() if i in b}
+    noise = {i: (b[i], t) for i, t in traces[floor.run_id].items() if i in b}
+    e = compare_path(path, pair, floor=noise).excess
+    if e is None or len(e.item_values) < 2:
         return [f"  {path:7s} fewer than 2 items with traces on all three runs"]
-    p = np.array([pair[i] for i in common])
-    f = np.array([noise[i] for i in common])
-    need = items_needed(p, f)
-    sd = float((p - f).std(ddof=1))
-    z = NormalDist().inv_cdf(0.95) + NormalDist().inv_cdf(0.8)
-    grid = "  ".join(f"+{d:.0e}: {max(2, math.ceil((z * sd / d) ** 2))}" for d in INCREASES)
+    need = items_needed(e.item_values) if e.estimate > 0 else math.inf
+    grid = "  ".join(f"{d:.0e}: {items_needed(e.item_values, d):g}" for d in INCREASES)
     return [
-        f"  {path:7s} {len(common)} items; mean KL pair {p.mean():.3e}, floor {f.mean():.3e} "
-        f"(per-item difference {float((p - f).mean()):+.3e} ± sd {sd:.3e})",
-        f"          items for 80 % power vs the floor: {need:g} (observed increase)",
-        f"          items for a given increase (nats/token): {grid}",
+        f"  {path:7s} {e.n_items} items; KL over the floor {e.estimate:.3e} "
+        f"[{e.ci_low:.3e}, {e.ci_high:.3e}] ({e.level:.0%}); per-item spread {e.spread:.3e}",
+        f"          items for 80 % power to see that excess: {need:g}",
+        f"          items for 80 % power to see an excess of (nats/token): {grid}",
     ]
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from evalpipe.errors import EvalpipeError
+from evalpipe.limits import MAX_SHARD_PERIOD
 
 GRAMMAR = (
     "dp|tp|pp|pcp|dcp each followed by a positive size, each at most once, in any "
@@ -385,4 +386,7 @@ def shard_period(layout: Layout, engine_args: Mapping[str, Any], platform: str) 
     """``dcp x interleave`` tokens, or None when the layout does not split the KV cache."""
     if layout.dcp == 1:
         return None
-    return layout.dcp * interleave_size(engine_args, platform)
+    period = layout.dcp * interleave_size(engine_args, platform)
+    if period > MAX_SHARD_PERIOD:
+        raise ValueError(f"a shard period of {period} tokens is above {MAX_SHARD_PERIOD}")
+    return period

@@ -15,21 +15,26 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version of the store's tables. Bumped with a migration.
 
 2 added the ``gate_decisions`` table (migration ``m002_gate_decisions``); 3 stores a run's
 engine arguments as a mapping instead of a flag list (``m003_structured_engine_args``); 4 adds
-the ``token_traces`` table (``m004_token_traces``)."""
+the ``token_traces`` table (``m004_token_traces``); 5 binds a trace to the answer it describes
+(``token_traces.answer_sha256``) and adds ``run_holders``, the one process running a run
+(``m005_trace_answers_and_run_holders``)."""
 
-EXCHANGE_VERSION = 3
+EXCHANGE_VERSION = 4
 """Version of the JSONL run format (``runs export``/``import``, ``store copy``); moves only when
 that format changes, so a store migration does not make exports unreadable to older evalpipes.
 
 2 writes ``engine_args`` as an object (field name → value); version 1 files, with a list of
 ``vllm serve`` flags, still import. 3 adds a ``{"trace": {...}}`` line per stored token trace
 after the samples (:mod:`evalpipe.importers.tracelines`); version 1 and 2 files, which have
-none, still import."""
+none, still import. 4 ends the file with ``{"end": {"samples", "traces", "sha256"}}``
+(:mod:`evalpipe.importers.endline`), so a file cut short is refused, and gives a decode-path
+trace the digest of its answer (``answer_sha256``); version 1–3 files still import, with a
+notice that a cut could not be detected."""
 
 RUN_STATUSES = ("running", "finished", "failed", "aborted")
 

@@ -11,16 +11,29 @@ little-endian, zlib-compressed: 48 bytes a position at k = 5 before compression,
 1 319-item run at 256 tokens stays near 16 MB. ``source`` is ``""`` for the run's own
 generation (the decode path) and the id of another run for a teacher-forced trace: the
 run's engine scoring that run's tokens (the prefill path).
+
+A blob is untrusted (it may come from a file): :func:`decode` decompresses no more than its
+header promises and the caller allows (:data:`~evalpipe.limits.MAX_TRACE_POSITIONS`,
+:data:`~evalpipe.limits.MAX_TRACE_BYTES`, a sample's own token count), so a blob that claims
+25 million positions costs nothing; and a trace holds no NaN or +inf (a logprob is finite, or
+-inf for "not reported").
+
+A decode-path trace describes one answer: :func:`answer_digest` of that answer's text is
+stored with it, and a reader checks it against the stored answer, so a trace is never read
+for an answer it does not describe (two processes writing one item).
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+
+from evalpipe.limits import MAX_LOGPROBS, MAX_TRACE_BYTES, MAX_TRACE_POSITIONS
 
 DECODE = ""
 """The ``source`` of a run's own generation."""
@@ -69,6 +82,10 @@ class TokenTrace:
             raise ValueError("top_ids and top_logprobs must be 2-D of the same shape")
         if self.top_ids.shape[0] != n:
             raise ValueError("top_ids must have one row per position")
+        for name, values in (("logprobs", self.logprobs), ("top_logprobs", self.top_logprobs)):
+            # NaN or +inf would turn every KL and mean of a comparison into NaN, silently.
+            if np.isnan(values).any() or np.isposinf(values).any():
+                raise ValueError(f"{name} hold NaN or +inf: a logprob is finite, or -inf")
 
     @property
     def n(self) -> int:
@@ -129,19 +146,19 @@ def encode(trace: TokenTrace) -> bytes:
     return zlib.compress(b"".join(parts), 1)
 
 
-def decode(blob: bytes) -> TokenTrace:
-    """The trace stored as ``blob``; ``ValueError`` if it is not one."""
-    try:
-        raw = zlib.decompress(blob)
-    except zlib.error as exc:
-        raise ValueError(f"not a stored token trace: {exc}") from exc
-    if len(raw) < _HEADER.size:
-        raise ValueError("not a stored token trace: too short")
-    magic, n, k = _HEADER.unpack_from(raw)
-    if magic != _MAGIC:
-        raise ValueError(f"not a stored token trace (magic {magic!r})")
-    if len(raw) != _HEADER.size + n * (8 + 8 * k):
-        raise ValueError(f"stored token trace is truncated ({len(raw)} bytes for n={n}, k={k})")
+def answer_digest(output: str) -> str:
+    """The digest a decode-path trace keeps of the answer it describes (sha256 of its text)."""
+    return hashlib.sha256(output.encode("utf-8")).hexdigest()
+
+
+def decode(blob: bytes, max_positions: int | None = None) -> TokenTrace:
+    """The trace stored as ``blob``; ``ValueError`` if it is not one, or if it holds more
+    than ``max_positions`` positions (e.g. its sample's token count), than
+    :data:`~evalpipe.limits.MAX_TRACE_POSITIONS` or than
+    :data:`~evalpipe.limits.MAX_TRACE_BYTES` decompressed: the header is read first, and no
+    more is decompressed than it promises."""
+    raw = _inflate(blob, max_positions)
+    n, k = _HEADER.unpack_from(raw)[1:]
     at = _HEADER.size
 
     def take(dtype: str, count: int) -> npt.NDArray[np.generic]:
@@ -157,6 +174,47 @@ def decode(blob: bytes) -> TokenTrace:
     return TokenTrace(ids, lps, top_ids, top_lps)
 
 
+def _inflate(blob: bytes, max_positions: int | None) -> bytes:
+    """``blob`` decompressed, header first: at most the size its header states, which must
+    be within the bounds; anything more, or less, is refused."""
+    inflater = zlib.decompressobj()
+    try:
+        head = inflater.decompress(blob, _HEADER.size)
+        if len(head) < _HEADER.size:
+            raise ValueError("not a stored token trace: too short")
+        magic, n, k = _HEADER.unpack_from(head)
+        if magic != _MAGIC:
+            raise ValueError(f"not a stored token trace (magic {magic!r})")
+        _check_size(n, k, max_positions)
+        size = _HEADER.size + n * (8 + 8 * k)
+        body = inflater.decompress(inflater.unconsumed_tail, size - _HEADER.size)
+        more = inflater.decompress(inflater.unconsumed_tail, 1)
+    except zlib.error as exc:
+        raise ValueError(f"not a stored token trace: {exc}") from exc
+    if len(body) + _HEADER.size != size or not inflater.eof:
+        raise ValueError(f"stored token trace is truncated (n={n}, k={k})")
+    if more or inflater.unused_data:
+        raise ValueError(f"stored token trace holds more than its n={n}, k={k}")
+    return head + body
+
+
+def _check_size(n: int, k: int, max_positions: int | None) -> None:
+    if max_positions is not None and n > max_positions:
+        raise ValueError(
+            f"the trace has {n} positions, more than its sample's {max_positions} tokens"
+        )
+    if n > MAX_TRACE_POSITIONS:
+        raise ValueError(
+            f"the trace claims {n} positions, above the limit of {MAX_TRACE_POSITIONS}"
+        )
+    if k > MAX_LOGPROBS:
+        raise ValueError(f"the trace claims k={k}, above the limit of {MAX_LOGPROBS}")
+    if _HEADER.size + n * (8 + 8 * k) > MAX_TRACE_BYTES:
+        raise ValueError(
+            f"the trace claims {n} positions at k={k}, above the limit of {MAX_TRACE_BYTES} bytes"
+        )
+
+
 @dataclass(frozen=True)
 class StoredTrace:
     """A trace as stored: whose (``run_id``, ``item_id``), of what (``source``: ``DECODE`` or
@@ -169,3 +227,7 @@ class StoredTrace:
     source: str
     start: int
     trace: TokenTrace
+    answer: str | None = field(default=None, compare=False)
+    """:func:`answer_digest` of the answer a decode-path trace describes (None: a
+    teacher-forced trace, or one stored before answers were bound to their traces); not
+    part of equality: two traces are equal by what they hold."""

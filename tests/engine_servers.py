@@ -54,7 +54,8 @@ def variant_env(variant: str) -> dict[str, str]:
     """The engine environment of a server variant: ``""`` a clean engine (evalpipe's plugin
     loaded, no fault), ``fault`` one with :data:`TEST_FAULT`, ``no-plugin`` one where
     ``VLLM_PLUGINS`` keeps evalpipe's plugin from loading while the fault variable is set (were
-    the plugin loaded anyway, its outputs would differ)."""
+    the plugin loaded anyway, its outputs would differ); that one is also started without the
+    forced-decoding logits processor every other server has."""
     if variant == "":
         return {"EVALPIPE_FAULT": ""}
     if variant == "fault":
@@ -109,6 +110,7 @@ def launch_settings(
     if parsed.tp * parsed.pp > 1:
         flags += ["--distributed-executor-backend", "mp"]
     command = server.serve_command(path, port, parsed.vllm_args(), flags)
+    command += server.FORCING_FLAGS  # as every server evalpipe starts
     env = {
         **server.cpu_env_defaults(parsed.tp, parsed.pp, os.environ),
         "HF_HUB_OFFLINE": "1",
@@ -185,6 +187,8 @@ class ServerPool:
         log = self.log_dir / f"{model}-{layout}{'-' + variant if variant else ''}.log"
         command, env = launch_settings(path, layout, model, port)
         env.update(variant_env(variant))
+        if variant == "no-plugin":  # none of evalpipe's engine-side code: no processor either
+            command = command[: -len(server.FORCING_FLAGS)]
         stack = contextlib.ExitStack()
         start = time.monotonic()
         stack.enter_context(server.launched(command, url, log, env, self.health_timeout_s))

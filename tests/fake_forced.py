@@ -8,6 +8,11 @@ most likely. Its tokenizer is one token per character (``ord(c) + 10``) after a 
 chat prompt is tokenized as ``role: content`` lines. A prompt of more than ``max_model_len - 1``
 tokens (no room for the one new token) gets vLLM's HTTP 400. ``shift`` moves every logprob,
 so two fakes play two layouts. Every completion body is kept in ``bodies``.
+
+A request naming ids to force (``vllm_xargs.evalpipe_force``, evalpipe's decode-path forcing)
+is answered as vLLM with evalpipe's logits processor does: exactly those ids generated after
+the prompt, each with its logprob and top-k in completion form; ``forcing=False`` plays a
+server without the processor (it generates id 7 every step).
 """
 
 from __future__ import annotations
@@ -55,8 +60,10 @@ class FakeForced(JsonServer):
         max_model_len: int = 4096,
         shift: float = 0.0,
         prompt_logprobs: bool = True,
+        forcing: bool = True,
     ) -> None:
         super().__init__(model)
+        self.forcing = forcing
         self.max_model_len = max_model_len
         self.shift = shift
         self.prompt_logprobs = prompt_logprobs
@@ -91,6 +98,9 @@ class FakeForced(JsonServer):
                 "type": "BadRequestError",
                 "code": 400,
             }
+        xargs = body.get("vllm_xargs") or {}
+        if "evalpipe_force" in xargs:
+            return 200, self._forced_decode(prompt, list(xargs["evalpipe_force"]), body)
         choice: dict[str, Any] = {"index": 0, "text": "x", "finish_reason": "length"}
         k = body.get("prompt_logprobs")
         if self.prompt_logprobs and k is not None:
@@ -99,6 +109,27 @@ class FakeForced(JsonServer):
             ]
         usage = {"prompt_tokens": len(prompt), "completion_tokens": 1}
         return 200, {"choices": [choice], "usage": usage}
+
+    def _forced_decode(
+        self, prompt: list[int], force: list[int], body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        assert body.get("max_tokens") == len(force) and body.get("ignore_eos") is True
+        assert "stop" not in body, "nothing may stop a forced generation early"
+        ids = force if self.forcing else [7] * len(force)
+        k = int(body.get("logprobs") or 1)
+        start = len(prompt)
+        tops = [
+            {f"token_id:{t}": v["logprob"] for t, v in self._position(start + i, t, k).items()}
+            for i, t in enumerate(ids)
+        ]
+        logprobs = {
+            "tokens": [f"token_id:{t}" for t in ids],
+            "token_logprobs": [fake_logprob(start + i, t, self.shift) for i, t in enumerate(ids)],
+            "top_logprobs": tops,
+        }
+        choice = {"index": 0, "text": "x", "finish_reason": "length", "logprobs": logprobs}
+        usage = {"prompt_tokens": len(prompt), "completion_tokens": len(ids)}
+        return {"choices": [choice], "usage": usage}
 
     def _position(self, i: int, token: int, k: int) -> dict[str, Any]:
         """The prompt's own token ranks first; ``k - 1`` alternatives follow it."""

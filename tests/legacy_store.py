@@ -12,8 +12,8 @@ from evalpipe.store import Store, schema
 
 def as_schema_2(store: Store, run_id: str, flags: list[str]) -> None:
     """Rewrite ``store`` as evalpipe at schema 2 left it: this run's engine arguments as a
-    flag list, its config hash computed over that list, no m003 or m004 in the history and
-    no token traces table."""
+    flag list, its config hash computed over that list, no m003, m004 or m005 in the history
+    and neither the token traces nor the run holders table."""
     with store.engine.begin() as conn:
         text = conn.execute(
             sa.select(schema.runs.c.config).where(schema.runs.c.run_id == run_id)
@@ -32,7 +32,14 @@ def as_schema_2(store: Store, run_id: str, flags: list[str]) -> None:
         )
         conn.execute(
             schema.migrations.delete().where(
-                schema.migrations.c.name.in_(["m003_structured_engine_args", "m004_token_traces"])
+                schema.migrations.c.name.in_(
+                    [
+                        "m003_structured_engine_args",
+                        "m004_token_traces",
+                        "m005_trace_answers_and_run_holders",
+                    ]
+                )
             )
         )
         conn.execute(sa.text("DROP TABLE token_traces"))
+        conn.execute(sa.text("DROP TABLE run_holders"))

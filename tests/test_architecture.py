@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, int]] = [
     ("evalpipe.records", 1),
     ("evalpipe.traces", 1),
     ("evalpipe.errors", 0),
+    ("evalpipe.limits", 0),
     ("evalpipe.yamlload", 0),
     ("evalpipe.paths", 0),
     ("evalpipe", 0),

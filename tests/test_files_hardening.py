@@ -202,7 +202,7 @@ def test_export_writes_the_run_and_keeps_the_file_mode(store: str, tmp_path: Pat
     proc = cli("runs", "export", RUN, "-o", str(out), "--store", store)
     assert proc.returncode == 0, proc.stderr
     lines = out.read_text().splitlines()
-    assert json.loads(lines[0])["run"]["run_id"] == RUN and len(lines) == 9
+    assert json.loads(lines[0])["run"]["run_id"] == RUN and len(lines) == 10  # + end line
     assert out.stat().st_mode & 0o777 == 0o640
 
 

@@ -10,6 +10,7 @@ Adding a command adds a row: :func:`test_every_command_has_a_row` fails otherwis
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -69,6 +70,63 @@ POLICIES = (
     "invalid-utf8", "not-a-mapping",
 )  # fmt: skip
 RUN = f"--endpoint {NOWHERE} --store {{w}}/run.db"
+
+TYPO = "--store {w}/typo.db"
+PLAN = "{w}/sweep-nowhere.yaml"
+TRACED = ("trace-bomb", "trace-short", "trace-nan", "trace-cut")
+GATE = "gate --policy {w}/policy.yaml"
+READS = (
+    "runs list", "runs show base", "runs export base", "compare cp",
+    "score cp --against base", "comment --repo o/r --pr 1 --run cp --dry-run",
+)  # fmt: skip
+HARDENING_II = [
+    # Outputs that would destroy an input or another output, or a protected file.
+    row("runs export: -o the store", "runs export base -o {w}/good.db --store {w}/good.db"),
+    row("runs export: -o the store's -wal", f"runs export base -o {{w}}/good.db-wal {GOOD}"),
+    row("runs export: -o a link to the store", f"runs export base -o {{w}}/store-link {GOOD}"),
+    row("runs export: -o write-protected", f"runs export base -o {{w}}/readonly.md {GOOD}"),
+    row("gate: --junit the store", f"{GATE} --junit {{w}}/good.db {GOOD}", 3),
+    row("gate: --markdown the policy", f"{GATE} --markdown {{w}}/policy.yaml {GOOD}", 3),
+    row("gate: one file for both", f"{GATE} --junit {{w}}/r --markdown {{w}}/r {GOOD}", 3),
+    row("gate: --markdown write-protected", f"{GATE} --markdown {{w}}/readonly.md {GOOD}", 3),
+    row(
+        "dashboard: the store at a page path",
+        "dashboard --out {w}/site-store --store {w}/site-store/index.html --force",
+    ),
+    row(
+        "sweep: --dashboard over the plan",
+        "sweep {w}/board/plan.html --dashboard {w}/board --dry-run",
+    ),
+    row("store copy: into itself", "store copy {w}/good.db {w}/good.db"),
+    # Read commands on a typo create no store.
+    *(row(f"{' '.join(c.split()[:2])}: store typo", f"{c} {TYPO}") for c in READS),
+    # Every size bounded, the bound named; out of range is usage (2).
+    row("compare: shard period 10^20", f"compare cp --shard-period {'9' * 20} {GOOD}", 2),
+    row("dashboard: shard period 2^63", f"dashboard --shard-period {2**63} {GOOD}", 2),
+    row("dashboard: pair with itself", f"dashboard --out {{w}}/site --pair tp2=tp2 {GOOD}"),
+    row("run: concurrency 10^8", f"run arith --concurrency 100000000 {RUN}", 2),
+    row("run: repeat 10^6", f"run arith --repeat 1000000 {RUN}", 2),
+    row("run: logprobs -1", f"run arith --logprobs -1 {RUN}", 2),
+    *(
+        row(f"run: request timeout {v}", f"run arith --request-timeout {v} {RUN}", 2)
+        for v in ("0", "-1", "nan")
+    ),
+    row(
+        "run: baseline on its own layout",
+        f"run arith --layout tp2 --with-baseline --baseline-layout tp2 {RUN}",
+    ),
+    row("sweep: repeat 10^6 in the plan", f"sweep {{w}}/sweep-repeat.yaml --dry-run {GOOD}"),
+    row("sweep: --repeat 0", f"sweep {PLAN} --repeat 0 --dry-run {GOOD}", 2),
+    row("sweep: --devices 0", f"sweep {PLAN} --devices 0 --dry-run {GOOD}", 2),
+    row("sweep: --devices -2", f"sweep {PLAN} --devices -2 --dry-run {GOOD}", 2),
+    row("sweep: store in a missing folder", f"sweep {PLAN} --store {{w}}/no/s.db"),
+    row("sweep: platform tpu, no tasks", f"sweep {{w}}/sweep-tpu.yaml --dry-run {GOOD}"),
+    row("sweep: endpoint of no layout", f"sweep {{w}}/sweep-endpoint.yaml --dry-run {GOOD}"),
+    row("comment: --baseline is no flag", f"comment --repo o/r --pr 1 --baseline cp {GOOD}", 2),
+    # Bounded trace import, and a cut file.
+    *(row(f"runs import: {n}", f"runs import {{w}}/{n}.jsonl {TYPO}") for n in TRACED),
+    row("runs import: version 3, no end line", f"runs import {{w}}/v3.jsonl {TYPO}", 0),
+]
 
 ROWS: list[Row] = [
     # The damage hits the samples' pages: listing and showing runs may still work.
@@ -150,10 +208,10 @@ ROWS: list[Row] = [
     row("run: endpoint not a URL", "run arith --endpoint 'not a url' --store {w}/run.db"),
     row("run: engine arg without a value", f"run arith --engine-arg dtype {RUN}"),
     row("run: param bad YAML", f"run arith --param 'lengths=[1,' {RUN}"),
-    row("run: concurrency 0", f"run arith --concurrency 0 {RUN}"),
-    row("run: negative limit", f"run arith --limit -3 {RUN}"),
-    row("run: max error rate 5", f"run arith --max-error-rate 5 {RUN}"),
-    row("run: repeat 0", f"run arith --repeat 0 {RUN}"),
+    row("run: concurrency 0", f"run arith --concurrency 0 {RUN}", 2),
+    row("run: negative limit", f"run arith --limit -3 {RUN}", 2),
+    row("run: max error rate 5", f"run arith --max-error-rate 5 {RUN}", 2),
+    row("run: repeat 0", f"run arith --repeat 0 {RUN}", 2),
     row("run: resume a missing run", f"run arith --resume nope --endpoint {NOWHERE} {GOOD}"),
     row("run: data binary", f"run gsm8k --data {{w}}/binary.jsonl {RUN}"),
     row("run: data missing", f"run gsm8k --data {{w}}/missing.jsonl {RUN}"),
@@ -195,6 +253,7 @@ ROWS: list[Row] = [
     row("run: fault size nan", f"run arith --fault key-scale:size=nan {RUN}"),
     row("run: fault huge period", f"run arith --fault key-scale:size=1,period={'9' * 40} {RUN}"),
     row("run: request order junk", f"run arith --request-order sideways {RUN}", 2),
+    *HARDENING_II,
     *(row(f"layout explain: {v!r}", ("layout", "explain", v)) for v in LAYOUTS),
     row("layout explain: missing model", "layout explain tp1 --model {w}/no-such-model"),
     row("model fetch: unknown model", "model fetch no-such-model", code=2),
@@ -327,6 +386,65 @@ def _policies(w: Path) -> None:
     (w / "task-deep.yaml").write_text("name: " + "[" * 50_000 + "]" * 50_000 + "\n")
 
 
+def _outputs(w: Path) -> None:
+    """What outputs must not destroy: a link to the store, a protected file, a store and a
+    plan inside folders a dashboard would render into, and hostile sweep plans."""
+    (w / "store-link").symlink_to("good.db")  # relative: still the row's own store
+    (w / "readonly.md").write_text("mine\n")
+    (w / "readonly.md").chmod(0o444)
+    (w / "site-store").mkdir()
+    shutil.copy(w / "good.db", w / "site-store" / "index.html")
+    (w / "board").mkdir()
+    shutil.copy(w / "sweep-nowhere.yaml", w / "board" / "plan.html")
+    endpoint = f"models: [{{name: m, endpoints: {{tp1: '{NOWHERE}', tp8: '{NOWHERE}'}}}}]\n"
+    plans = {
+        "sweep-repeat": endpoint + "tasks: [arith]\nlayouts: [tp1]\nrepeat: 1000000\n",
+        "sweep-tpu": endpoint + "platform: tpu\nlayouts: [tp1]\n",
+        "sweep-endpoint": endpoint + "tasks: [arith]\nlayouts: [tp1]\n",
+    }
+    for name, text in plans.items():
+        (w / f"{name}.yaml").write_text(text)
+
+
+def _traced(w: Path) -> None:
+    """Version 4 files with one traced item: a trace whose header claims 25 M positions (1.2
+    MB compressed), one shorter than its sample, NaN inside the blob, a file cut at a line
+    end; and a whole version 3 file."""
+    import base64
+    import struct
+    import zlib
+
+    from evalpipe.traces import encode, trace_of
+
+    def blob(n: int, logprob: float = -0.5) -> bytes:
+        return encode(trace_of(list(range(n)), [logprob] * n, [[]] * n, 1))
+
+    raw = zlib.decompress(blob(4))
+    packer = zlib.compressobj(9)
+    bomb = [packer.compress(struct.pack("<4sIH", b"EPT1", 25_000_000, 1))]
+    size = 25_000_000 * 16  # k = 1: 16 bytes a position, 400 MB of zeros
+    bomb += [packer.compress(bytes(min(1 << 22, size - at))) for at in range(0, size, 1 << 22)]
+    datas = {
+        "trace-bomb": (b"".join([*bomb, packer.flush()]), 25_000_000),
+        "trace-short": (blob(3), 3),
+        # logprob -0.5 (0xbf000000) becomes a NaN (0x7fc00000) inside the blob
+        "trace-nan": (zlib.compress(raw.replace(b"\0\0\0\xbf", b"\0\0\xc0\x7f", 1)), 4),
+        "trace-cut": (blob(4), 4),
+        "v3": (blob(4), 4),
+    }  # fmt: skip
+    for name, (data, n) in datas.items():
+        head = {"model": "m", "task": "gsm8k", "task_version": "1", "layout": "tp1"}
+        head["schema_version"] = 3 if name == "v3" else 4
+        sample = {"item_id": "0", "output": "abcd", "correct": True, "output_tokens": 4}
+        trace = {"item_id": "0", "source": "", "start": 1, "k": 1, "n_tokens": n}
+        trace["data"] = base64.b64encode(data).decode()
+        lines = [json.dumps(x) for x in ({"run": head}, sample, {"trace": trace})]
+        if name not in ("v3", "trace-cut"):
+            digest = hashlib.sha256("".join(f"{x}\n" for x in lines).encode()).hexdigest()
+            lines.append(json.dumps({"end": {"samples": 1, "traces": 1, "sha256": digest}}))
+        (w / f"{name}.jsonl").write_text("".join(f"{x}\n" for x in lines))
+
+
 def _harness_outputs(w: Path) -> None:
     lm = w / "lmeval"
     shutil.copytree(FIXTURES / "lmeval" / "gsm8k-smollm2-tp1", lm)
@@ -350,11 +468,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _imports(w)
     _policies(w)
     _harness_outputs(w)
+    _outputs(w)
+    _traced(w)
     return w
 
 
 def _run(case: Row, inputs: Path, w: Path) -> subprocess.CompletedProcess[str]:
-    shutil.copytree(inputs, w)  # a row's writes (or wrongly deleted files) stay its own
+    # A row's writes (or wrongly deleted files) stay its own; a link stays a link.
+    shutil.copytree(inputs, w, symlinks=True)
     args = [a.replace("{w}", str(w)) for a in case.args]
     env = {**os.environ, "EVALPIPE_STORE": str(w / "default.db"), "EVALPIPE_RUNS_DIR": str(w)}
     return subprocess.run(

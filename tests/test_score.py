@@ -99,7 +99,9 @@ def db(tmp_path: Path) -> str:
 
 
 def _score(db: str, run: str, against: str, **kw: Any) -> Any:
-    return api.score(run, against, store=db, progress=False, **kw)
+    """``score`` on the prefill path unless ``path`` says otherwise: most of these tests are
+    about prompt-logprob scoring (the default path, forced-decode, has its own tests)."""
+    return api.score(run, against, store=db, progress=False, **{"path": "prefill", **kw})
 
 
 def _forced_bodies(fake: FakeForced) -> dict[str, dict[str, Any]]:
@@ -260,7 +262,7 @@ def test_refusals_say_why(db: str) -> None:
         with pytest.raises(EvalpipeError, match="pass --baseline-endpoint URL"):
             _score(db, "served", "base", endpoint=srv.url)
         assert srv.bodies == [] and srv.tokenized == []
-        with pytest.raises(EvalpipeError, match="--logprobs must be at least 1"):
+        with pytest.raises(EvalpipeError, match="--logprobs must be a whole number from 1 to 64"):
             _score(db, "served", "base", endpoint=srv.url, logprobs=0)
         with pytest.raises(EvalpipeError, match="above vLLM's default cap of 20"):
             _score(db, "served", "base", endpoint=srv.url, logprobs=21)
@@ -315,7 +317,10 @@ def test_the_cli_prints_the_summary_and_the_next_command(
     assert [line for line in out.splitlines() if line.startswith("  ")] == [
         "  run base (tp1): 3 of 3 items scored now, 0 already stored, 0 errors"
     ]
-    assert out.rstrip().endswith("next: evalpipe compare base --baseline base")
+    # Nothing to compare a run with itself: no `compare base --baseline base`, which compare
+    # refuses (a hint must work when followed), but what to do instead.
+    assert "evalpipe compare" not in out
+    assert out.rstrip().endswith("score a run of another layout against it")
 
 
 def test_concurrency_defaults_to_the_runs_and_can_be_lowered(db: str, tmp_path: Path) -> None:
@@ -327,7 +332,7 @@ def test_concurrency_defaults_to_the_runs_and_can_be_lowered(db: str, tmp_path: 
     assert lowered.generation.concurrency == 4 and lowered.generation.logprobs == 5
     with open_store(db) as s:
         add_run(s, "base", _config("tp1"))
-    with pytest.raises(EvalpipeError, match="--concurrency must be at least 1"):
+    with pytest.raises(EvalpipeError, match="--concurrency must be a whole number from 1 to 1024"):
         _score(db, "base", "base", endpoint="http://127.0.0.1:9", concurrency=0)
 
 
@@ -344,7 +349,7 @@ def test_limit_scores_the_first_items_in_dataset_order_on_every_side(db: str) ->
     with open_store(db) as s:
         assert sorted(read_traces(s, "base", "base")) == sorted(PROMPTS)
     assert report.targets[0].scored == 2
-    with pytest.raises(EvalpipeError, match="--limit must be at least 1"):
+    with pytest.raises(EvalpipeError, match="--limit must be a whole number from 1 to"):
         _score(db, "base", "base", endpoint="http://127.0.0.1:9", limit=0)
 
 
@@ -375,3 +380,73 @@ def test_scoring_a_faulted_run_re_creates_its_fault_and_a_clean_one_none(
     assert engine_spec(faulted, None, "--endpoint", 5).env["EVALPIPE_FAULT"] == fault
     clean = Run("c", _config("tp1", engine_kind="serve"), "finished", "t")
     assert engine_spec(clean, None, "--endpoint", 5).env["EVALPIPE_FAULT"] == ""
+
+
+def test_forced_decode_generates_the_baselines_ids_and_compare_reads_them(db: str) -> None:
+    """The decode path of teacher forcing: each item's prompt ids with the baseline's ids to
+    force (never appended to the prompt), traces under decode:BASELINE, every position
+    compared by compare's forced-decode path."""
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+        add_run(s, "run", _config("tp2"))
+    with FakeForced(MODEL) as srv, FakeForced(MODEL, shift=0.01) as other:
+        report = _score(
+            db, "run", "base", endpoint=other.url, baseline_endpoint=srv.url, path="forced-decode"
+        )
+        bodies = other.bodies
+    assert report.source == "decode:base" and report.n_errors == 0
+    sent = {tuple(b["vllm_xargs"]["evalpipe_force"]): b["prompt"] for b in bodies}
+    assert sent == {tuple(FORCED[i]): fake_tokens(PROMPTS[i]) for i in PROMPTS}
+    with open_store(db) as s:
+        traces = read_traces(s, "run", "decode:base")
+        assert read_traces(s, "run", "base") == {}  # nothing on the prefill path
+    assert {i: t.trace.token_ids.tolist() for i, t in traces.items()} == FORCED
+    (c,) = api.compare(db, ["run"], baseline="base", force=True)
+    assert c.tokens is not None
+    path = c.tokens.paths["forced-decode"]
+    assert path.n_tokens == sum(map(len, FORCED.values()))  # every position, no cascade
+    assert "forced" in c.tokens.unavailable  # the prefill path was not scored
+
+
+def test_a_server_without_the_forcing_processor_is_refused_with_the_flag(db: str) -> None:
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1"))
+    with FakeForced(MODEL, forcing=False) as srv, pytest.raises(EvalpipeError) as exc:
+        _score(db, "base", "base", endpoint=srv.url, path="forced-decode")
+    assert "--logits-processors evalpipe.engine.plugin.forcing:ForceTokens" in str(exc.value)
+    with open_store(db) as s:
+        assert read_traces(s, "base", "decode:base") == {}  # nothing half-made stored
+
+
+def test_forced_ids_outside_the_vocabulary_are_refused_never_scored(
+    db: str, tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"vocab_size": 70}')  # items 1 and 2 force ids >= 70
+    with open_store(db) as s:
+        add_run(s, "base", _config("tp1", model=str(model)))
+    with FakeForced(str(model)) as srv:
+        report = _score(
+            db, "base", "base", endpoint=srv.url, path="forced-decode", max_error_rate=1.0
+        )
+        sent = [b["vllm_xargs"]["evalpipe_force"] for b in srv.bodies]
+    assert sent == [FORCED["0"]]
+    (target,) = report.targets
+    assert set(target.errors) == {"1", "2"}
+    assert "outside the scoring model's vocabulary of 70" in target.errors["1"]
+
+
+def test_the_prefill_chunk_fits_the_vocabulary_rows_in_memory() -> None:
+    """Gemma-3's 262 144-token vocabulary costs 3 MiB of prompt logprobs a position: 20 GiB
+    available give 2 560 positions, tp2 half of it; a vocabulary too large even for 256
+    positions is refused with the forced-decode path to use instead."""
+    from evalpipe.run.score_engine import prefill_chunk
+
+    gib = 2**30
+    assert prefill_chunk(262_144, 20 * gib) == 2560
+    assert prefill_chunk(262_144, 20 * gib, ranks=2) == 1280
+    assert prefill_chunk(49_152, 64 * gib) == 8192  # capped
+    assert prefill_chunk(None, 20 * gib) is None and prefill_chunk(262_144, None) is None
+    with pytest.raises(EvalpipeError, match="--path forced-decode"):
+        prefill_chunk(262_144, gib)

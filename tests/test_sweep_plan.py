@@ -108,12 +108,14 @@ def test_every_problem_is_refused_at_once_with_its_line() -> None:
     assert "plan.yaml:5: unknown task 'gsm9k'" in message
     assert "plan.yaml:7: layout tp2dcp3 cannot run on platform" in message
     assert "plan.yaml:8: tp1=tp1: a layout is not its own baseline" in message
-    assert "plan.yaml:9: repeat must be an integer ≥ 1" in message
+    assert "plan.yaml:9: repeat must be a whole number from 1 to 100, not 0" in message
     assert "plan.yaml:10: unknown key 'colour'" in message
 
 
 def test_missing_lists_duplicates_and_bad_yaml_are_refused() -> None:
-    assert "models is missing or empty" in _refusal("tasks: [arith]\nlayouts: [tp1]\n")
+    # A missing key is on no line (not the plan's line 1); an empty one is on its own.
+    assert "  plan.yaml: models is missing" in _refusal("tasks: [arith]\nlayouts: [tp1]\n")
+    assert "plan.yaml:2: tasks is empty" in _refusal("models: [m]\ntasks: []\nlayouts: [tp1]\n")
     dup = _refusal("models: [smollm2]\ntasks: [arith, arith]\nlayouts: [tp1]\n")
     assert "plan.yaml:2: task arith is listed twice" in dup
     with pytest.raises(EvalpipeError, match=r"plan.yaml: not a valid sweep plan: line 2"):

@@ -5,6 +5,7 @@ traces (:func:`add_traced_run`) for what reads the store, made without an engine
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,15 +16,64 @@ from evalpipe.compare.core import Answer, Comparison, compare_answers
 from evalpipe.compare.tokens.types import (
     Bin,
     BoundaryTest,
-    FloorTest,
+    Decision,
+    DivergenceShare,
+    Excess,
     MetricSummary,
+    PartingSplit,
     PathComparison,
+    TailTest,
     TokenComparison,
+    Tolerance,
 )
 from evalpipe.records import Run, Sample
 from evalpipe.store import Store
 from evalpipe.store.traces import put_traces
-from evalpipe.traces import DECODE, StoredTrace, TokenTrace
+from evalpipe.traces import DECODE, StoredTrace, TokenTrace, trace_of
+
+BASE_P = (0.5, 0.3, 0.15)
+"""The baseline's top-3 probabilities at every position of :func:`kl_pair` (the rest 0.05)."""
+
+
+def _shift_for(kl: np.ndarray) -> np.ndarray:
+    """The mass s moved from token 0 to token 1 that makes KL(base ‖ run) equal ``kl``."""
+    p0, p1 = BASE_P[:2]
+    low, high = np.zeros_like(kl), np.full_like(kl, p0 - 1e-6)
+    for _ in range(80):
+        mid = (low + high) / 2
+        f = p0 * np.log(p0 / (p0 - mid)) + p1 * np.log(p1 / (p1 + mid))
+        low, high = np.where(f < kl, mid, low), np.where(f < kl, high, mid)
+    return (low + high) / 2
+
+
+def kl_pair(
+    kl: Sequence[float],
+    item: str,
+    start: int = 0,
+    runs: tuple[str, str] = ("b", "r"),
+    source: str = "b",
+) -> tuple[StoredTrace, StoredTrace]:
+    """A (baseline, run) pair of traces (run ids ``runs``, trace ``source``) whose per-position
+    KL is ``kl`` (up to ~1.6 nats; exact up to float32 logprobs): the run moves mass from token
+    0 to token 1, the token ids stay the same."""
+    s = _shift_for(np.asarray(kl, dtype=np.float64))
+    n = s.size
+    p0, p1, p2 = BASE_P
+
+    def one(q0: np.ndarray, q1: np.ndarray) -> Any:
+        tops = [
+            [(0, math.log(a)), (1, math.log(b)), (2, math.log(p2))]
+            for a, b in zip(q0, q1, strict=True)
+        ]
+        return trace_of([0] * n, [math.log(a) for a in q0], tops, 3)
+
+    base = one(np.full(n, p0), np.full(n, p1))
+    run = one(p0 - s, p1 + s)
+    return (
+        StoredTrace(runs[0], item, source, start, base),
+        StoredTrace(runs[1], item, source, start, run),
+    )
+
 
 KL = MetricSummary(
     mean=1.234e-4,
@@ -34,22 +84,69 @@ KL = MetricSummary(
     max=7.0e-3,
     worst_item="12",
     worst_position=345,
+    level=0.95,
 )
 DLOGPROB = MetricSummary(3.21e-3, 2.5e-3, 3.9e-3, 4.4e-2, 9.9e-2, 0.2, "7", 200)
 TOP1 = MetricSummary(0.0052, 0.0031, 0.0073, 1.0, 1.0, 1.0, "7", 200)
-FLOOR = FloorTest(
+EXCESS = Excess(
     n_items=100,
     pair_mean=1.234e-4,
     floor_mean=4.5e-5,
-    difference=7.84e-5,
+    estimate=7.84e-5,
     ci_low=5.0e-5,
     ci_high=float("inf"),
-    p_value=0.0012,
+    level=0.95,
+    spread=2.0e-4,
+    item_values=(7.0e-5, 8.68e-5),
+)
+TAIL = TailTest(
+    tolerance=2e-5,
+    n_items=98,
+    p_value=0.0004,
+    worst_item="12",
+    worst_tokens=80,
+    worst_typical=3.0e-3,
+    worst_mean=7.0e-3,
+    first_bad_position=340,
+)
+DECISION = Decision(
+    tolerance=Tolerance(2e-5, "given"),
+    alpha=0.05,
+    p_ok=0.99,
+    p_drift=0.0008,
+    p_mean_drift=0.0012,
+    p_ok_adjusted=0.99,
+    p_drift_adjusted=0.0008,
+    comparisons=1,
+    items_needed=12.0,
+    min_items=10,
+    floor=True,
 )
 
 
+DECISIONS = {
+    "token-drift": DECISION,
+    "ok": dataclasses.replace(
+        DECISION,
+        tolerance=Tolerance(1e-3, "given"),
+        p_ok=0.001,
+        p_drift=1.0,
+        p_mean_drift=1.0,
+        p_ok_adjusted=0.001,
+        p_drift_adjusted=1.0,
+    ),
+    "inconclusive": dataclasses.replace(
+        DECISION, p_ok=0.4, p_drift=0.6, p_mean_drift=0.6, p_ok_adjusted=0.4, p_drift_adjusted=0.6
+    ),
+}
+"""Decision figures that give each verdict (the gate re-decides from them, Holm-adjusted)."""
+
+
 def decode_path(**changes: Any) -> PathComparison:
-    """A decode path that drifts: every figure filled, offsets against a period of 128."""
+    """A decode path that drifts: every figure filled, offsets against a period of 128; a
+    ``verdict`` given brings the decision figures that give it."""
+    if "verdict" in changes and "decision" not in changes:
+        changes["decision"] = DECISIONS.get(changes["verdict"], DECISION)
     path = PathComparison(
         path="decode",
         n_items=120,
@@ -59,16 +156,20 @@ def decode_path(**changes: Any) -> PathComparison:
         greedy_agreement=0.725,
         first_divergence=(130, 250, 300, 410, 700),
         divergence_offsets=(2, -6, 44, 26, -60),
+        divergence_share=DivergenceShare(128, 16, 5, 2, 1.3, 0.37),
+        parting=PartingSplit(9871, 1.1e-4, 1.0e-4, 1.3e-4, 5, 2.5e-2),
         by_residue=(
             Bin("near", 0, 15, 110, 1200, 2.1e-4, 1.5e-4, 2.7e-4),
             Bin("rest", 16, 127, 120, 8676, 1.1e-4, 0.9e-4, 1.3e-4),
         ),
         by_band=(Bin("0-511", 0, 511, 120, 9000, 1.2e-4, 1.0e-4, 1.4e-4),),
-        boundary=BoundaryTest(128, 16, 110, 2.1e-4, 1.1e-4, 1.0e-4, 4.0e-5, 1.6e-4, 0.003),
-        floor=FLOOR,
+        boundary=BoundaryTest(128, (0, 1, 2, 4, 8, 16), 1, 110, 300, 0.03, 0.09, 3.0, 0.003, 999),
+        excess=EXCESS,
+        tail=TAIL,
         floor_metrics={"kl": dataclasses.replace(KL, mean=4.5e-5)},
+        decision=DECISION,
         verdict="token-drift",
-        reason="mean KL exceeds the baseline-repeat floor (one-sided p=0.0012)",
+        reason="KL over the floor 7.84e-05 [5.00e-05, +∞] (95%) on 100 items is above τ",
         missing_tokens=3,
     )
     return dataclasses.replace(path, **changes)

@@ -11,6 +11,7 @@ from evalpipe.errors import EvalpipeError
 
 if TYPE_CHECKING:
     from evalpipe.compare.core import Comparison
+    from evalpipe.compare.tokens.verdict import TokenMargin
     from evalpipe.records import Run
     from evalpipe.store import Store
 
@@ -25,19 +26,34 @@ def compare(
     min_n: int = 100,
     force: bool = False,
     shard_period: int | None = None,
+    token_margin: str | float | None = None,
+    token_reference: str | None = None,
+    run_flag: bool = True,
 ) -> list[Comparison]:
     """Compare each run with its baseline (``baseline`` run id, or the automatic one on
     ``baseline_layout`` / the non-CP layout); Holm-adjusted when several runs are given.
-    ``shard_period`` overrides the layout's shard period for the boundary breakdown."""
+    ``shard_period`` overrides the layout's shard period for the boundary breakdown.
+    ``token_margin`` is the token tolerance τ (a number, ``decode=X,forced=Y`` or ``Nx``, see
+    :func:`evalpipe.compare.tokens.verdict.margin_from`); with ``Nx``, ``token_reference``
+    names the reference pair, ``RUN`` or ``RUN:BASELINE``. ``run_flag`` False: the caller has
+    no ``--baseline RUN_ID`` for messages to suggest."""
     from evalpipe.compare.core import adjust
     from evalpipe.compare.runs import compare_runs
+    from evalpipe.limits import check_shard_period
     from evalpipe.store import open_store
 
     _check_thresholds(margin, alpha, min_n)
-    with open_store(store) as s:
+    check_shard_period(shard_period)
+    tokens_margin = _token_margin(token_margin, token_reference)
+    # Reads only: a typo in --store must not leave a new, empty store behind.
+    with open_store(store, create=False, empty_ok=False) as s:
+        reference = None
+        if token_reference:
+            ref_id, _, ref_base = token_reference.partition(":")
+            reference = pair_of(s, ref_id, ref_base or None)
         results = []
         for rid in run_ids:
-            r, b = pair_of(s, rid, baseline, baseline_layout)
+            r, b = pair_of(s, rid, baseline, baseline_layout, run_flag)
             results.append(
                 compare_runs(
                     s,
@@ -48,24 +64,56 @@ def compare(
                     min_n=min_n,
                     force=force,
                     shard_period=shard_period,
+                    token_margin=tokens_margin,
+                    token_reference=reference,
                 )
             )
         return adjust(results)
 
 
+def _token_margin(value: str | float | None, reference: str | None) -> TokenMargin | None:
+    """The token margin of ``--token-margin`` / ``--token-reference``, refused (exit 2) when it
+    is no positive τ, or a relative one without its reference pair (or the reverse)."""
+    from evalpipe.compare.tokens.verdict import margin_from
+
+    if value is None:
+        if reference:
+            raise EvalpipeError(
+                "--token-reference is read only with a relative --token-margin, e.g. "
+                "--token-margin 3x",
+                exit_code=2,
+            )
+        return None
+    try:
+        margin = margin_from(value)
+    except ValueError as exc:
+        raise EvalpipeError(f"--token-margin: {exc}", exit_code=2) from exc
+    if (margin.factor is not None) != bool(reference):
+        raise EvalpipeError(
+            "--token-margin Nx (a factor of a reference pair's upper bound) and "
+            "--token-reference RUN[:BASELINE] go together",
+            exit_code=2,
+        )
+    return margin
+
+
 def pair_of(
-    store: Store, run_id: str, baseline: str | None = None, baseline_layout: str | None = None
+    store: Store,
+    run_id: str,
+    baseline: str | None = None,
+    baseline_layout: str | None = None,
+    run_flag: bool = True,
 ) -> tuple[Run, Run]:
     """Run ``run_id`` and its baseline: the run ``baseline`` names (id or prefix), else
     (None or ``auto``) the latest finished run that pairs with it on ``baseline_layout`` or
-    its non-CP layout. A run is never its own baseline."""
+    its non-CP layout. A run is never its own baseline. ``run_flag``: see :func:`compare`."""
     from evalpipe.compare.pairing import find_baseline
 
     r = store.get_run(run_id)
     if baseline and baseline != "auto":
         b = store.get_run(baseline)
     else:
-        b = find_baseline(store, r, baseline_layout)
+        b = find_baseline(store, r, baseline_layout, run_flag)
     if b.run_id == r.run_id:
         # Every item agrees with itself: a clean "no drift" that means nothing.
         raise EvalpipeError(
@@ -106,7 +154,7 @@ def tagged_comparisons(
     if not run_ids:
         if not tag:
             raise EvalpipeError("select runs with --run RUN_ID or --tag TAG")
-        with open_store(store) as s:
+        with open_store(store, create=False, empty_ok=False) as s:
             tagged = [r for r in s.list_runs(status="finished") if tag in r.tags]
         run_ids = [
             r.run_id
@@ -119,7 +167,7 @@ def tagged_comparisons(
                 f"no finished run tagged {tag!r} to compare (tag runs with "
                 "`evalpipe run … --tag TAG`; non-CP runs count only with --baseline-layout)"
             )
-    return compare(store, run_ids, baseline_layout=baseline_layout, margin=margin)
+    return compare(store, run_ids, baseline_layout=baseline_layout, margin=margin, run_flag=False)
 
 
 def comparison_json(c: Comparison) -> dict[str, Any]:

@@ -31,7 +31,12 @@ def dashboard(
         summary = dashboard("evalpipe.db", "site", pairs=["tp2=tp1"])
         print(summary.index)
     """
+    from evalpipe.api.stored import store_inputs
+    from evalpipe.layout import parse
+    from evalpipe.limits import check_shard_period
+    from evalpipe.paths import check_folder_output
     from evalpipe.report.dashboard import render_dashboard
+    from evalpipe.report.site import writes
     from evalpipe.store import open_store
 
     mapping: dict[str, str] = {}
@@ -39,8 +44,16 @@ def dashboard(
         run_layout, sep, base_layout = item.partition("=")
         if not sep or not run_layout or not base_layout:
             raise EvalpipeError(f"--pair takes LAYOUT=BASELINE_LAYOUT (e.g. tp2=tp1), got {item!r}")
+        if parse(run_layout) == parse(base_layout):
+            # Every run would be its own baseline: no comparison, silently.
+            raise EvalpipeError(
+                f"--pair {item}: a layout is not its own baseline; name another layout after "
+                "the = (e.g. tp2=tp1)"
+            )
         mapping[run_layout] = base_layout
-    with open_store(store, create=False) as s:
+    check_shard_period(shard_period)
+    check_folder_output("--out", out, store_inputs(store), writes)
+    with open_store(store, create=False, empty_ok=False) as s:
         return render_dashboard(
             s, Path(out), pairs=mapping, title=title, shard_period=shard_period, force=force
         )

@@ -35,13 +35,21 @@ def gate(
         decision = gate("evalpipe.db", "examples/release.yaml", tag="rc1", junit="gate.xml")
         print(format_gate(decision))
     """
+    from evalpipe.api.stored import store_inputs
     from evalpipe.gate.policy import EXIT_BAD_POLICY, load_policy
-    from evalpipe.paths import write_atomic
+    from evalpipe.paths import check_outputs, write_atomic
     from evalpipe.report.gate import render_junit, render_markdown
 
     if tag is not None and select not in (None, "latest"):
         raise EvalpipeError("give --select latest or --tag TAG, not both", EXIT_BAD_POLICY)
     loaded = load_policy(policy)  # first: a bad policy is reported even without a store
+    # Before deciding: a refused output must leave no decision behind (later "loosened since
+    # decision #N" notices count them), and must never overwrite the store or the policy.
+    check_outputs(
+        [("--junit", junit), ("--markdown", markdown)],
+        [*store_inputs(store), ("the policy", policy)],
+        exit_code=EXIT_BAD_POLICY,
+    )
     decision = _decide(store, loaded, tag=tag, record=record)
     for path, render in ((junit, render_junit), (markdown, render_markdown)):
         if path:

@@ -35,7 +35,7 @@ def import_jsonl(store: str | None, path: str) -> str:
         except OSError as exc:
             raise EvalpipeError(f"cannot read {path}: {exc.strerror}") from None
     with source if path != "-" else nullcontext(source), open_store(store) as s:
-        return import_run(s, source, source=name)
+        return import_run(s, source, source=name, log=lambda m: print(m, file=sys.stderr))
 
 
 def import_lmeval(

@@ -59,15 +59,25 @@ def run_with_baseline(
     """
     from evalpipe.engine.args import pairs_for
     from evalpipe.layout import parse
+    from evalpipe.limits import MAX_REPEAT, check_int
     from evalpipe.run.cpu_dcp import pair_engine_args
     from evalpipe.run.plan import precheck
 
+    check_int("--repeat", repeat, 1, MAX_REPEAT)
     layout = parse(options.layout)
-    base = baseline_layout or (layout.baseline().canonical if layout.is_cp else None)
+    base = parse(baseline_layout).canonical if baseline_layout else None
+    base = base or (layout.baseline().canonical if layout.is_cp else None)
     if base is None:
         raise EvalpipeError(
             f"{layout.canonical} is not context-parallel, so it has no automatic baseline; "
             "pass --baseline-layout L (e.g. tp1)"
+        )
+    if base == layout.canonical:
+        # Both would be the same run (the baseline's is reused): a comparison with itself.
+        raise EvalpipeError(
+            f"--baseline-layout {baseline_layout} is the run's own layout: a baseline runs on "
+            "another layout (e.g. --baseline-layout tp1); repeats of one layout are "
+            "--repeat K, without --with-baseline"
         )
     # The baseline's generated long-context items straddle the CP run's shard boundaries.
     shard_layout = options.shard_layout or options.layout
@@ -96,8 +106,9 @@ def run_repeated(options: RunOptions, repeat: int = 1, reuse: bool | None = None
     index is returned instead of run again, so ``--repeat 3`` after ``--repeat 2`` adds one.
     A single plain run always runs.
     """
-    if repeat < 1:
-        raise EvalpipeError("--repeat must be at least 1")
+    from evalpipe.limits import MAX_REPEAT, check_int
+
+    check_int("--repeat", repeat, 1, MAX_REPEAT)
     reuse = repeat > 1 if reuse is None else reuse
     return [
         run(dataclasses.replace(options, repeat_index=i, reuse_finished=reuse))

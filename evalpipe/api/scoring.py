@@ -28,7 +28,7 @@ def score(
     limit: int | None = None,
     runs_dir: Path | None = None,
     progress: bool = True,
-    path: str = "prefill",
+    path: str = "forced-decode",
 ) -> ScoreReport:
     """Score BASELINE's (``against``) generated tokens on RUN's engine, and on BASELINE's own
     engine for BASELINE and (``floor``; default: when it has any) its repeats; store the
@@ -82,8 +82,23 @@ def format_score(report: ScoreReport, errors_shown: int = 3) -> str:
         )
         lines += [f"  {rid} item {item}: {reason}" for rid, item, reason in failed[:errors_shown]]
     lines += [f"note: {text}" for text in report.notices]
-    lines.append(f"next: evalpipe compare {report.run_id} --baseline {report.baseline_id}")
+    following = next_command(report)
+    if following is None:
+        lines.append(
+            f"note: {report.run_id} scored its own tokens (its engine's reference for the "
+            "noise floor); to compare, score a run of another layout against it"
+        )
+    else:
+        lines.append(f"next: {following}")
     return "\n".join(lines)
+
+
+def next_command(report: ScoreReport) -> str | None:
+    """The comparison the scores were made for, as a command that finds the same store; none
+    when a run scored its own tokens (a run is not compared with itself)."""
+    if report.run_id == report.baseline_id:
+        return None
+    return f"evalpipe compare {report.run_id} --baseline {report.baseline_id}{report.store_flag}"
 
 
 def score_json(report: ScoreReport) -> dict[str, Any]:
@@ -108,5 +123,5 @@ def score_json(report: ScoreReport) -> dict[str, Any]:
             }
             for t in report.targets
         ],
-        "next": f"evalpipe compare {report.run_id} --baseline {report.baseline_id}",
+        "next": next_command(report),
     }

@@ -23,8 +23,18 @@ def copy_store(src: str, dst: str, run_ids: Sequence[str] | None = None) -> Copy
     """``evalpipe store copy``: runs (ids or unique prefixes; all when ``None``) from the
     existing store ``src`` into ``dst`` (created or migrated as needed). Copying again
     writes nothing new; conflicts are reported, not raised, and the other runs are copied."""
+    from evalpipe.errors import EvalpipeError
     from evalpipe.importers.transfer import copy_runs
+    from evalpipe.paths import check_outputs, store_files
     from evalpipe.store import open_store
+    from evalpipe.store.connect import resolve
 
-    with open_store(src, create=False) as source, open_store(dst) as target:
+    source_at, target_at = resolve(src), resolve(dst)
+    if target_at.path is not None:
+        inputs = [("the source store", p) for p in store_files(source_at.path)]
+        check_outputs([("the destination", target_at.path)], inputs)
+    elif source_at.path is None and source_at.url == target_at.url:
+        raise EvalpipeError(f"the source and the destination are one store ({source_at.name})")
+
+    with open_store(src, create=False, empty_ok=False) as source, open_store(dst) as target:
         return copy_runs(source, target, run_ids)

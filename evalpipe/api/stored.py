@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from evalpipe.errors import EvalpipeError
 from evalpipe.records import Run
 from evalpipe.report.textfmt import safe
 
@@ -22,6 +24,7 @@ def format_run_summary(run: Run, store: str | None, details: bool = False) -> st
     Stored text is shown with control characters escaped (an imported model name is
     untrusted)."""
     from evalpipe.store import describe_store
+    from evalpipe.store.connect import resolve
 
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.1%}"
@@ -34,12 +37,14 @@ def format_run_summary(run: Run, store: str | None, details: bool = False) -> st
         f", {pct(run.accuracy_flexible)} flexible; infrastructure errors {run.n_errors}",
         f"  {run.duration_s or 0:.1f}s, {run.throughput_tok_s or 0:.1f} output tok/s",
     ]
+    flag = resolve(store).flag  # a suggested command finds the store this one used
     if not details:
-        return "\n".join([*head, f"  stored in {describe_store(store)} (evalpipe runs show {rid})"])
-    return "\n".join([*head, *_details(run), f"  stored in {describe_store(store)}"])
+        shown = f"evalpipe runs show {shlex.quote(rid)}{flag}"
+        return "\n".join([*head, f"  stored in {describe_store(store)} ({shown})"])
+    return "\n".join([*head, *_details(run, flag), f"  stored in {describe_store(store)}"])
 
 
-def _details(run: Run) -> list[str]:
+def _details(run: Run, flag: str = "") -> list[str]:
     c, rid = run.config, safe(run.run_id)
 
     def pairs(values: dict[str, Any]) -> str:
@@ -60,12 +65,39 @@ def _details(run: Run) -> list[str]:
         lines.append(f"  tags {safe(', '.join(run.tags))}")
     if run.message:
         lines.append(f"  message {safe(run.message, 300)}")
+    q = shlex.quote(rid)  # an imported run's id may hold anything
     lines += [
-        f"  every field: evalpipe runs show {rid} --json",
-        f"  its samples: evalpipe runs export {rid} -o run.jsonl",
-        f"  against its baseline: evalpipe compare {rid}",
+        f"  every field: evalpipe runs show {q} --json{flag}",
+        f"  its samples: evalpipe runs export {q} -o run.jsonl{flag}",
     ]
+    if _has_automatic_baseline(run):  # else `compare RUN` has no baseline to look for
+        lines.append(f"  against its baseline: evalpipe compare {q}{flag}")
     return lines
+
+
+def _has_automatic_baseline(run: Run) -> bool:
+    from evalpipe.layout import LayoutError, parse
+
+    try:
+        return parse(run.config.layout).is_cp or run.config.fault is not None
+    except LayoutError:
+        return False
+
+
+def store_inputs(store: str | None) -> list[tuple[str, Path | None]]:
+    """The store's files as a command's inputs, for :func:`evalpipe.paths.check_outputs`
+    (none for a server)."""
+    from evalpipe.paths import store_files
+    from evalpipe.store.connect import resolve
+
+    try:
+        path = resolve(store).path
+    except EvalpipeError:
+        return []  # not a store location at all: the command's own open says so, its way
+    if path is None:
+        return []
+    side = [(f"the store's {f.name.removeprefix(path.name)} file", f) for f in store_files(path)]
+    return [("the store", path), *side[1:]]
 
 
 def list_runs(
@@ -76,14 +108,14 @@ def list_runs(
 ) -> list[Run]:
     from evalpipe.store import open_store
 
-    with open_store(store) as s:
+    with open_store(store, create=False, empty_ok=False) as s:
         return s.list_runs(task=task, layout=layout, limit=limit)
 
 
 def get_run(store: str | None, run_id: str) -> Run:
     from evalpipe.store import open_store
 
-    with open_store(store) as s:
+    with open_store(store, create=False, empty_ok=False) as s:
         return s.get_run(run_id)
 
 
@@ -115,10 +147,13 @@ def export_run(store: str | None, run_id: str, out: TextIO | str | Path) -> None
         export_run("evalpipe.db", "20261128-065414-3f2a9c", "run.jsonl")
     """
     from evalpipe.importers.jsonl import export_run as _export
-    from evalpipe.paths import open_atomic
+    from evalpipe.paths import check_outputs, open_atomic
     from evalpipe.store import open_store
 
-    with open_store(store) as s:
+    if isinstance(out, (str, Path)):
+        # Before the store is opened: `-o evalpipe.db` must not replace the store it reads.
+        check_outputs([("-o", out)], store_inputs(store))
+    with open_store(store, create=False, empty_ok=False) as s:
         found = s.get_run(run_id).run_id  # before any file is opened: a typo writes nothing
         if not isinstance(out, (str, Path)):
             _export(s, found, out)

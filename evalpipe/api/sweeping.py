@@ -77,16 +77,32 @@ def plan_sweep(settings: SweepSettings) -> SweepPlan:
         except (OSError, UnicodeDecodeError) as exc:
             raise EvalpipeError(f"cannot read the sweep plan {settings.plan}: {exc}") from exc
         data, lines = read_plan_text(text, source)
+    _check_flags(settings)
     for key, value in settings.overrides.items():
         data[key] = value
         lines = {k: v for k, v in lines.items() if not k or k[0] != key}  # a flag has no line
+    template = _absolute(settings.template)
+    return expand(data, template, source, lines, resolve_model, tuple(settings.overrides))
+
+
+def _check_flags(settings: SweepSettings) -> None:
+    """The sweep's own numbers, and the plan keys given as flags, within their bounds (a
+    usage error, exit 2, naming the bound; a plan file's values are refused with its line)."""
+    from evalpipe import limits as lim
+
     if settings.executor not in EXECUTORS:
-        raise EvalpipeError(f"--executor must be one of {', '.join(EXECUTORS)}")
-    if settings.max_retries < 0:
-        raise EvalpipeError("--max-retries must be 0 or more")
-    if not settings.progress_every_s > 0:
-        raise EvalpipeError("--progress-every must be a positive number of seconds")
-    return expand(data, _absolute(settings.template), source, lines, resolve_model)
+        raise EvalpipeError(f"--executor must be one of {', '.join(EXECUTORS)}", lim.USAGE)
+    lim.check_int("--max-retries", settings.max_retries, 0, lim.MAX_RETRIES)
+    lim.check_int("--devices", settings.devices, 1, lim.MAX_DEVICES)
+    lim.check_seconds("--progress-every", settings.progress_every_s)
+    flags = settings.overrides
+    for key, low, high in (
+        ("repeat", 1, lim.MAX_REPEAT),
+        ("limit", 1, lim.INT64_MAX),
+        ("concurrency", 1, lim.MAX_CONCURRENCY),
+        ("logprobs", 0, lim.MAX_LOGPROBS),
+    ):
+        lim.check_int(f"--{key}", flags.get(key), low, high)
 
 
 def _absolute(template: RunOptions) -> RunOptions:
@@ -110,7 +126,7 @@ def sweep(settings: SweepSettings, say: Say = _stderr) -> SweepOutcome:
 
     began = time.monotonic()
     plan = plan_sweep(settings)
-    _check_outputs(settings)
+    _check_outputs(plan, settings)
     ray_settings = _check_devices(plan, settings)
     precheck(*(c.options for c in plan.cells))
     states = tuple(plan_states(plan, settings.template.store))
@@ -127,14 +143,24 @@ def sweep(settings: SweepSettings, say: Say = _stderr) -> SweepOutcome:
     return dataclasses.replace(outcome, gate=gate, dashboard=board, wall_s=wall)
 
 
-def _check_outputs(settings: SweepSettings) -> None:
-    """A bad policy or dashboard folder is refused now, not after hours of engine time."""
+def _check_outputs(plan: SweepPlan, settings: SweepSettings) -> None:
+    """A bad policy or dashboard folder is refused now, not after hours of engine time; so
+    is a dashboard folder that would write over the sweep's inputs."""
+    from evalpipe.api.stored import store_inputs
     from evalpipe.gate.policy import load_policy
-    from evalpipe.report.site import check_out_dir
+    from evalpipe.paths import check_folder_output
+    from evalpipe.report.site import check_out_dir, writes
 
     if settings.policy is not None:
         load_policy(settings.policy)
     if settings.dashboard is not None:
+        inputs = [
+            *store_inputs(_store(plan)),
+            ("the plan", settings.plan),
+            ("the policy", settings.policy),
+            *(("a data file", c.options.data) for c in plan.cells),
+        ]
+        check_folder_output("--dashboard", settings.dashboard, inputs, writes)
         check_out_dir(Path(settings.dashboard))
 
 
@@ -144,11 +170,13 @@ def plan_states(plan: SweepPlan, store_url: str | None) -> list[CellState]:
     does not exist yet is not created (every cell is new), and an unreachable store or a
     plan's endpoint is refused here, before anything starts."""
     from evalpipe.store import open_store
-    from evalpipe.store.connect import resolve
+    from evalpipe.store.connect import check_sqlite_path, resolve
     from evalpipe.sweep.state import cell_states
 
     where = _store(plan) or store_url
     path = resolve(where).path
+    if path is not None and not path.exists():
+        check_sqlite_path(path, create=True)  # a missing folder now, not in every group
     store = open_store(":memory:" if path is not None and not path.exists() else where)
     with store:
         out: list[CellState] = []
@@ -167,7 +195,9 @@ def _check_devices(plan: SweepPlan, settings: SweepSettings) -> RaySettings | No
     from evalpipe.sweep import devices
 
     if settings.executor == "local":
-        available = settings.devices or devices.local_devices(settings.template.platform)
+        available = settings.devices
+        if available is None:
+            available = devices.local_devices(settings.template.platform)
         refusals = devices.local_refusals(plan.groups, available, settings.template.platform)
         devices.raise_refusals(refusals)
         return None

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from evalpipe.canary.table import CanaryRow, row
-from evalpipe.compare.core import Settings
+from evalpipe.compare.core import Comparison, Settings
 from evalpipe.compare.pairing import find_baseline, hard_differences, repeats
 from evalpipe.compare.runs import compare_runs
-from evalpipe.compare.tokens.runs import decode_item_kl
-from evalpipe.compare.tokens.stats import items_needed
+from evalpipe.compare.tokens.inference import items_needed
+from evalpipe.engine.args import EngineArgs
 from evalpipe.errors import EvalpipeError, StoreError
 from evalpipe.faults import fault_label, parse_fault
 from evalpipe.records import Run
@@ -42,8 +42,6 @@ def canary_rows(
 ) -> list[CanaryRow]:
     """A row per arm against ``clean`` (its repeat as the noise floor); a fault is localised
     against its own period, a benign variant against ``period`` (None: each run's layout's)."""
-    floor = next((r for r in repeats(store, clean) if r.run_id != clean.run_id), None)
-    floor_kl = {} if floor is None else decode_item_kl(store, floor, clean)
     out = []
     for arm in arms:
         fault = None if arm.run.config.fault is None else parse_fault(arm.run.config.fault)
@@ -57,17 +55,23 @@ def canary_rows(
             shard_period=fault.locating_period if fault is not None else period,
             force=arm.role == "benign",  # a benign variant may differ by design (a dtype)
         )
-        items = _token_items(decode_item_kl(store, arm.run, clean), floor_kl, settings.alpha)
+        items = token_items(c, settings.alpha)
         out.append(row(arm.label, arm.role, c, fault, items, _max_position(store, arm.run)))
     return out
 
 
-def _token_items(pair: dict[str, float], floor: dict[str, float], alpha: float) -> float:
-    """Items the token signal needs for 80 % power against the floor (``inf``: none)."""
-    common = sorted(pair.keys() & floor.keys())
-    if len(common) < 2:
+def token_items(c: Comparison, alpha: float) -> float:
+    """Items the token verdict needs to call the observed fault a drift with 80 % power: to
+    show the decode path's excess over the floor above τ, items varying as these do (exact,
+    at the verdict's level; ``inf`` when the excess is within τ — by design not a drift)."""
+    decode = None if c.tokens is None else c.tokens.paths.get("decode")
+    excess = None if decode is None else decode.excess
+    if decode is None or decode.decision is None or excess is None:
         return math.inf
-    return items_needed([pair[i] for i in common], [floor[i] for i in common], alpha=alpha)
+    if len(excess.item_values) < 2:
+        return math.inf
+    above = excess.estimate - decode.decision.tolerance.tau
+    return items_needed(excess.item_values, above, alpha=alpha)
 
 
 def _max_position(store: Store, run: Run) -> int:
@@ -135,11 +139,8 @@ def _benign_label(run: Run, clean: Run) -> str:
     """What sets a benign run apart from the clean one: layout, arguments, order."""
     a, b = run.config, clean.config
     parts = [a.layout] if a.layout != b.layout else []
-    parts += [
-        f"{k}={v}"
-        for k, v in a.engine_args.items()
-        if b.engine_args.get(k) != v and not k.endswith("parallel_size")
-    ]
+    mine, theirs = EngineArgs(a.engine_args).non_layout(), EngineArgs(b.engine_args).non_layout()
+    parts += [f"{k}={v}" for k, v in mine.items() if theirs.get(k) != v]
     if a.request_order != b.request_order:
         parts.append(f"{a.request_order} order")
     return ", ".join(parts) or "same configuration"

@@ -8,20 +8,20 @@ Signals, each with the items it needs for 80 % power at the size observed:
   the observed drop at the pair's other discordance
   (:func:`~evalpipe.compare.power.items_for_drop`);
 - token KL: the decode path's per-token mean KL with its interval and the token verdict;
-  items needed to separate the pair from the baseline's repeat (the noise floor);
+  items the verdict needs to show its excess over the floor above τ;
 - localisation: where first divergences fall relative to the fault's period, and the
   boundary test.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from evalpipe.compare.core import Comparison
 from evalpipe.compare.power import items_for_drop
+from evalpipe.compare.tokens.json import plain
 from evalpipe.faults import FaultSpec
 
 NS = (60, 120, 1319)
@@ -35,8 +35,10 @@ SIGNALS = ("accuracy", "token")
 @dataclass(frozen=True)
 class CanaryRow:
     """One fault at one size (``role`` ``fault``), or a benign variant (``benign``), against
-    the clean run. Rates are fractions; KL in nats per token; ``*_items`` are items needed
-    for 80 % power (``inf``: not detectable at any size of this task)."""
+    the clean run. Rates are fractions; KL in nats per token. ``*_items``: the items each
+    verdict needs to call this fault a drift with 80 % power — the accuracy loss test to see
+    the observed drop, the token verdict to show the excess KL above τ (``inf``: never, e.g.
+    an excess within τ, which the token verdict passes by design)."""
 
     label: str
     role: str
@@ -58,20 +60,19 @@ class CanaryRow:
     token_items: float
     period: int | None
     divergent: int
-    near_boundary: float | None
+    near: int
+    near_width: int | None
+    near_expected: float | None
+    near_p: float | None
     boundary_p: float | None
+    boundary_reason: str
     reached: bool
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON: an infinite item count (never detectable) is ``null``."""
-        out = asdict(self)
-        for key in ("acc_items", "token_items"):
-            out[key] = None if math.isinf(out[key]) else out[key]
-        return out
-
-
-NEAR = 16
-"""Tokens on either side of a boundary that count as "near" (the boundary test's window)."""
+        """Strict JSON: an infinite item count (never a drift) or interval bound is ``null``."""
+        found = plain(asdict(self))
+        assert isinstance(found, dict)
+        return found
 
 
 def row(
@@ -83,14 +84,15 @@ def row(
     max_position: int,
 ) -> CanaryRow:
     """The row of comparison ``c`` (the faulted or benign run against the clean one);
-    ``token_items`` comes from the per-item KL (:func:`evalpipe.compare.tokens.stats.items_needed`),
-    ``max_position`` is the longest sequence (prompt + output) of the run."""
+    ``token_items`` comes from the per-item values of the decode KL's excess over the floor
+    (:func:`evalpipe.compare.tokens.inference.items_needed`), ``max_position`` is the longest
+    sequence (prompt + output) of the run."""
     r = c.result
     other = max(r.discordance - max(-r.delta, 0.0), 0.0)
     decode = None if c.tokens is None else c.tokens.paths.get("decode")
     kl = None if decode is None else decode.metrics.get("kl")
-    offsets = () if decode is None else decode.divergence_offsets
-    near = [o for o in offsets if abs(o) <= NEAR]
+    share = None if decode is None else decode.divergence_share
+    boundary = None if decode is None else decode.boundary
     return CanaryRow(
         label=label,
         role=role,
@@ -108,12 +110,19 @@ def row(
         kl_mean=None if kl is None else kl.mean,
         kl_low=None if kl is None else kl.ci_low,
         kl_high=None if kl is None else kl.ci_high,
-        token_verdict="unknown" if decode is None else decode.verdict,
+        token_verdict="inconclusive" if decode is None else decode.verdict,
         token_items=token_items,
         period=None if c.tokens is None else c.tokens.period,
         divergent=0 if decode is None else len(decode.first_divergence),
-        near_boundary=len(near) / len(offsets) if offsets else None,
-        boundary_p=None if decode is None or decode.boundary is None else decode.boundary.p_value,
+        near=0 if share is None else share.near,
+        near_width=None if share is None else share.width,
+        near_expected=None if share is None or share.p_value is None else share.expected,
+        near_p=None if share is None else share.p_value,
+        boundary_p=None if boundary is None else boundary.p_value,
+        boundary_reason=(
+            "no shard period" if boundary is None else boundary.reason if boundary.p_value is None
+            else ""
+        ),
         reached=fault is None or first_position(fault) < max_position,
     )
 

@@ -110,12 +110,16 @@ class _ClosedPipeGuard:
 @contextlib.contextmanager
 def _guarded_streams() -> Iterator[None]:
     saved = sys.stdout, sys.stderr
-    sys.stdout = cast(TextIO, _ClosedPipeGuard(sys.stdout))
+    out = _ClosedPipeGuard(sys.stdout)
+    sys.stdout = cast(TextIO, out)
     sys.stderr = cast(TextIO, _ClosedPipeGuard(sys.stderr))
     try:
         yield
     finally:
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except OSError:
+            out._divert()  # a full disk, reported by the command: what is left is dropped
         sys.stdout, sys.stderr = saved
 
 
@@ -143,21 +147,31 @@ def _main(argv: Sequence[str] | None) -> int:
     # Ctrl-C does; Python's default would exit without running any cleanup.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # here: a full disk under stdout is this command's error
+        return code
     except EvalpipeError as exc:
         print(f"evalpipe: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         # The file system's answer (a full disk, a directory where a file was meant, no
         # permission) is the whole story; a traceback would add nothing a user can act on.
+        # `gate` documents 3 for an output it cannot write: 1 would read as drift.
         print(f"evalpipe: error: {_os_error(exc)}", file=sys.stderr)
-        return 1
+        return 3 if args.command == "gate" else 1
     except KeyboardInterrupt:
-        print(
-            "evalpipe: interrupted; the run is stored and resumes with the same command",
-            file=sys.stderr,
-        )
+        print(f"evalpipe: interrupted{_what_stays(args)}", file=sys.stderr)
         return 130
+
+
+def _what_stays(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves: only a run (or a sweep's runs) is stored and
+    resumes; a dry run, a report or a read stored nothing."""
+    if args.command in ("run", "sweep") and not getattr(args, "dry_run", False):
+        return "; the run is stored and resumes with the same command"
+    if args.command == "score":
+        return "; what was scored is stored, and the same command scores the rest"
+    return ""
 
 
 def _os_error(exc: OSError) -> str:

@@ -29,6 +29,8 @@ def add(sub: Any, name: str, handler: Handler, help: str, example: str) -> argpa
         help=help,
         description=f"{help}\n\nExample:\n  {example}",
         formatter_class=formatter,
+        # A prefix is not a flag: `comment --baseline X` must not become --baseline-layout X.
+        allow_abbrev=False,
     )
     parser.set_defaults(handler=handler)
     return parser

@@ -23,6 +23,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         min_n=args.min_n,
         force=args.force,
         shard_period=args.shard_period,
+        token_margin=args.token_margin,
+        token_reference=args.token_reference,
     )
     if args.json:
         data = [api.comparison_json(c) for c in comparisons]
@@ -85,6 +87,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         f"{summary.computed} comparisons computed this time (the rest were unchanged)",
         file=sys.stderr,
     )
+    if summary.kept:
+        print(
+            f"kept {len(summary.kept)} edited page(s) this render no longer makes (yours now; "
+            f"remove them if unwanted): {', '.join(str(args.out) + '/' + p for p in summary.kept)}",
+            file=sys.stderr,
+        )
     print(summary.index)
     return 0
 
@@ -125,6 +133,19 @@ def _compare(sub: Any) -> None:
         metavar="TOKENS",
         help="locate prompt lengths relative to multiples of this many tokens (default: "
         "dcp x interleave of the run's layout)",
+    )
+    cmp.add_argument(
+        "--token-margin",
+        metavar="TAU",
+        help="token tolerance τ: KL per token in excess of the noise floor a path may show and "
+        "be ok; TAU (both paths), decode=TAU,forced=TAU, or Nx (N × the upper bound of the "
+        "--token-reference pair); default 0.002",
+    )
+    cmp.add_argument(
+        "--token-reference",
+        metavar="RUN[:BASELINE]",
+        help="with --token-margin Nx: a known-benign pair of the same model and task (e.g. a "
+        "tp2 run; its baseline: given, or found as for --baseline auto)",
     )
     cmp.add_argument("--json", action="store_true")
     store_arg(cmp)

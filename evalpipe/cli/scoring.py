@@ -41,24 +41,26 @@ def register(sub: Any) -> None:
         sub,
         "score",
         cmd_score,
-        "teacher-forced scoring: RUN's engine scores BASELINE's generated tokens (prefill path)",
+        "teacher-forced scoring: RUN's engine scores BASELINE's generated tokens",
         "evalpipe score 20261201-101500-ab12cd --against 20261201-100000-cd34ef",
     )
     score.description = (score.description or "") + (
-        "\n\nEach item's prompt plus the baseline's generated tokens is sent to RUN's engine "
-        "(re-created\nfrom RUN's stored configuration, or the server at --endpoint) for prompt "
-        "logprobs; the\ntraces are stored with source = BASELINE. The baseline's own tokens are "
-        "scored on its\nengine too, and on its repeats for the noise floor. Resumable: scored "
-        "items are skipped.\nThen: evalpipe compare RUN --baseline BASELINE"
+        "\n\nRUN's engine (re-created from RUN's stored configuration, or the server at "
+        "--endpoint)\ngenerates the baseline's tokens one decode step at a time (--path "
+        "forced-decode, traces\nstored as source decode:BASELINE), or scores them appended to "
+        "each prompt with prompt\nlogprobs (--path prefill, source BASELINE). The baseline's "
+        "own tokens are scored on its\nengine too, and on its repeats for the noise floor. "
+        "Resumable: scored items are skipped.\nThen: evalpipe compare RUN --baseline BASELINE"
     )
     score.add_argument("run", metavar="RUN", help="the run whose engine scores (id or prefix)")
     score.add_argument(
         "--path",
-        choices=["prefill", "forced-decode"],
-        default="prefill",
-        help="prefill: the tokens appended to the prompt, prompt logprobs; forced-decode: the "
-        "engine generates them one decode step at a time (evalpipe's logits processor; an "
-        "endpoint needs --logits-processors evalpipe.engine.plugin.forcing:ForceTokens)",
+        choices=["forced-decode", "prefill"],
+        default="forced-decode",
+        help="forced-decode (default): the engine generates the baseline's tokens one decode "
+        "step at a time (evalpipe's logits processor; an endpoint needs --logits-processors "
+        "evalpipe.engine.plugin.forcing:ForceTokens); prefill: the tokens appended to the "
+        "prompt, scored with prompt logprobs (a vocabulary-sized row per position)",
     )
     score.add_argument(
         "--against",

@@ -59,7 +59,10 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
         "--shard-period", type=tokens, metavar="N", help="tokens (default: the layout's)"
     )
     pair.add_argument(
-        "--path", action="append", choices=("decode", "forced"), help="tokens: only this path"
+        "--path",
+        action="append",
+        choices=("decode", "forced-decode", "forced"),
+        help="tokens: only this path",
     )
     pair.add_argument("--force", action="store_true", help="pair runs that differ in questions")
 
@@ -99,7 +102,8 @@ def export_table(args: argparse.Namespace) -> int:
     else:
         df = api.tokens_frame(
             args.store, args.run[0], args.baseline, baseline_layout=args.baseline_layout,
-            shard_period=args.shard_period, paths=args.path or ("decode", "forced"),
+            shard_period=args.shard_period,
+            paths=args.path or ("decode", "forced-decode", "forced"),
             force=args.force,
         )  # fmt: skip
     to_stdout = args.output in (None, "-")

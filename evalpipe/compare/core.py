@@ -275,6 +275,15 @@ def noise_floor(repeats: Sequence[Mapping[str, Answer]]) -> Noise:
 
 
 def adjust(comparisons: Sequence[Comparison]) -> list[Comparison]:
-    """Holm-adjust the verdicts of comparisons reported together."""
+    """Holm-adjust the verdicts of comparisons reported together: the accuracy verdicts, and
+    the token verdicts over every path of every comparison."""
+    # Imported here: the token verdict needs scipy, which the records this module defines
+    # (loaded by every CLI command) must not pull in.
+    from evalpipe.compare.tokens.verdict import holm_paths
+
     adjusted = stats.holm_adjust([c.result for c in comparisons])
-    return [replace(c, result=r) for c, r in zip(comparisons, adjusted, strict=True)]
+    tokens = holm_paths([c.tokens for c in comparisons])
+    return [
+        replace(c, result=r, tokens=t)
+        for c, r, t in zip(comparisons, adjusted, tokens, strict=True)
+    ]

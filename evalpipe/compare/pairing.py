@@ -79,9 +79,11 @@ def _prompt_source(run: Run) -> str:
     return f"{importer} task {name}" + (f" ({shots}-shot)" if isinstance(shots, int) else "")
 
 
-def baseline_layout(run: Run, override: str | None = None) -> str:
+def baseline_layout(run: Run, override: str | None = None, run_flag: bool = True) -> str:
     """The layout ``run`` is compared with: ``override``, else the non-CP layout of a CP
-    run; a run with a canary fault is compared with the clean run of its own layout."""
+    run; a run with a canary fault is compared with the clean run of its own layout.
+    ``run_flag``: the command has ``--baseline RUN_ID`` for a message to suggest (``compare``
+    does, ``comment`` does not)."""
     if override:
         return parse(override).canonical
     layout = parse(run.config.layout)
@@ -90,16 +92,18 @@ def baseline_layout(run: Run, override: str | None = None) -> str:
     if not layout.is_cp:
         raise EvalpipeError(
             f"run {run.run_id} has layout {layout.canonical}, which is not context-parallel, so "
-            "it has no automatic baseline; pass --baseline RUN_ID or --baseline-layout L "
-            "(e.g. --baseline-layout tp1 to compare tp2 with tp1)"
+            "it has no automatic baseline; pass --baseline-layout L (e.g. --baseline-layout "
+            "tp1 to compare tp2 with tp1)" + (", or --baseline RUN_ID" if run_flag else "")
         )
     return layout.baseline().canonical
 
 
-def find_baseline(store: Store, run: Run, layout_override: str | None = None) -> Run:
+def find_baseline(
+    store: Store, run: Run, layout_override: str | None = None, run_flag: bool = True
+) -> Run:
     """The latest finished run that pairs with ``run`` on ``baseline_layout(run)``; a run
     with a canary fault is never one (a faulted run's baseline is the clean run)."""
-    wanted = baseline_layout(run, layout_override)
+    wanted = baseline_layout(run, layout_override, run_flag)
     candidates = [
         r
         for r in store.list_runs(task=run.config.task, status="finished")
@@ -118,19 +122,30 @@ def find_baseline(store: Store, run: Run, layout_override: str | None = None) ->
         diffs = key_differences(run, candidates[0])
         near = f"\nThe newest {wanted} run ({candidates[0].run_id}) differs in: " + "; ".join(diffs)
     pairs = EngineArgs(c.engine_args).user_pairs()
-    extra = " ".join(f"--engine-arg {shlex.quote(a)}" for a in pairs)
+    same = (
+        f" --model {shlex.quote(c.model)} --seed {c.seed} --concurrency {c.concurrency}"
+        + (f" --limit {c.limit}" if c.limit else "")
+        + "".join(f" --engine-arg {shlex.quote(a)}" for a in pairs)
+        + store.location.flag
+    )
+    task = shlex.quote(c.task)
+    endpoint = c.engine_kind == "endpoint"
+    how = f"\nMake it with: evalpipe run {task} --layout {wanted}{same}"
+    if endpoint:
+        how += f" --endpoint URL\n(URL: the server that serves layout {wanted})"
+    elif wanted != c.layout:
+        # The one-step command must pair with the same layout the user asked for; it would
+        # compare a run with itself on its own layout, and needs one engine per layout.
+        how += (
+            f"\n(or in one step: evalpipe run {task} --layout {c.layout} --with-baseline"
+            + (f" --baseline-layout {wanted}" if layout_override else "")
+            + f"{same})"
+        )
     raise EvalpipeError(
         f"no finished {wanted} baseline pairs with run {run.run_id} (model "
         f"{c.model_fingerprint}, task {c.task} v{c.task_version}, prompts {c.prompt_hash}, data "
         f"{c.data_sha256}, sampling {dict(c.sampling)}, engine {dict(c.engine_versions)}, "
-        f"concurrency {c.concurrency}).{near}\nMake it with: evalpipe run {c.task} --layout "
-        f"{wanted} --model {c.model} --seed {c.seed} --concurrency {c.concurrency}"
-        + (f" --limit {c.limit}" if c.limit else "")
-        + (f" {extra}" if extra else "")
-        + f"\n(or in one step: evalpipe run {c.task} --layout {c.layout} --with-baseline"
-        # The one-step command must pair with the same layout the user asked for.
-        + (f" --baseline-layout {wanted}" if layout_override else "")
-        + " …)"
+        f"concurrency {c.concurrency}).{near}{how}"
     )
 
 

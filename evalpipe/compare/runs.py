@@ -18,10 +18,13 @@ from evalpipe.compare.core import (
     noise_floor,
 )
 from evalpipe.compare.pairing import HARD_KEYS, hard_differences, key_differences, repeats
-from evalpipe.compare.tokens.runs import token_comparison
+from evalpipe.compare.tokens.runs import reference_comparison, token_comparison
+from evalpipe.compare.tokens.types import TokenComparison
+from evalpipe.compare.tokens.verdict import TokenMargin
 from evalpipe.errors import EvalpipeError
 from evalpipe.faults import parse_fault
 from evalpipe.layout import parse, shard_period
+from evalpipe.limits import check_shard_period
 from evalpipe.records import Run
 from evalpipe.store import Store
 from evalpipe.store.answers import read_answers
@@ -66,10 +69,7 @@ def shard_period_of(run: Run, explicit: int | None = None) -> ShardPeriod:
     at every position and has none), else the layout's dcp x interleave (``layout``); none
     for a layout without DCP."""
     if explicit is not None:
-        if explicit < 1:
-            raise EvalpipeError(
-                f"--shard-period must be a positive number of tokens, not {explicit}"
-            )
+        check_shard_period(explicit)
         return ShardPeriod(explicit, "given")
     if run.config.fault is not None:
         with contextlib.suppress(EvalpipeError):
@@ -95,13 +95,17 @@ def compare_runs(
     length_edges: Sequence[int] = DEFAULT_LENGTH_EDGES,
     shard_period: int | None = None,
     tokens: bool = True,
+    token_margin: TokenMargin | None = None,
+    token_reference: tuple[Run, Run] | str | None = None,
 ) -> Comparison:
     """The paired comparison of ``run`` against ``baseline``.
 
     Prompts are located relative to the shard boundaries of ``shard_period`` tokens, or by
     default of the run's own layout (``dcp x interleave``; none for a layout without DCP).
     With ``tokens``, the token-level comparison of their stored traces is attached (with
-    the baseline's repeats as its noise floor, and the same shard period).
+    the baseline's repeats as its noise floor, and the same shard period), decided on
+    ``token_margin``; a relative margin reads the ``token_reference`` pair (a run and its
+    baseline of the same model and task, compared the same way; a text: why there is none).
     """
     warnings = pairing_warnings(run, baseline, force)
     shard = shard_period_of(run, shard_period)
@@ -117,7 +121,28 @@ def compare_runs(
     )
     if not tokens:
         return comparison
+    reference: tuple[TokenComparison | str, str] | None = None
+    if isinstance(token_reference, str):
+        reference = (token_reference, "")
+    elif token_reference is not None:
+        ref, ref_base = token_reference
+        reference = reference_comparison(
+            store,
+            run,
+            ref,
+            ref_base,
+            floor_runs=repeats(store, ref_base),
+            period=shard.period,
+            alpha=alpha,
+        )
     found = token_comparison(
-        store, run, baseline, floor_runs=repeats(store, baseline), period=shard.period, alpha=alpha
+        store,
+        run,
+        baseline,
+        floor_runs=repeats(store, baseline),
+        period=shard.period,
+        alpha=alpha,
+        margin=token_margin,
+        reference=reference,
     )
     return replace(comparison, tokens=found)

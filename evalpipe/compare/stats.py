@@ -1,9 +1,10 @@
-"""Paired statistics of a layout against its baseline; pure functions, no I/O, no numpy.
+"""Paired statistics of a layout against its baseline; pure functions, no I/O.
 
 One responsibility: turn per-question correctness pairs ``(run_correct, baseline_correct)`` —
 run = the layout under test (``dp2tp8dcp8``), baseline = its non-CP twin (``dp2tp8``) on the same
 questions, greedy — into the figures a verdict rests on; :mod:`evalpipe.compare.power` holds
-the rule and the MDE, ``compare`` joins them. Standard library only; tests check every figure
+the rule and the MDE, ``compare`` joins them. The binomial is scipy.stats'; what scipy lacks
+(Tango's score test and interval, Newcombe's) is written here, and tests check every figure
 against scipy/statsmodels or published worked examples.
 
 Conventions. Rates are fractions (0.9535, not 95.35). ``delta = run - baseline``: a loss is
@@ -138,20 +139,16 @@ def newcombe_paired_ci(table: PairedTable, confidence: float = 0.95) -> tuple[fl
     return max(-1.0, low), min(1.0, high)
 
 
-def _log_binom_half_cdf(k: int, m: int) -> float:
-    """log P(X <= k) for X ~ Binomial(m, 1/2), by log-sum-exp (exact for any m, no overflow)."""
-    terms = [math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1) for i in range(k + 1)]
-    top = max(terms)
-    return top + math.log(math.fsum(math.exp(t - top) for t in terms)) - m * math.log(2)
-
-
 def mcnemar_exact_p(table: PairedTable) -> float:
     """Two-sided exact McNemar p: doubled binomial(b + c, 1/2) tail of the smaller count."""
     m = table.discordant
     if m == 0:
         return 1.0
     k = min(table.only_run, table.only_baseline)
-    return min(1.0, 2 * math.exp(_log_binom_half_cdf(k, m)))
+    # Imported here: the comparison's records load with every CLI command, scipy need not.
+    from scipy.stats import binom
+
+    return min(1.0, 2 * float(binom.cdf(k, m, 0.5)))
 
 
 def noninferiority_p(table: PairedTable, margin: float = DEFAULT_MARGIN) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,8 +206,11 @@ async def run_all(
     """Send all requests, at most ``concurrency`` at once, calling ``on_result`` as each ends.
 
     A fixed pool of workers pulling from one iterator keeps exactly ``concurrency`` requests
-    in flight without creating a task per item up front (1 319 or 100 000 items alike).
+    in flight without creating a task per item up front (1 319 or 100 000 items alike); never
+    more workers than requests (a concurrency of 10^8 for 3 items starts 3).
     """
+    if isinstance(requests, Sized):
+        concurrency = min(concurrency, len(requests))
     iterator = iter(requests)
 
     async def worker() -> None:

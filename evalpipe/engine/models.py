@@ -257,3 +257,18 @@ def architectures(model: str) -> list[str] | None:
         return None
     found = data.get("architectures")
     return [a for a in found if isinstance(a, str)] if isinstance(found, list) else []
+
+
+def vocab_size(model: str) -> int | None:
+    """The vocabulary size in a local model folder's ``config.json`` (a multimodal config's
+    ``text_config`` too); None when it cannot be read."""
+    config = Path(model).expanduser() / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for where in (data, data.get("text_config") if isinstance(data, dict) else None):
+        size = where.get("vocab_size") if isinstance(where, dict) else None
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            return size
+    return None

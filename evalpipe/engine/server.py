@@ -54,6 +54,12 @@ class ServerHandle:
         return "\n".join(text.splitlines()[-lines:])
 
 
+FORCING_FLAGS = ("--logits-processors", "evalpipe.engine.plugin.forcing:ForceTokens")
+"""Added to every server evalpipe starts: evalpipe's forced-decoding logits processor, inert
+for every request that does not name ids to force (``evalpipe score --path forced-decode``).
+Not part of a run's configuration: it changes no output (the engine tests check it bitwise)."""
+
+
 def serve_command(
     model: str,
     port: int,

@@ -68,9 +68,6 @@ class SessionSpec:
     health_timeout_s: float = 900.0
     endpoint: str | None = None
     served_model: str | None = None
-    launch_flags: tuple[str, ...] = ()
-    """Flags a launched server gets beyond its engine arguments, never stored with a run
-    (the forced-decoding logits processor of ``evalpipe score``)."""
 
 
 class Engine(ABC):
@@ -297,7 +294,7 @@ def _serve(spec: SessionSpec, say: Say) -> Iterator[HttpSession]:
     port = server.free_port()
     base = f"http://127.0.0.1:{port}"
     command = server.serve_command(
-        spec.model, port, [], [*spec.args.to_flags(), *spec.launch_flags]
+        spec.model, port, [], [*spec.args.to_flags(), *server.FORCING_FLAGS]
     )
     say(f"starting vLLM ({spec.label}) on {base}; log: {spec.log_path}")
     log_start = spec.log_path.stat().st_size if spec.log_path.exists() else 0

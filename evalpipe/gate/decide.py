@@ -253,9 +253,7 @@ def loosening_notices(previous: GateRecord | None, policy: Policy) -> list[str]:
         )
     if previous.inconclusive_blocks and not policy.inconclusive_blocks:
         changes.append("inconclusive_blocks loosened from true to false")
-    token = token_loosening(previous.decision, policy.token_drift)
-    if token is not None:
-        changes.append(token)
+    changes += token_loosening(previous.decision, policy)
     since = (
         f" since decision #{previous.decision_id} on {previous.decided_at} "
         f"(policy hash {previous.policy_hash[:12]}→{policy.content_hash[:12]})"

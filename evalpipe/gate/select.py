@@ -96,6 +96,32 @@ def find_gate_baseline(store: Store, run: Run, requirement: Requirement, tag: st
     return find_baseline(store, run, requirement.baseline_layout)
 
 
+def reference_pair(
+    store: Store, policy: Policy, req: Requirement, tag: str | None
+) -> tuple[Run, Run] | str | None:
+    """The policy's ``token_reference`` pair for ``req``'s model and task (selected as the
+    gate selects runs), or why there is none; None without a relative token margin."""
+    ref = policy.token_reference
+    if ref is None or policy.token_drift == "off":
+        return None
+    wanted = Requirement(req.model, req.task, ref.layout, ref.baseline_layout, True)
+    run = select_run(store, wanted, tag)
+    label = f"{ref.layout} vs {ref.baseline_layout}"
+    if run is None:
+        flag = "" if tag is None else f" --tag {tag}"
+        return (
+            f"the reference pair {label} has no {ref.layout} run of model {req.model!r} on "
+            f"{req.task}: make it with: evalpipe run {req.task} --layout {ref.layout} --model "
+            f"MODEL --logprobs 5{flag}"
+        )
+    try:
+        return run, find_gate_baseline(store, run, wanted, tag)
+    except StoreError:
+        raise
+    except EvalpipeError as exc:
+        return f"the reference pair {label} has no baseline: {exc.message}"
+
+
 def prepare(store: Store, policy: Policy, req: Requirement, tag: str | None) -> Prepared:
     """One requirement's run, baseline, error-rate failures and (unadjusted) comparison."""
     run, faulted = _select(store, req, tag)
@@ -138,6 +164,8 @@ def prepare(store: Store, policy: Policy, req: Requirement, tag: str | None) -> 
             alpha=policy.alpha,
             min_n=policy.min_n,
             tokens=policy.token_drift != "off",
+            token_margin=policy.tokens_margin(),
+            token_reference=reference_pair(store, policy, req, tag),
         )
     except StoreError:
         raise

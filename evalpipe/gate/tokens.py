@@ -2,30 +2,39 @@
 rule; pure.
 
 A gate item keeps a compact :class:`TokenSummary` (the verdict, and per path the figures
-behind it: KL mean, the noise-floor test, the worst position), never the localisation
-tables: those are ``evalpipe compare``'s. The rule (:func:`token_action`): with
-``token_drift: block`` a ``token-drift`` verdict fails the item, with ``warn`` it is a
-warning and the gate still passes, with ``off`` it is ignored. A comparison without token
-data is never failed for it. Item ids in the figures come from data files: renderers escape
-them like any other untrusted text.
+behind it: the KL mean, its excess over the noise floor against τ, the tail test, the worst
+position), never the localisation tables or per-item values: those are ``evalpipe compare``'s.
+The rule (:meth:`TokenCheck.of`): with ``token_drift: block`` (the default) a ``token-drift``
+verdict fails the item, with ``warn`` it is a warning and the gate still passes, with ``off``
+it is ignored. An ``inconclusive`` token verdict, or a comparison without token data, never
+fails an item; the summary line shows it. Item ids in the figures come from data files:
+renderers escape them like any other untrusted text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from evalpipe.compare.tokens.json import plain
 from evalpipe.compare.tokens.types import (
-    FloorTest,
+    MARGIN_PATHS,
+    Excess,
     MetricSummary,
     Path,
+    TailTest,
     TokenComparison,
     TokenVerdict,
+    Tolerance,
 )
-from evalpipe.compare.tokens.view import nats
-from evalpipe.gate.policy import DEFAULT_TOKEN_DRIFT, TOKEN_DRIFT_VALUES, TokenDrift
+from evalpipe.compare.tokens.verdict import DEFAULT_TOKEN_MARGIN
+from evalpipe.gate.policy import (
+    LEGACY_TOKEN_DRIFT,
+    TOKEN_DRIFT_VALUES,
+    Policy,
+    TokenDrift,
+)
 
 TokenAction = Literal["blocks", "warns", "none"]
 NO_TOKEN_DATA = "no token data"
@@ -43,23 +52,18 @@ class TokenPathSummary:
     n_items: int
     n_tokens: int
     kl: MetricSummary | None
-    floor: FloorTest | None
+    excess: Excess | None = None
+    tail: TailTest | None = None
+    tolerance: Tolerance | None = None
 
     def figures(self) -> str:
-        """``decode: mean KL 1.23e-04 nats vs floor 4.50e-05 (difference +7.84e-05 [+5.00e-05,
-        +∞], one-sided p=0.0012, 100 items); worst item 12 at position 345``."""
-        kl, f = self.kl, self.floor
-        text = f"{self.path}: mean KL {nats(None if kl is None else kl.mean)} nats"
-        if f is not None:
-            text += (
-                f" vs floor {nats(f.floor_mean)} (difference {nats(f.difference, True)} "
-                f"[{nats(f.ci_low, True)}, {nats(f.ci_high, True)}], one-sided "
-                f"p={f.p_value:.3g}, {f.n_items} items)"
-            )
-        else:
-            text += f" over {self.n_items} items ({self.reason or 'no floor test'})"
+        """``decode: KL over the floor 7.84e-05 [5.00e-05, 1.20e-04] (95%) on 100 items is
+        below τ = 2.00e-03 (default); …; worst position: item 12 at 345`` (the verdict's own
+        reason: every figure per token, each interval with its level)."""
+        text = f"{self.path}: {self.reason or 'not decided'}"
+        kl = self.kl
         if kl is not None and kl.worst_item is not None:
-            text += f"; worst item {kl.worst_item} at position {kl.worst_position}"
+            text += f"; worst position: item {kl.worst_item} at {kl.worst_position}"
         return text
 
 
@@ -78,7 +82,15 @@ class TokenSummary:
     def of(cls, t: TokenComparison) -> TokenSummary:
         paths = tuple(
             TokenPathSummary(
-                p.path, p.verdict, p.reason, p.n_items, p.n_tokens, p.metrics.get("kl"), p.floor
+                p.path,
+                p.verdict,
+                p.reason,
+                p.n_items,
+                p.n_tokens,
+                p.metrics.get("kl"),
+                None if p.excess is None else replace(p.excess, item_values=()),
+                p.tail,
+                None if p.decision is None else p.decision.tolerance,
             )
             for p in t.paths.values()
         )
@@ -132,9 +144,9 @@ class TokenCheck:
         return f"{self.reason} (not blocking: the policy has token_drift: warn)"
 
     def note(self) -> str:
-        """`` [token level: token-drift (blocking)]`` for a summary line; "" without token data
-        unless the policy blocks (a gate that would block must say it had nothing to block
-        on; one that would only warn need not)."""
+        """`` [token level: token-drift (blocking)]`` (or ``ok``, ``inconclusive``) for a summary
+        line; "" without token data unless the policy blocks (a gate that would block must say
+        it had nothing to block on; one that would only warn need not)."""
         if self.summary is None and self.policy != "block":
             return ""
         action = {"blocks": " (blocking)", "warns": " (warning)", "none": ""}[self.action]
@@ -150,13 +162,41 @@ class TokenCheck:
         }
 
 
-def token_loosening(previous_decision: Mapping[str, Any], setting: TokenDrift) -> str | None:
-    """``token_drift loosened from block to warn`` when ``setting`` is laxer than the one the
-    previous decision stored (in its policy JSON, where the default is left out)."""
+def token_loosening(previous_decision: Mapping[str, Any], policy: Policy) -> list[str]:
+    """``token_drift loosened from block to warn`` when the policy's setting is laxer than the
+    one the previous decision stored (in its policy JSON, where ``warn``, what every decision
+    before the key existed ran under, is left out), and ``token_margin loosened …`` when τ of
+    a path, or the factor of a relative τ, grew."""
     stored = previous_decision.get("policy")
-    before = stored.get("token_drift") if isinstance(stored, Mapping) else None
+    stored = stored if isinstance(stored, Mapping) else {}
+    before = stored.get("token_drift", LEGACY_TOKEN_DRIFT)
     if before not in _STRICTNESS:
-        before = DEFAULT_TOKEN_DRIFT
-    if _STRICTNESS[setting] < _STRICTNESS[before]:
-        return f"token_drift loosened from {before} to {setting}"
-    return None
+        before = LEGACY_TOKEN_DRIFT
+    out = []
+    if _STRICTNESS[policy.token_drift] < _STRICTNESS[before]:
+        out.append(f"token_drift loosened from {before} to {policy.token_drift}")
+    return out + _margin_loosening(stored, policy)
+
+
+def _margin_loosening(stored: Mapping[str, Any], policy: Policy) -> list[str]:
+    """τ grown on a path (absolute then and now), or the factor of a relative τ grown."""
+    ref, was_ref = policy.token_reference, stored.get("token_reference")
+    if ref is not None and isinstance(was_ref, Mapping):
+        before = was_ref.get("factor")
+        if isinstance(before, int | float) and ref.factor > before:
+            return [f"token_reference.factor loosened from {before:g} to {ref.factor:g}"]
+        return []
+    if ref is not None or was_ref is not None:
+        return []  # absolute against relative: nothing to compare
+    was = stored.get("token_margin")
+    was = was if isinstance(was, Mapping) else {p: DEFAULT_TOKEN_MARGIN for p in MARGIN_PATHS}
+    now = {"decode": policy.token_margin.decode, "forced": policy.token_margin.forced}
+    return [
+        f"token_margin of the {path} path loosened from {was[path]:g} to {now[path]:g} nats/token"
+        for path in MARGIN_PATHS
+        if _number(was.get(path)) and now[path] > was[path]
+    ]
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)

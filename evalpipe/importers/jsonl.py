@@ -2,7 +2,9 @@
 
 Line 1 is ``{"run": {...}}`` (the run and its config, flat); every further line is one
 sample, then (version 3) one ``{"trace": {...}}`` line per stored token-trace row
-(:mod:`evalpipe.importers.tracelines`). :func:`export_run` writes every field evalpipe knows;
+(:mod:`evalpipe.importers.tracelines`), then (version 4) the end line with counts and a digest
+(:mod:`evalpipe.importers.endline`). :func:`export_run` (:mod:`evalpipe.importers.export`)
+writes every field evalpipe knows;
 :func:`import_run` needs only ``model``, ``task``, ``task_version`` and ``layout`` on the run
 and ``item_id``, ``output`` and ``correct`` on each sample, fills documented defaults for the
 rest, checks values as a native run's (:mod:`evalpipe.importers.runcheck`) and stores the run
@@ -15,14 +17,16 @@ passed in and inside the trace functions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from evalpipe import __version__
 from evalpipe.errors import EvalpipeError
 from evalpipe.faults import parse_fault
-from evalpipe.importers import tracelines
+from evalpipe.importers import endline, tracelines
+from evalpipe.importers.export import export_run as export_run
+from evalpipe.importers.export import run_to_dict as run_to_dict
+from evalpipe.importers.export import sample_to_dict as sample_to_dict
 from evalpipe.importers.lines import (
     COUNT,
     FAULT,
@@ -36,7 +40,6 @@ from evalpipe.importers.lines import (
     TIMESTAMP,
     Check,
     checked,
-    json_line,
     numbered_texts,
     optional,
     read_json,
@@ -57,10 +60,8 @@ from evalpipe.records import (
     Sample,
     canonical_json,
     config_from_dict,
-    config_to_dict,
     new_run_id,
     sha256_text,
-    summary_of,
     utcnow,
 )
 
@@ -156,48 +157,6 @@ CONFIG_DEFAULTS: dict[str, Any] = {
 _FLOAT_FIELDS = ("accuracy", "accuracy_flexible", "duration_s", "throughput_tok_s")
 
 
-def run_to_dict(run: Run) -> dict[str, Any]:
-    """The run as one flat JSON object: id, config, config hash, outcome, versions."""
-    out: dict[str, Any] = {"run_id": run.run_id, **config_to_dict(run.config)}
-    out["config_hash"] = run.config.config_hash()
-    for f in fields(Run):
-        if f.name not in ("run_id", "config"):
-            out[f.name] = getattr(run, f.name)
-    out["tags"] = list(run.tags)
-    out["provenance"] = dict(run.provenance)
-    out["schema_version"] = EXCHANGE_VERSION
-    out["evalpipe_version"] = __version__
-    return out
-
-
-def sample_to_dict(sample: Sample, prompt: str | None = None) -> dict[str, Any]:
-    """One sample line: every :class:`Sample` field but ``run_id``, plus the prompt text."""
-    out: dict[str, Any] = {"item_id": sample.item_id, "prompt_hash": sample.prompt_hash}
-    out["prompt"] = prompt
-    for f in fields(Sample):
-        if f.name not in ("run_id", "item_id", "prompt_hash"):
-            value = getattr(sample, f.name)
-            out[f.name] = dict(value) if isinstance(value, Mapping) else value
-    return out
-
-
-def export_run(store: Store, run_id: str, out: IO[str]) -> int:
-    """Write run ``run_id`` (id or unique prefix) as JSONL to ``out``, samples then token
-    traces; return the sample count.
-
-    The counts written are the samples': a running run's stored record has the counts of
-    when it last stopped (the runner refreshes them then), and a file must import.
-    """
-    run = store.get_run(run_id)
-    found = store.samples(run.run_id)
-    texts = store.get_prompts(s.prompt_hash for s in found)
-    out.write(json_line({"run": run_to_dict(run.with_(**summary_of(found)))}))
-    for s in found:
-        out.write(json_line(sample_to_dict(s, texts.get(s.prompt_hash))))
-    tracelines.write_trace_lines(store, run.run_id, [s.item_id for s in found], out)
-    return len(found)
-
-
 @dataclass(frozen=True)
 class Parsed:
     """A validated JSONL run: the records to store, and which of the run's fields the
@@ -208,6 +167,7 @@ class Parsed:
     prompts: dict[str, str]
     traces: tuple[TraceLine, ...] = ()
     clock: tuple[str, ...] = ()
+    notices: tuple[str, ...] = ()
 
 
 def import_run(
@@ -216,6 +176,7 @@ def import_run(
     *,
     new_id: bool = False,
     source: str | None = None,
+    log: Callable[[str], object] = lambda _: None,
 ) -> str:
     """Store the run in JSONL ``lines`` (text, or bytes read as UTF-8); return its run id.
 
@@ -224,12 +185,14 @@ def import_run(
     with the same run and samples (the import's clock aside), only the file's trace rows the
     store lacks are written and the id is returned: importing twice, or many times at once,
     writes nothing more. A different run, samples or stored trace is an error. ``source``
-    names the input in messages (``source:LINE: …``); by default the open file's name.
+    names the input in messages (``source:LINE: …``); by default the open file's name;
+    ``log`` gets the notices (an old file whose end cannot be checked).
     """
     if source is None:
         name = getattr(lines, "name", None)
         source = name if isinstance(name, str) else "input"
     parsed = parse_jsonl(lines, source=source)
+    list(map(log, parsed.notices))
     if new_id:
         parsed = _renamed(parsed, new_run_id())
     run_id = parsed.run.run_id
@@ -281,11 +244,19 @@ def parse_jsonl(lines: Iterable[str | bytes], *, source: str = "input") -> Parse
     header: tuple[int, dict[str, Any]] | None = None
     rows: list[tuple[int, dict[str, Any]]] = []
     traces: list[tuple[int, TraceLine]] = []
+    ends = endline.EndCheck(source)
     for number, line in numbered_texts(lines, source):
         if not line.strip():
+            ends.add(line)
             continue
+        ends.after_end(number)
         where = f"{source}:{number}"
         value = read_json(line, where)
+        if header is not None and endline.is_end_line(value):
+            ends.samples, ends.traces = len(rows), len(traces)
+            ends.end(value, number)
+            continue
+        ends.add(line)
         if header is None:
             if not (isinstance(value, dict) and set(value) == {"run"}):
                 raise EvalpipeError(
@@ -302,10 +273,14 @@ def parse_jsonl(lines: Iterable[str | bytes], *, source: str = "input") -> Parse
             )
     if header is None:
         raise EvalpipeError(f'{source}: empty; expected a first line {{"run": {{…}}}}')
-    parsed = _build(header, rows, source)
-    version = header[1].get("schema_version", EXCHANGE_VERSION)
-    items = {s.item_id for s in parsed.samples}
-    return replace(parsed, traces=tracelines.checked_traces(traces, items, version, source))
+    ends.samples, ends.traces = len(rows), len(traces)
+    stated = header[1].get("schema_version")
+    parsed = _build(header, rows, source)  # first: a newer version says so, and nothing else
+    notice = ends.finish(stated)  # before any trace is decoded: a cut file costs nothing more
+    version = EXCHANGE_VERSION if stated is None else stated
+    items = {s.item_id: s for s in parsed.samples}
+    found = tracelines.checked_traces(traces, items, version, source)
+    return replace(parsed, traces=found, notices=() if notice is None else (notice,))
 
 
 def _text(v: Any) -> Any:

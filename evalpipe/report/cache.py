@@ -28,7 +28,7 @@ from evalpipe.paths import write_atomic
 from evalpipe.records import Run, canonical_json, sha256_text
 from evalpipe.report.tokens.cache import from_dict, to_dict
 
-FORMAT = 2
+FORMAT = 3
 CACHE_NAME = "comparisons.json"
 
 

@@ -13,6 +13,7 @@ from evalpipe.canary.table import NS, SIGNALS, CanaryRow, Smallest, smallest_tab
 from evalpipe.compare.core import Settings
 from evalpipe.faults import parse_fault
 from evalpipe.records import Run
+from evalpipe.report.canarytext import where
 from evalpipe.report.charts import Chart, dose_chart
 from evalpipe.store import Store
 
@@ -43,7 +44,7 @@ def canary_groups(
 
 def canary_context(groups: Sequence[CanaryGroup]) -> dict[str, Any]:
     heads = [f"{s} n={n}" for s in SIGNALS for n in NS]
-    return {"groups": list(groups), "smallest_heads": heads}
+    return {"groups": list(groups), "smallest_heads": heads, "where": where}
 
 
 def _range(values: Sequence[float | None]) -> tuple[float, float] | None:
@@ -51,43 +52,30 @@ def _range(values: Sequence[float | None]) -> tuple[float, float] | None:
     return (min(found), max(found)) if found else None
 
 
+SIGNAL_FIELDS = (
+    ("KL nats/token (log)", ("kl_mean", "kl_low", "kl_high"), True),
+    ("accuracy Δ", ("acc_delta", "acc_low", "acc_high"), False),
+    ("identical outputs", ("identical", "identical", "identical"), False),
+)
+"""Each dose chart: its title, the row fields of its value and interval, a log axis or not."""
+
+
 def _charts(rows: Sequence[CanaryRow]) -> tuple[tuple[str, tuple[Chart, ...]], ...]:
+    """Per fault kind, each signal of :data:`SIGNAL_FIELDS` against the fault's size, the
+    range of the benign pairs' intervals as the band."""
     benign = [r for r in rows if r.role == "benign"]
-    kl_band = _range([r.kl_low for r in benign] + [r.kl_high for r in benign])
-    acc_band = _range([r.acc_low for r in benign] + [r.acc_high for r in benign])
-    same_band = _range([r.identical for r in benign])
     out = []
     for kind in dict.fromkeys(r.kind for r in rows if r.role == "fault" and r.kind):
         mine = sorted((r for r in rows if r.kind == kind), key=lambda r: abs(r.size or 0))
         sizes = [f"{r.size:g}" for r in mine]
-        charts = [
-            dose_chart(
-                f"{kind}: KL nats/token (log)",
-                sizes,
-                [r.kl_mean for r in mine],
-                [r.kl_low for r in mine],
-                [r.kl_high for r in mine],
-                kl_band,
-                log=True,
-            ),
-            dose_chart(
-                f"{kind}: accuracy Δ",
-                sizes,
-                [r.acc_delta for r in mine],
-                [r.acc_low for r in mine],
-                [r.acc_high for r in mine],
-                acc_band,
-                percent=True,
-            ),
-            dose_chart(
-                f"{kind}: identical outputs",
-                sizes,
-                [r.identical for r in mine],
-                [r.identical for r in mine],
-                [r.identical for r in mine],
-                same_band,
-                percent=True,
-            ),
-        ]
-        out.append((kind, tuple(c for c in charts if c is not None)))
+        charts = []
+        for title, (value, low, high), log in SIGNAL_FIELDS:
+            band = _range([getattr(r, f) for r in benign for f in (low, high)])
+            values, lows, highs = ([getattr(r, f) for r in mine] for f in (value, low, high))
+            chart = dose_chart(
+                f"{kind}: {title}", sizes, values, lows, highs, band, log=log, percent=not log
+            )
+            if chart is not None:
+                charts.append(chart)
+        out.append((kind, tuple(charts)))
     return tuple(out)

@@ -11,8 +11,8 @@ from evalpipe.report.textfmt import p_text, pts, safe, share
 
 HEADER = (
     f"{'fault / variant':34} {'identical':>9}  {'accuracy Δ pts [95% CI]':26} "
-    f"{'verdict':12}  {'KL nats/token [95% CI]':28} {'token':12} "
-    f"{'first divergences near a boundary':34} {'items (80% power): acc / KL':>28}"
+    f"{'verdict':12}  {'KL nats/token [95% CI]':28} {'token':12} {'items to drift':>17} "
+    "first divergences near a boundary; KL boundary test"
 )
 
 
@@ -24,21 +24,29 @@ def _items(x: float) -> str:
     return "never" if math.isinf(x) else f"{x:.0f}"
 
 
+def where(r: CanaryRow) -> str:
+    """Where the first divergences fall against the fault's period: how many within the
+    window of a boundary against the count the actual positions give by chance, and the
+    boundary test of the KL (or why there is none)."""
+    if not r.reached:
+        return "never reached (sequences too short)"
+    if not r.divergent:
+        return "none diverged"
+    share = f"{r.near}/{r.divergent} within ±{r.near_width}"
+    if r.near_expected is not None:
+        share += f" (chance {r.near_expected:.1f}, p={p_text(r.near_p)})"
+    test = f"KL test p={p_text(r.boundary_p)}" if r.boundary_p is not None else r.boundary_reason
+    return f"{share}; {test}" if test else share
+
+
 def _row(r: CanaryRow) -> str:
     acc = f"{pts(r.acc_delta)} [{pts(r.acc_low)}, {pts(r.acc_high)}]"
     kl = f"{_nats(r.kl_mean)} [{_nats(r.kl_low)}, {_nats(r.kl_high)}]"
-    where = (
-        f"{share(r.near_boundary)} of {r.divergent}, test p={p_text(r.boundary_p)} "
-        f"(period {r.period})"
-        if r.divergent
-        else "none diverged"
-    )
-    if not r.reached:
-        where = "never reached (sequences too short)"
     label = safe(r.label if r.role == "fault" else f"benign: {r.label}", 34)
     return (
         f"{label:34} {share(r.identical):>9}  {acc:26} {r.acc_verdict:12}  {kl:28} "
-        f"{r.token_verdict:12} {where:34} {_items(r.acc_items):>13} / {_items(r.token_items):<12}"
+        f"{r.token_verdict:12} {_items(r.acc_items):>7} / {_items(r.token_items):<7} "
+        f"{where(r)} (period {r.period})"
     )
 
 

@@ -321,7 +321,8 @@ def whisker_plot(
 # --- dose-response: one signal against a fault's size, the benign pairs as a band -----------
 
 LOG_FLOOR = 1e-8
-"""Where a log-scale dose chart puts a zero (identical outputs give a KL of exactly 0)."""
+"""Where a log-scale dose chart puts a zero when nothing is above zero (identical outputs give
+a KL of exactly 0)."""
 
 
 def dose_chart(
@@ -338,10 +339,14 @@ def dose_chart(
     when ``log``; ``benign`` (low, high) is the range the benign pairs span, drawn as a band a
     detected fault rises out of. None when no value is finite."""
 
+    # On a log axis a zero (an interval reaching 0) sits a decade below the smallest value.
+    positive = [v for v in (*values, *lows, *highs) if v is not None and v > 0]
+    floor = min(positive) / 10 if positive else LOG_FLOOR
+
     def t(v: float | None) -> float | None:
         if v is None or not math.isfinite(v):
             return None
-        return math.log10(max(v, LOG_FLOOR)) if log else v
+        return math.log10(max(v, floor)) if log else v
 
     ys, lo, hi = [t(v) for v in values], [t(v) for v in lows], [t(v) for v in highs]
     band = None if benign is None else (t(benign[0]), t(benign[1]))

@@ -21,7 +21,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from evalpipe import __version__
 from evalpipe.compare.core import Comparison, Flip
 from evalpipe.compare.tokens.types import MetricSummary, PathComparison, TokenComparison
-from evalpipe.compare.tokens.view import nats
+from evalpipe.compare.tokens.view import interval, nats
 from evalpipe.errors import EvalpipeError
 from evalpipe.github import marker
 from evalpipe.report.markdown import (
@@ -41,7 +41,7 @@ from evalpipe.report.markdown import (
 )
 from evalpipe.report.templates import template_dirs
 
-TOKEN_LABELS = {"token-drift": "❌ token-drift", "ok": "✅ ok", "unknown": "⚠️ unknown"}
+TOKEN_LABELS = {"token-drift": "❌ token-drift", "ok": "✅ ok", "inconclusive": "⚠️ inconclusive"}
 TEMPLATE_NAME = "comment.md.jinja"
 MAX_BODY_CHARS = 65536
 """GitHub refuses longer comment bodies (422), so flip examples are dropped to fit."""
@@ -70,16 +70,15 @@ def token_label(tokens: TokenComparison | None) -> Trusted:
 
 
 def kl_ci(s: MetricSummary) -> Trusted:
-    """``1.23e-03 [1.01e-03, 1.46e-03]``: a mean KL with its interval, in nats."""
-    return Trusted(f"{nats(s.mean)} [{nats(s.ci_low)}, {nats(s.ci_high)}]")
+    """``1.23e-03 [1.01e-03, 1.46e-03] (95%)``: a mean KL with its interval, in nats."""
+    return Trusted(f"{nats(s.mean)} {interval(s.ci_low, s.ci_high, s.level)}")
 
 
 def floor_kl(p: PathComparison) -> Trusted:
     """The baseline-repeat floor's mean KL on this path (``—``: no floor)."""
-    if p.floor is not None:
-        return Trusted(nats(p.floor.floor_mean))
-    floor = (p.floor_metrics or {}).get("kl")
-    return Trusted("—" if floor is None else nats(floor.mean))
+    if p.excess is not None and p.excess.floor_mean is not None:
+        return Trusted(nats(p.excess.floor_mean))
+    return Trusted("—")
 
 
 def decode_kl(tokens: TokenComparison | None) -> Trusted:

@@ -71,6 +71,9 @@ class DashboardSummary:
     seconds: float
     written: int = 0
     computed: int = 0
+    kept: tuple[str, ...] = ()
+    """Pages an earlier render wrote and a user edited since, which this render no longer
+    makes: kept in the folder (relative paths), no longer the dashboard's."""
 
 
 def page_name(run_id: str) -> str:
@@ -170,6 +173,7 @@ def render_dashboard(
         seconds=time.perf_counter() - start,
         written=len(site.written),
         computed=data.computed,
+        kept=tuple(site.kept),
     )
 
 

@@ -229,7 +229,11 @@ def _row(item: GateItem) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-_TOKEN_LABELS = {"ok": "✅ ok", "unknown": "❔ unknown", "no token data": "no token data"}
+_TOKEN_LABELS = {
+    "ok": "✅ ok",
+    "inconclusive": "❔ inconclusive",
+    "no token data": "no token data",
+}
 _TOKEN_DRIFT_LABELS = {
     "blocks": "❌ token drift",
     "warns": "⚠️ token drift (warning)",

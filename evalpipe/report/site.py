@@ -9,7 +9,9 @@ of its inputs, a digest of its content and its size and modification time. The n
 - renders the others, and writes one only when its content changed (the per-page CSP nonce
   and the generation time are left out of that comparison: they change on every render);
 - removes the files the previous render wrote that this one did not, and nothing else, so a
-  file evalpipe never wrote survives in the folder.
+  file evalpipe never wrote survives in the folder; nor does it remove one whose bytes are no
+  longer those it wrote (the manifest keeps their digest): a page a user edited is kept, named
+  in the summary, and no longer listed as the dashboard's.
 
 The manifest is also what makes a folder the dashboard's. A render goes into a new or empty
 folder, or one with a manifest; a non-empty folder without one (a project, a home folder, a
@@ -30,7 +32,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from evalpipe.errors import EvalpipeError
@@ -43,12 +45,21 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class Entry:
-    """One written file: its inputs digest (empty: none given), content digest and stat."""
+    """One written file: its inputs digest (empty: none given), content digest (volatile
+    parts left out), stat, and ``sha256``: the digest of its bytes as written (empty in a
+    manifest of an evalpipe that did not keep it)."""
 
     inputs: str
     content: str
     size: int
     mtime_ns: int
+    sha256: str = ""
+
+
+def writes(path: PurePath) -> bool:
+    """Whether a render may write (or remove) the file at ``path``, relative to its folder:
+    pages (``*.html``) and its own state (``.evalpipe/``)."""
+    return path.suffix == ".html" or path.parts[:1] == (STATE_DIR,)
 
 
 def _digest(text: str, volatile: Iterable[str]) -> str:
@@ -92,6 +103,8 @@ class Site:
         self.before = self._read_manifest()
         self.now: dict[str, Entry] = {}
         self.written: set[str] = set()
+        self.kept: list[str] = []
+        """Files an earlier render wrote, edited since, that this one no longer makes: kept."""
 
     def _claim(self, force: bool) -> None:
         """Make sure the folder is the dashboard's (see the module's docstring)."""
@@ -145,7 +158,7 @@ class Site:
         content = _digest(text, volatile)
         old = self.before.get(path)
         if old is not None and old.content == content and self._intact(path, old):
-            self.now[path] = Entry(inputs, content, old.size, old.mtime_ns)
+            self.now[path] = Entry(inputs, content, old.size, old.mtime_ns, old.sha256)
             return False
         target = self.out_dir / path
         try:
@@ -153,9 +166,11 @@ class Site:
         except OSError as exc:
             raise EvalpipeError(explain(target, exc)) from exc
         # Not synced page by page: a page lost to a crash is rewritten by the next render.
-        write_atomic(target, text.encode("utf-8"), durable=False)
+        data = text.encode("utf-8")
+        write_atomic(target, data, durable=False)
         st = target.stat()
-        self.now[path] = Entry(inputs, content, st.st_size, st.st_mtime_ns)
+        digest = hashlib.sha256(data).hexdigest()
+        self.now[path] = Entry(inputs, content, st.st_size, st.st_mtime_ns, digest)
         self.written.add(path)
         return True
 
@@ -166,11 +181,26 @@ class Site:
         for path in sorted(self.before.keys() - self.now.keys()):
             target = (self.out_dir / path).resolve()
             # Only files inside the folder: a tampered manifest must not reach elsewhere.
-            if self.out_dir.resolve() in target.parents and target.is_file():
-                target.unlink()
-                removed.append(path)
+            if self.out_dir.resolve() not in target.parents or not target.is_file():
+                continue
+            if self._edited(path, target, self.before[path]):
+                self.kept.append(path)  # the user's now: kept, and no longer in the manifest
+                continue
+            target.unlink()
+            removed.append(path)
         self._save(self.now)
         return removed
+
+    def _edited(self, path: str, target: Path, entry: Entry) -> bool:
+        """Whether the file at ``path`` is no longer what a render wrote there: other bytes
+        (by their digest), or, for an entry from before digests were kept, another size or
+        modification time."""
+        if not entry.sha256:
+            return not self._intact(path, entry)
+        try:
+            return hashlib.sha256(target.read_bytes()).hexdigest() != entry.sha256
+        except OSError:
+            return True  # unreadable: not ours to remove
 
     def _save(self, entries: dict[str, Entry]) -> None:
         files: dict[str, Any] = {p: asdict(e) for p, e in sorted(entries.items())}

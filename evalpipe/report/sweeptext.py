@@ -90,7 +90,7 @@ def _failures(o: SweepOutcome) -> list[str]:
 
 
 def _first_line(text: str | None) -> str:
-    return safe(text.splitlines()[0]) if text else ""
+    return safe(text.splitlines()[0], 600) if text else ""  # the reason whole, not cut
 
 
 def _pair_lines(pairs: tuple[PairOutcome, ...]) -> list[str]:

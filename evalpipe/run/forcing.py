@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evalpipe.engine.client import Completion, Request
+from evalpipe.engine.server import FORCING_FLAGS
 from evalpipe.errors import EvalpipeError
 from evalpipe.records import canonical_json
 from evalpipe.run.progress import Progress
@@ -31,9 +32,9 @@ class NoPromptLogprobs(EvalpipeError):
     """The engine answered a forced request without prompt logprobs (it ignores them)."""
 
 
-FORCING_FLAG = "--logits-processors evalpipe.engine.plugin.forcing:ForceTokens"
-"""What a server needs to force tokens on the decode path (evalpipe adds it to the engines it
-starts for ``score --path forced-decode``)."""
+FORCING_FLAG = " ".join(FORCING_FLAGS)
+"""What a server needs to force tokens on the decode path (evalpipe adds it to every engine it
+starts)."""
 
 
 class NoForcing(EvalpipeError):
@@ -79,16 +80,21 @@ def forced_requests(
     prompt_ids: Mapping[str, list[int] | str],
     forced: Mapping[str, StoredTrace],
     path: str = "prefill",
+    vocab: int | None = None,
 ) -> Forced:
     """Token-id requests for the items ``todo``: ``prompt ids + forced ids`` scored as a
     prompt (``prefill``), or the forced ids generated after the prompt ids step by step
-    (``forced-decode``); see the module docstring for the items refused instead."""
+    (``forced-decode``); see the module docstring for the items refused instead, and those
+    whose forced ids fall outside the scoring model's ``vocab`` (another tokenizer's ids)."""
     requests: list[Request] = []
     refused: dict[str, str] = {}
     for item in todo:
         ids = prompt_ids.get(item, "the engine returned no tokens for it")
         base = forced[item]
-        if isinstance(ids, str):
+        outside = _outside_vocab(base, vocab)
+        if outside:
+            refused[item] = outside
+        elif isinstance(ids, str):
             refused[item] = f"cannot tokenize the prompt: {ids}"
         elif len(ids) != base.start:
             refused[item] = (
@@ -103,6 +109,18 @@ def forced_requests(
             tokens = tuple(ids) + tuple(int(t) for t in base.trace.token_ids)
             requests.append(Request(item, prompt_ids=tokens, forced_from=len(ids)))
     return Forced(tuple(requests), refused)
+
+
+def _outside_vocab(base: StoredTrace, vocab: int | None) -> str | None:
+    """Why ``base``'s ids cannot be forced on a model of ``vocab`` tokens, or None."""
+    ids = base.trace.token_ids
+    if vocab is None or not ids.size or (int(ids.min()) >= 0 and int(ids.max()) < vocab):
+        return None
+    bad = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
+    return (
+        f"run {base.run_id}'s token id {bad} is outside the scoring model's vocabulary of "
+        f"{vocab}: its tokens come from another tokenizer, and are never scored"
+    )
 
 
 @dataclass

@@ -5,6 +5,10 @@ Ctrl-C or a ``kill -9`` always leaves a stored run that says what happened; ever
 committed the moment it is scored, and a resumed run sends only the items that have no good
 sample yet. What is decided before the engine starts is :mod:`evalpipe.run.plan`; how a
 completion becomes a stored sample is :mod:`evalpipe.run.record`.
+
+One process at a time works on a run (:mod:`evalpipe.store.holders`): the same command
+started twice resumes the same run, and the second is refused, naming the first, before it
+sends anything.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from evalpipe.run.plan import Plan, generation, plan, run_config, runs_dir, sess
 from evalpipe.run.progress import Progress
 from evalpipe.run.record import Recorder, Tally, requests_of
 from evalpipe.store import Store, open_store
+from evalpipe.store.holders import Claim, hold
 from evalpipe.store.traces import traced_items
 from evalpipe.tasks.prompts import Prompt
 
@@ -68,19 +73,38 @@ def execute(options: RunOptions, shared: HttpSession | None = None) -> Run:
 
 def _run(store: Store, p: Plan, run: Run, resumed: bool, endpoint: HttpSession | None) -> Run:
     """Send the items that have no good sample yet, then finish the run."""
-    options = p.options
-    run_dir = runs_dir(options) / run.run_id
     store.put_prompts({q.prompt_hash: q.canonical_text() for q in p.prompts})
-    done = store.done_item_ids(run.run_id)
-    todo = [q for q in p.prompts if q.item_id not in done]
-    recapture = _untraced(store, p, run, done)
+    _, todo, recapture = _left(store, p, run)
     # Which run this is matters even with --quiet (which silences progress only).
     if not todo and run.status == "finished":
         # A finished run of the same config, reused (--with-baseline, --repeat).
         _notice(f"reusing finished run {run.run_id} ({run.config.layout})")
         if recapture:
-            _complete_capture(store, p, run, run_dir, endpoint, recapture)
+            with hold(store, run.run_id) as claim:
+                recapture = _left(store, p, run)[2]
+                if recapture:
+                    _complete_capture(store, p, run, endpoint, recapture, claim)
         return run
+    with hold(store, run.run_id) as claim:
+        return _work(store, p, run, resumed, endpoint, claim)
+
+
+def _left(store: Store, p: Plan, run: Run) -> tuple[set[str], list[Prompt], dict[str, str]]:
+    """The run's answered items, the prompts still to send, and the answered items whose
+    trace is still to capture."""
+    done = store.done_item_ids(run.run_id)
+    todo = [q for q in p.prompts if q.item_id not in done]
+    return done, todo, _untraced(store, p, run, done)
+
+
+def _work(
+    store: Store, p: Plan, run: Run, resumed: bool, endpoint: HttpSession | None, claim: Claim
+) -> Run:
+    """Generate what is left of ``run`` (this process holds it: read again now, as another
+    process may have finished items before it let go), then finish it."""
+    options = p.options
+    run_dir = runs_dir(options) / run.run_id
+    done, todo, recapture = _left(store, p, run)
     progress = Progress(len(p.prompts) + len(recapture), p.task.name, enabled=options.progress)
     progress.done = len(done)
     if resumed:
@@ -106,7 +130,15 @@ def _run(store: Store, p: Plan, run: Run, resumed: bool, endpoint: HttpSession |
     )
     store.update_run(run)
     recorder = Recorder(
-        p.task, p.dataset, p.prompts, run.run_id, store, progress, options.logprobs, recapture
+        p.task,
+        p.dataset,
+        p.prompts,
+        run.run_id,
+        store,
+        progress,
+        options.logprobs,
+        recapture,
+        claim,
     )
     again = [q for q in p.prompts if q.item_id in recapture]
     if todo or again:
@@ -152,9 +184,9 @@ def _complete_capture(
     store: Store,
     p: Plan,
     run: Run,
-    run_dir: Path,
     endpoint: HttpSession | None,
     recapture: dict[str, str],
+    claim: Claim,
 ) -> None:
     """Capture traces for a finished run's answered items; a failure leaves the run as it
     was (finished, its answers stored) and says so."""
@@ -165,6 +197,8 @@ def _complete_capture(
     recorder = Recorder(
         p.task, p.dataset, p.prompts, run.run_id, store, progress, p.options.logprobs, recapture
     )
+    recorder.holder = claim
+    run_dir = runs_dir(p.options) / run.run_id
     spec = session_spec(p.options, p.layout, p.engine_args, p.engine_env, run_dir, generation(p))
     again = [q for q in p.prompts if q.item_id in recapture]
     try:

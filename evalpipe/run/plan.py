@@ -23,6 +23,14 @@ from evalpipe.errors import EvalpipeError
 from evalpipe.faults import ENV_VAR as FAULT_ENV
 from evalpipe.faults import FaultSpec, check_architecture, check_layout, parse_fault
 from evalpipe.layout import Layout, current_platform, parse, shard_period, validate
+from evalpipe.limits import (
+    INT64_MAX,
+    MAX_CONCURRENCY,
+    MAX_LOGPROBS,
+    check_fraction,
+    check_int,
+    check_seconds,
+)
 from evalpipe.options import ENGINE_KINDS, REQUEST_ORDERS, RunOptions, parse_params
 from evalpipe.records import RunConfig
 from evalpipe.run import cpu_dcp
@@ -54,8 +62,7 @@ def check_engine_options(options: RunOptions) -> None:
         raise EvalpipeError(f"--engine must be one of {', '.join(ENGINE_KINDS)}")
     if options.engine == "endpoint" and not options.endpoint:
         raise EvalpipeError("--engine endpoint needs --endpoint URL")
-    if options.concurrency < 1:
-        raise EvalpipeError("--concurrency must be at least 1")
+    check_run_sizes(options)
     if options.request_order not in REQUEST_ORDERS:
         raise EvalpipeError(
             f"--request-order must be one of {', '.join(REQUEST_ORDERS)}, not "
@@ -81,14 +88,23 @@ def fault_of(options: RunOptions) -> FaultSpec | None:
     return spec
 
 
+def check_run_sizes(o: RunOptions) -> None:
+    """Every number a run is given, within its bound (:mod:`evalpipe.limits`; exit 2)."""
+    check_int("--concurrency", o.concurrency, 1, MAX_CONCURRENCY)
+    check_int("--limit", o.limit, 1, INT64_MAX)
+    check_int("--seed", o.seed, -INT64_MAX - 1, INT64_MAX)
+    check_seconds("--request-timeout", o.request_timeout_s)
+    check_seconds("--health-timeout", o.health_timeout_s)
+    check_fraction("--max-error-rate", o.max_error_rate)
+
+
 SERVER_MAX_LOGPROBS = 20
 """vLLM's default ``max_logprobs``: a server refuses a request for more."""
 
 
 def check_logprobs(k: int, engine_args: tuple[str, ...]) -> None:
     """``--logprobs K`` is 0 (off) to the engine's cap, which ``max_logprobs`` raises."""
-    if k < 0:
-        raise EvalpipeError(f"--logprobs must be 0 (off) or a positive top-k, not {k}")
+    check_int("--logprobs", k, 0, MAX_LOGPROBS)
     raised = any(a.replace("-", "_").startswith("max_logprobs=") for a in engine_args)
     if k > SERVER_MAX_LOGPROBS and not raised:
         raise EvalpipeError(

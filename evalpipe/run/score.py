@@ -35,9 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalpipe.compare.core import item_order
+from evalpipe.engine import models
 from evalpipe.engine.args import EngineArgs
 from evalpipe.engine.session import Engine, SessionSpec, open_session
 from evalpipe.errors import EvalpipeError
+from evalpipe.limits import (
+    INT64_MAX,
+    MAX_CONCURRENCY,
+    MAX_LOGPROBS,
+    check_fraction,
+    check_int,
+)
 from evalpipe.records import Run
 from evalpipe.run.forcing import TraceWriter, forced_requests, prompt_request
 from evalpipe.run.plan import check_logprobs
@@ -45,6 +53,7 @@ from evalpipe.run.progress import Progress
 from evalpipe.run.score_engine import engine_spec, version_notice
 from evalpipe.run.score_plan import Baseline, Say, Side, baseline_of, check_pair, plan_sides
 from evalpipe.store import Store, describe_store, open_store
+from evalpipe.store.connect import resolve
 from evalpipe.store.traces import traced_items
 from evalpipe.traces import FORCED_PATHS, forced_source
 
@@ -82,9 +91,11 @@ class ScoreOptions:
     health_timeout_s: float = 900.0
     runs_dir: Path | None = None
     progress: bool = True
-    path: str = "prefill"
-    """``prefill`` (prompt logprobs of the tokens appended to the prompt) or ``forced-decode``
-    (the engine generates them one decode step at a time)."""
+    path: str = "forced-decode"
+    """``forced-decode`` (the engine generates the tokens one decode step at a time: the decode
+    kernels, at a generation's memory; 0.18× the time of prefill on 120 GSM8K items,
+    ``benchmarks/forced.py``) or ``prefill`` (prompt logprobs of the tokens appended to the
+    prompt, a vocabulary-sized row per position)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,8 @@ class ScoreReport:
     targets: tuple[TargetResult, ...]
     notices: tuple[str, ...]
     path: str = "prefill"
+    store_flag: str = ""
+    """`` --store STORE`` when one was given: what a suggested command adds to find it."""
 
     @property
     def source(self) -> str:
@@ -130,18 +143,15 @@ def execute(options: ScoreOptions) -> ScoreReport:
     """Score as the module docstring says. Raises :class:`EvalpipeError` on refused input, an
     engine that cannot start, or more failed items than ``max_error_rate`` allows (what was
     scored stays stored, and the same command retries the rest)."""
-    if options.logprobs is not None and options.logprobs < 1:
-        raise EvalpipeError("--logprobs must be at least 1 to score")
-    if not 0.0 <= options.max_error_rate <= 1.0:
-        raise EvalpipeError("--max-error-rate is a fraction between 0 and 1 (e.g. 0.01)")
-    if options.concurrency is not None and options.concurrency < 1:
-        raise EvalpipeError("--concurrency must be at least 1")
-    if options.limit is not None and options.limit < 1:
-        raise EvalpipeError("--limit must be at least 1")
+    check_int("--logprobs", options.logprobs, 1, MAX_LOGPROBS)
+    check_fraction("--max-error-rate", options.max_error_rate)
+    check_int("--concurrency", options.concurrency, 1, MAX_CONCURRENCY)
+    check_int("--limit", options.limit, 1, INT64_MAX)
     if options.path not in FORCED_PATHS:
         raise EvalpipeError(f"--path must be one of {', '.join(FORCED_PATHS)}", exit_code=2)
     say = _sayer(options.progress)
-    with open_store(options.store) as store:
+    # The runs must exist, so must their store: a typo in --store creates nothing.
+    with open_store(options.store, create=False, empty_ok=False) as store:
         run, base_run = store.get_run(options.run), store.get_run(options.against)
         notices = check_pair(run, base_run)
         for text in notices:
@@ -169,6 +179,7 @@ def execute(options: ScoreOptions) -> ScoreReport:
         tuple(results),
         notices,
         options.path,
+        resolve(options.store).flag,
     )
     _check_errors(report, options.max_error_rate)
     return report
@@ -255,7 +266,8 @@ def score_side(
                 len(todo), f"score {r.run_id}", enabled=options.progress, accuracy=False
             )
             writer = TraceWriter(store, r.run_id, source, base.traces, progress)
-            forced = forced_requests(todo, prompt_ids, base.traces, options.path)
+            vocab = models.vocab_size(r.config.model)
+            forced = forced_requests(todo, prompt_ids, base.traces, options.path, vocab)
             writer.refuse(forced.refused)
             engine.generate(forced.requests, writer)
             results[r.run_id] = dataclasses.replace(

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from evalpipe.engine import models
 from evalpipe.engine.args import EngineArgs, parse_pairs, platform_env
 from evalpipe.engine.session import Engine, Generation, SessionSpec
 from evalpipe.errors import EvalpipeError
@@ -24,7 +25,6 @@ from evalpipe.layout import LAYOUT_ENGINE_KEYS, parse
 from evalpipe.options import RunOptions
 from evalpipe.records import Run
 from evalpipe.run import cpu_dcp
-from evalpipe.run.forcing import FORCING_FLAG
 from evalpipe.run.plan import fault_env, runs_dir, session_spec
 
 LAUNCHABLE = ("serve", "offline")
@@ -100,17 +100,63 @@ def engine_spec(
             f"--engine-arg {clash[0]}: the scored run's layout sets it ({c.layout}); scoring "
             "re-creates each run's own layout"
         )
-    args = EngineArgs({**c.engine_args, **extras})
+    values = {**c.engine_args, **extras}
+    if not forced_decode and kind != "endpoint" and "max_num_batched_tokens" not in values:
+        chunk = prefill_chunk(models.vocab_size(c.model), available_memory(), layout.tp)
+        if chunk is not None:
+            values["max_num_batched_tokens"] = chunk
+    args = EngineArgs(values)
     spec = session_spec(options, layout, args, env, run_dir, generation)
-    flags: tuple[str, ...] = ()
-    if forced_decode:
-        if kind == "offline":
-            raise EvalpipeError(
-                "--path forced-decode needs a server (its logits processor is loaded by "
-                "`vllm serve`): score with --engine serve, or --path prefill"
-            )
-        flags = tuple(FORCING_FLAG.split())
-    return dataclasses.replace(spec, log_path=run_dir / "vllm-score.log", launch_flags=flags)
+    if forced_decode and kind == "offline":
+        raise EvalpipeError(
+            "--path forced-decode needs a server (its logits processor is loaded by "
+            "`vllm serve`): score with --engine serve, or --path prefill"
+        )
+    return dataclasses.replace(spec, log_path=run_dir / "vllm-score.log")
+
+
+BYTES_PER_LOGIT = 12
+"""What one prompt position's vocabulary row of prompt logprobs costs in an engine worker, a
+float32 per token three times over (logits, log-softmax, the gathered copy): measured here as
+12.8 GB for one 4 096-token chunk of Gemma-3's 262 144-token vocabulary (4 096 × 262 144 × 12
+= 12.9 GB)."""
+PREFILL_SHARE = 0.4
+"""The share of the machine's available memory the prompt logprobs of one chunk may take, the
+rest left to the weights, the KV cache and the other engine of a pair."""
+MIN_CHUNK, MAX_CHUNK = 256, 8192
+
+
+def prefill_chunk(vocab: int | None, available: int | None, ranks: int = 1) -> int | None:
+    """The ``max_num_batched_tokens`` of a prefill-path scoring engine: the most positions
+    whose vocabulary rows of prompt logprobs (:data:`BYTES_PER_LOGIT` each per token) fit in
+    :data:`PREFILL_SHARE` of the ``available`` memory shared by ``ranks`` workers, in steps of
+    256, at most :data:`MAX_CHUNK`; None when the vocabulary or the memory is unknown. A
+    vocabulary too large for one :data:`MIN_CHUNK`-token chunk is refused with what to do."""
+    if vocab is None or available is None:
+        return None
+    per_token = BYTES_PER_LOGIT * vocab * max(1, ranks)
+    fits = int(PREFILL_SHARE * available // per_token)
+    if fits < MIN_CHUNK:
+        need = MIN_CHUNK * per_token / PREFILL_SHARE / 2**30
+        raise EvalpipeError(
+            f"the prefill path needs about {need:.1f} GiB free for the prompt logprobs of one "
+            f"{MIN_CHUNK}-token chunk of a {vocab}-token vocabulary, and "
+            f"{available / 2**30:.1f} GiB are available: score with --path forced-decode "
+            "(top-k per position, whatever the vocabulary)"
+        )
+    return min(MAX_CHUNK, fits // 256 * 256)
+
+
+def available_memory() -> int | None:
+    """The machine's available memory in bytes (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def version_notice(engine: Engine, owner: Run) -> str | None:

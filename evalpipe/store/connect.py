@@ -11,7 +11,9 @@ says why (:func:`_explain_read_only`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
 import sqlite3
 import urllib.parse
 from dataclasses import dataclass
@@ -38,17 +40,27 @@ BEGIN_IMMEDIATE = "evalpipe_begin_immediate"
 
 @dataclass(frozen=True)
 class Location:
-    """A resolved store: the SQLAlchemy URL, the SQLite file if any, and a name for messages."""
+    """A resolved store: the SQLAlchemy URL, the SQLite file if any, a name for messages, and
+    ``flag``: what a suggested command adds to find this store again (`` --store NAME`` when
+    one was given; empty for the default or ``$EVALPIPE_STORE``, which the next command finds
+    the same way; a password stays hidden)."""
 
     url: URL
     path: Path | None
     name: str
+    flag: str = ""
 
 
 def resolve(url_or_path: str | os.PathLike[str] | None) -> Location:
     """``None`` → ``$EVALPIPE_STORE`` → ``./evalpipe.db``; a path → SQLite; ``…://…`` → URL."""
     raw = os.fspath(url_or_path) if url_or_path is not None else ""
-    raw = raw or os.environ.get(ENV_VAR, "") or DEFAULT_STORE
+    if not raw:
+        return _resolve(os.environ.get(ENV_VAR, "") or DEFAULT_STORE)
+    found = _resolve(raw)
+    return dataclasses.replace(found, flag=f" --store {shlex.quote(found.name)}")
+
+
+def _resolve(raw: str) -> Location:
     if raw == ":memory:":
         return Location(URL.create("sqlite"), None, ":memory:")
     if "://" not in raw:
@@ -100,7 +112,7 @@ def create_engine(loc: Location, *, create: bool) -> Engine:
         )
     read_only: str | None = None
     if loc.path is not None:
-        _check_sqlite_path(loc.path, create=create)
+        check_sqlite_path(loc.path, create=create)
         read_only = _why_read_only(loc.path)
     kwargs: dict[str, Any] = {}
     if read_only is not None and loc.path is not None:
@@ -133,7 +145,9 @@ def create_engine(loc: Location, *, create: bool) -> Engine:
     return engine
 
 
-def _check_sqlite_path(path: Path, *, create: bool) -> None:
+def check_sqlite_path(path: Path, *, create: bool) -> None:
+    """Refuse an SQLite store path that is a folder, or (``create``) whose folder is missing
+    or not writable, or (not ``create``) that does not exist."""
     if path.is_dir():
         raise EvalpipeError(
             f"store {path} is a directory; give a file path such as {path}/evalpipe.db"

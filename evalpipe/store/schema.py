@@ -183,6 +183,31 @@ def _token_traces_v4(md: sa.MetaData) -> sa.Table:
 
 
 token_traces = _token_traces_v4(metadata)
+# Schema 5: the digest of the answer a decode-path trace describes (traces.answer_digest).
+token_traces.append_column(sa.Column("answer_sha256", sa.Text))
+
+
+def _run_holders_v5(md: sa.MetaData) -> sa.Table:
+    """The ``run_holders`` table as schema 5 defines it: the one process running a run now
+    (:mod:`evalpipe.store.holders`), with where it runs and when it was last seen."""
+    return sa.Table(
+        "run_holders",
+        md,
+        sa.Column(
+            "run_id",
+            sa.Text,
+            sa.ForeignKey("runs.run_id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("token", sa.Text, nullable=False),
+        sa.Column("host", sa.Text, nullable=False),
+        sa.Column("pid", sa.BigInteger, nullable=False),
+        sa.Column("started_at", sa.Text, nullable=False),
+        sa.Column("seen_at", sa.Double, nullable=False),
+    )
+
+
+run_holders = _run_holders_v5(metadata)
 
 
 def _m002_gate_decisions(conn: Connection) -> None:
@@ -215,6 +240,14 @@ def _m004_token_traces(conn: Connection) -> None:
     _token_traces_v4(md).create(conn)
 
 
+def _m005_trace_answers_and_run_holders(conn: Connection) -> None:
+    """Traces stored before keep no answer digest (NULL): read as before, unchecked."""
+    conn.execute(sa.text("ALTER TABLE token_traces ADD COLUMN answer_sha256 TEXT"))
+    md = sa.MetaData()
+    sa.Table("runs", md, sa.Column("run_id", sa.Text, primary_key=True))  # the key's target
+    _run_holders_v5(md).create(conn)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema step: ``apply`` turns a ``version - 1`` store into a ``version`` store."""
@@ -229,6 +262,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=2, name="m002_gate_decisions", apply=_m002_gate_decisions),
     Migration(version=3, name="m003_structured_engine_args", apply=_m003_structured_engine_args),
     Migration(version=4, name="m004_token_traces", apply=_m004_token_traces),
+    Migration(
+        version=5,
+        name="m005_trace_answers_and_run_holders",
+        apply=_m005_trace_answers_and_run_holders,
+    ),
 )
 
 

@@ -103,10 +103,11 @@ class Store:
         self.name = location.name
         """The SQLite file path, or the URL with its password hidden: for messages."""
         self.path: Path | None = location.path
+        self.location = location
         self.migrations_applied = applied
         # Same pool; transactions from here take SQLite's write lock at BEGIN.
         self._writer = engine.execution_options(**{BEGIN_IMMEDIATE: True})
-        self._upsert = _upsert_samples(engine.dialect.name)
+        self.upsert_samples = _upsert_samples(engine.dialect.name)
 
     def __repr__(self) -> str:
         return f"Store({self.name!r})"
@@ -155,7 +156,7 @@ class Store:
             with self.transaction(write=True) as conn:
                 conn.execute(runs.insert(), run_to_row(run))
                 if rows:
-                    conn.execute(self._upsert, rows)
+                    conn.execute(self.upsert_samples, rows)
                 if prompts:
                     _insert_prompts(conn, prompts)
         except sa.exc.IntegrityError as exc:
@@ -306,7 +307,7 @@ class Store:
             return
         try:
             with self.transaction(write=True) as conn:
-                conn.execute(self._upsert, rows)
+                conn.execute(self.upsert_samples, rows)
         except sa.exc.IntegrityError as exc:
             with self.transaction(write=False) as conn:
                 for run_id in sorted({r["run_id"] for r in rows}):

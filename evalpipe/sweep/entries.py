@@ -16,7 +16,8 @@ from pathlib import PurePath
 from typing import Any
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.layout import Layout, LayoutError, parse
+from evalpipe.layout import ATTENTIONS, PLATFORMS, Layout, LayoutError, parse
+from evalpipe.limits import INT64_MAX, MAX_CONCURRENCY, MAX_LOGPROBS
 from evalpipe.options import RunOptions
 from evalpipe.tasks.load import load_task
 from evalpipe.yamlload import Path as YamlPath
@@ -85,7 +86,9 @@ class Problems:
         self.items: list[str] = []
 
     def line(self, *path: str | int) -> int | None:
-        return self.lines.get(tuple(path))
+        """The line of the value at ``path``; none for the plan as a whole (a missing key is
+        on no line, and the plan's first line is not where it is missing)."""
+        return self.lines.get(tuple(path)) if path else None
 
     def add(self, problem: str, *path: str | int) -> None:
         line = self.line(*path)
@@ -115,30 +118,43 @@ def read_plan_text(text: str, source: str) -> tuple[dict[str, Any], dict[YamlPat
 def common_options(data: Mapping[str, Any], t: RunOptions, problems: Problems) -> RunOptions:
     """The template with the plan's run-wide settings applied."""
     changes: dict[str, Any] = {"reuse_finished": True}
-    for key, minimum in (("concurrency", 1), ("logprobs", 0), ("seed", 0), ("limit", 1)):
+    for key, minimum, maximum in (
+        ("concurrency", 1, MAX_CONCURRENCY),
+        ("logprobs", 0, MAX_LOGPROBS),
+        ("seed", 0, INT64_MAX),
+        ("limit", 1, INT64_MAX),
+    ):
         if key in data:
-            changes[key] = whole(data[key], problems, key, minimum=minimum)
+            changes[key] = whole(data[key], problems, key, minimum=minimum, maximum=maximum)
     if "max_error_rate" in data:
         rate = data["max_error_rate"]
         if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 1:
             problems.add("max_error_rate is a fraction between 0 and 1", "max_error_rate")
         else:
             changes["max_error_rate"] = float(rate)
-    for key in ("platform", "attention", "data_dir"):
-        if key in data:
-            if isinstance(data[key], str):
-                changes[key] = data[key]
-            else:
-                problems.add(f"{key} is a string", key)
+    for key, allowed in (("platform", PLATFORMS), ("attention", ATTENTIONS), ("data_dir", ())):
+        if key not in data:
+            continue
+        if not isinstance(data[key], str):
+            problems.add(f"{key} is a string", key)
+        elif allowed and data[key] not in allowed:
+            problems.add(f"unknown {key} {data[key]!r}; expected one of {', '.join(allowed)}", key)
+        else:
+            changes[key] = data[key]
     if "engine_args" in data:
         args = engine_args(data["engine_args"], problems, "engine_args")
         changes["engine_args"] = (*t.engine_args, *args)
     return dataclasses.replace(t, **changes)
 
 
-def whole(value: Any, problems: Problems, *path: str | int, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        problems.add(f"{path[-1]} must be an integer ≥ {minimum}, not {value!r}", *path)
+def whole(
+    value: Any, problems: Problems, *path: str | int, minimum: int = 0, maximum: int = INT64_MAX
+) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        problems.add(
+            f"{path[-1]} must be a whole number from {minimum} to {maximum}, not {value!r}",
+            *path,
+        )
         return minimum
     return value
 

@@ -22,7 +22,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from evalpipe.engine import models as builtin_models
 from evalpipe.engine.args import EngineArgs, pairs_for
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import Layout, current_platform, parse, validate
+from evalpipe.limits import MAX_REPEAT, MAX_SWEEP_CELLS
 from evalpipe.options import RunOptions
 from evalpipe.run.cpu_dcp import backend_errors, pair_engine_args
 from evalpipe.sweep.cells import Cell, Group, Pair, SweepPlan
@@ -56,23 +57,30 @@ def expand(
     source: str = "<flags>",
     lines: Mapping[YamlPath, int] | None = None,
     resolve_model: Callable[[str], str] = lambda m: m,
+    flags: Collection[str] = (),
 ) -> SweepPlan:
     """The cells, groups and pairs of a plan. ``template`` holds what every run shares and
     the plan does not set (store, runs folder, progress …); ``resolve_model`` turns a
-    built-in model name into its local folder (built on first use)."""
+    built-in model name into its local folder (built on first use); ``flags`` names the keys
+    given as flags over the file's (``--layouts`` narrowing a plan leaves endpoints out)."""
     problems = Problems(source, lines or {})
     for key in data:
         if key not in TOP_KEYS:
             known = ", ".join(TOP_KEYS)
             problems.add(f"unknown key {key!r} (a plan has: {known})", key)
     for key in ("models", "tasks", "layouts"):
-        if not data.get(key):
-            problems.add(f"{key} is missing or empty: a plan needs {TOP_KEYS[key]}")
+        if key not in data:
+            problems.add(f"{key} is missing: a plan needs {TOP_KEYS[key]}")
+        elif not data[key]:
+            problems.add(f"{key} is empty: a plan needs {TOP_KEYS[key]}", key)
     options = common_options(data, template, problems)
     models = model_entries(data.get("models") or [], problems)
     tasks = task_entries(data.get("tasks") or [], problems)
     layouts = layout_entries(data.get("layouts") or [], problems)
-    repeat = whole(data.get("repeat", 1), problems, "repeat", minimum=1)
+    repeat = whole(data.get("repeat", 1), problems, "repeat", minimum=1, maximum=MAX_REPEAT)
+    if "layouts" not in flags:
+        _check_endpoints(models, layouts, problems)
+    _check_size(len(models) * len(tasks) * repeat * len(_all_layouts(layouts)), problems)
     _check_rules(models, layouts, options, problems)
     problems.raise_any()
     groups: list[Group] = []
@@ -144,6 +152,34 @@ def _backend_errors(
     except EvalpipeError:
         return []  # a bad --engine-arg is refused with its own line
     return backend_errors(layout, platform, args)
+
+
+def _check_endpoints(
+    models: list[ModelEntry], layouts: list[LayoutEntry], problems: Problems
+) -> None:
+    """An endpoint for a layout the plan does not run is a typo: its group would get a local
+    engine instead of the server meant for it."""
+    known = {x.canonical for x in _all_layouts(layouts)}
+    for i, model in enumerate(models):
+        for layout in model.endpoints:
+            if known and layout not in known:
+                problems.add(
+                    f"endpoints: {layout} is not a layout of this plan (its layouts and "
+                    f"baselines: {', '.join(sorted(known))})",
+                    "models",
+                    i,
+                    "endpoints",
+                )
+
+
+def _check_size(cells: int, problems: Problems) -> None:
+    """Refuse a plan of more runs than :data:`MAX_SWEEP_CELLS`, before it is expanded."""
+    if cells > MAX_SWEEP_CELLS:
+        problems.add(
+            f"the plan makes up to {cells} runs (models x tasks x layouts with their "
+            f"baselines x repeat), above the limit of {MAX_SWEEP_CELLS}; split it into "
+            "smaller plans"
+        )
 
 
 def _all_layouts(layouts: list[LayoutEntry]) -> list[Layout]:

@@ -158,7 +158,9 @@ def test_the_tokens_frame_is_compares_token_figures_path_by_path(store: str) -> 
     build(store)
     (c,) = api.compare(store, [RUN], baseline_layout="tp1", shard_period=128)
     tokens = api.tokens_frame(store, RUN, baseline_layout="tp1", shard_period=128)
-    assert c.tokens is not None and set(c.tokens.paths) == set(PATHS) == set(tokens.path)
+    # The store has decode and prefill traces; no forced-decode ones were scored.
+    assert c.tokens is not None and set(c.tokens.paths) == {"decode", "forced"} == set(tokens.path)
+    assert set(PATHS) == {*c.tokens.paths, *c.tokens.unavailable}
     for path, p in c.tokens.paths.items():
         t = tokens[tokens.path == path]
         assert (len(t), t.item_id.nunique()) == (p.n_tokens, p.n_items)
@@ -172,7 +174,10 @@ def test_the_tokens_frame_is_compares_token_figures_path_by_path(store: str) -> 
         assert (t.residue == t.position % 128).all()
     decode = tokens[tokens.path == "decode"]
     assert decode.divergent.sum() == 14 and decode.kl.max() > 0
-    assert tokens.attrs["unavailable"] == {} and tokens.attrs["skipped_items"]["decode"] == 0
+    assert (
+        set(tokens.attrs["unavailable"]) == {"forced-decode"}
+        and tokens.attrs["skipped_items"]["decode"] == 0
+    )
 
 
 def test_filters_select_runs_and_nothing_matched_is_an_empty_frame(store: str) -> None:

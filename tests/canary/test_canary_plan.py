@@ -149,8 +149,12 @@ def test_a_row_carries_every_signal_of_the_comparison() -> None:
     assert (r.kl_mean, r.kl_low, r.kl_high) == (1.234e-4, 1.01e-4, 1.456e-4)
     assert r.token_verdict == "token-drift" and r.token_items == 3
     assert r.period == 128 and r.divergent == 5
-    assert r.near_boundary == pytest.approx(2 / 5)  # offsets 2 and -6 are within 16 tokens
-    assert r.boundary_p == 0.003 and r.reached
+    # 2 of the 5 first divergences within ±16 of a boundary, against 1.3 by chance
+    assert (r.near, r.near_width, r.near_expected, r.near_p) == (2, 16, 1.3, 0.37)
+    assert r.boundary_p == 0.003 and r.boundary_reason == "" and r.reached
+    from evalpipe.report.canarytext import where
+
+    assert where(r) == "2/5 within ±16 (chance 1.3, p=0.37); KL test p=0.003"
 
 
 def test_no_drop_needs_infinitely_many_items_and_json_says_null() -> None:
@@ -198,3 +202,25 @@ def test_the_example_grid_parses() -> None:
     path = Path(__file__).parents[2] / "examples" / "canary.yaml"
     grid = parse_grid(path.read_text(), str(path))
     assert len(grid.faults) == 12 and len(grid.benign) == 3
+
+
+def test_token_items_are_what_the_verdict_needs_to_show_the_excess_above_tau() -> None:
+    """The items to drift: an excess above τ is seen with fewer items the further above it
+    is; an excess within τ never drifts (by design, not a miss)."""
+    from token_fixtures import DECISION, EXCESS, decode_path
+
+    from evalpipe.canary.rows import token_items
+    from evalpipe.compare.tokens.types import Tolerance
+
+    def items(estimate: float, tau: float) -> float:
+        values = tuple(estimate + d for d in (-1e-3, 0.0, 1e-3) * 6)
+        excess = dataclasses.replace(EXCESS, estimate=estimate, item_values=values)
+        decision = dataclasses.replace(DECISION, tolerance=Tolerance(tau, "given"))
+        path = decode_path(excess=excess, decision=decision)
+        return token_items(
+            dataclasses.replace(comparison(), tokens=tokens(paths={"decode": path})), 0.05
+        )
+
+    assert math.isinf(items(1e-3, 2e-3))  # within τ
+    near, far = items(2.5e-3, 2e-3), items(6e-3, 2e-3)
+    assert 2 <= far < near < math.inf

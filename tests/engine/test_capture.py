@@ -107,8 +107,10 @@ def test_logprobs_option_is_checked() -> None:
     check_logprobs(32, ("max_logprobs=32",))
     with pytest.raises(EvalpipeError, match="max_logprobs=32"):
         check_logprobs(32, ())
-    with pytest.raises(EvalpipeError, match="0 \\(off\\)"):
+    with pytest.raises(EvalpipeError, match="--logprobs must be a whole number from 0 to 64"):
         check_logprobs(-1, ())
+    with pytest.raises(EvalpipeError, match="from 0 to 64, not 65"):
+        check_logprobs(65, ("max_logprobs=65",))  # a stored trace's k is bounded too
 
 
 # --- runs -----------------------------------------------------------------------------------

@@ -155,7 +155,11 @@ def test_a_schema_2_store_gets_structured_engine_args_on_open(tmp_path: Path) ->
     path = tmp_path / "old.db"
     shutil.copy(OLD_STORE, path)
     with open_store(path) as s:
-        assert s.migrations_applied == ["m003_structured_engine_args", "m004_token_traces"]
+        assert s.migrations_applied == [
+            "m003_structured_engine_args",
+            "m004_token_traces",
+            "m005_trace_answers_and_run_holders",
+        ]
         tp1, tp2 = s.get_run("old-tp1"), s.get_run("old-tp2")
         assert tp1.config.engine_args == {
             "enable_prefix_caching": False,
@@ -193,7 +197,7 @@ def now_pairs() -> list[str]:
     return ["max_model_len=4096", "enable_prefix_caching=false"]
 
 
-def test_a_version_1_export_imports_and_round_trips_in_version_3(tmp_path: Path) -> None:
+def test_a_version_1_export_imports_and_round_trips_in_the_current_version(tmp_path: Path) -> None:
     with open_store(tmp_path / "a.db") as s:
         run_id = import_run(s, OLD_EXPORT.read_text().splitlines())
         run = s.get_run(run_id)
@@ -201,7 +205,7 @@ def test_a_version_1_export_imports_and_round_trips_in_version_3(tmp_path: Path)
         first = io.StringIO()
         export_run(s, run_id, first)
     header = json.loads(first.getvalue().splitlines()[0])["run"]
-    assert header["schema_version"] == EXCHANGE_VERSION == 3
+    assert header["schema_version"] == EXCHANGE_VERSION == 4
     assert header["engine_args"] == dict(run.config.engine_args)
     with open_store(tmp_path / "b.db") as s:
         import_run(s, first.getvalue().splitlines())

@@ -173,3 +173,10 @@ def test_server_variants_are_launched_apart_with_their_environment(
     assert "evalpipe" not in off["VLLM_PLUGINS"].split(",")
     with pytest.raises(ValueError, match="unknown server variant"):
         variant_env("bogus")
+
+
+def test_every_server_has_the_forcing_processor_but_the_one_without_evalpipe() -> None:
+    from evalpipe.engine.server import FORCING_FLAGS
+
+    command, _ = launch_settings("/w/smollm2", "tp1", "smollm2", 8002)
+    assert tuple(command[-len(FORCING_FLAGS) :]) == FORCING_FLAGS

@@ -64,7 +64,18 @@ def test_forced_scores_of_a_runs_own_tokens_match_its_decode(
     base, rep = runs[0]["run_id"], runs[1]["run_id"]
     # Same configuration: one session at --endpoint scores the repeat and the run itself.
     (report,) = ok_json(
-        cli("score", rep, "--against", base, "--endpoint", gemma_tp1.url, "--json", env=workdir)
+        cli(
+            "score",
+            rep,
+            "--against",
+            base,
+            "--path",
+            "prefill",
+            "--endpoint",
+            gemma_tp1.url,
+            "--json",
+            env=workdir,
+        )
     )
     assert [(t["run_id"], t["role"], t["scored"], t["errors"]) for t in report["targets"]] == [
         (rep, "run", 3, {}),
@@ -99,6 +110,17 @@ def test_forced_scores_of_a_runs_own_tokens_match_its_decode(
     assert top1.mean() > 0.95
 
     again = ok_json(
-        cli("score", rep, "--against", base, "--endpoint", gemma_tp1.url, "--json", env=workdir)
+        cli(
+            "score",
+            rep,
+            "--against",
+            base,
+            "--path",
+            "prefill",
+            "--endpoint",
+            gemma_tp1.url,
+            "--json",
+            env=workdir,
+        )
     )
     assert [(t["scored"], t["already"]) for t in again[0]["targets"]] == [(0, 3), (0, 3)]

@@ -307,11 +307,12 @@ def test_a_schema_1_store_gets_the_gate_table_on_open(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with open_store(path) as s:
         add_run(s, "dp2tp8")
-    # Make it what evalpipe with schema 1 wrote: no gate or trace table, version 1, one history
-    # row.
+    # Make it what evalpipe with schema 1 wrote: no gate, trace or holder table, version 1,
+    # one history row.
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE gate_decisions")
         conn.execute("DROP TABLE token_traces")
+        conn.execute("DROP TABLE run_holders")
         conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
         conn.execute("DELETE FROM migrations")
         conn.execute("INSERT INTO migrations VALUES ('create_schema_1', '2026-01-01T00:00:00')")

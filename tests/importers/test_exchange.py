@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import subprocess
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from evalpipe.errors import EvalpipeError
+from evalpipe.importers.endline import end_line
 from evalpipe.importers.jsonl import export_run, import_run, parse_jsonl, run_to_dict
 from evalpipe.records import EXCHANGE_VERSION, Run, RunConfig, Sample, config_to_dict
 from evalpipe.store import Store, open_store
@@ -113,6 +115,14 @@ def store(tmp_path: Path) -> Any:
     s.close()
 
 
+def sealed(lines: list[str]) -> list[str]:
+    """``lines`` (a run line, samples, trace lines; no end line) with the end line a version 4
+    writer adds: what a test that edits an export gives back to the import."""
+    traces = sum(line.startswith('{"trace"') for line in lines)
+    digest = hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
+    return [*lines, end_line(len(lines) - 1 - traces, traces, digest).rstrip("\n")]
+
+
 def export_text(store: Store, run_id: str = RUN_ID) -> str:
     out = io.StringIO()
     export_run(store, run_id, out)
@@ -139,6 +149,8 @@ def test_export_writes_everything_known(store: Store) -> None:
         assert run[key] == value, key
     assert run["provenance"] == {"host": "n1", "packages": {"vllm": "0.11.0"}, "gpus": [0, 1]}
     assert run["tags"] == ["nightly"] and run["duration_s"] == 198.25
+    *rest, end = rest
+    assert end == {"end": {"samples": 3, "traces": 0, "sha256": end["end"]["sha256"]}}
     assert [s["item_id"] for s in rest] == ["0", "1", "2"]
     assert rest[0]["prompt"] == "What is 1+1?"
     assert json.loads(rest[1]["prompt"]) == CHAT
@@ -173,10 +185,11 @@ def test_importing_the_same_file_twice_creates_one_run(store: Store, tmp_path: P
 
 
 def test_same_id_with_different_content_needs_a_new_id(store: Store) -> None:
-    lines = export_text(store).splitlines()
+    lines = export_text(store).splitlines()[:-1]
     sample = json.loads(lines[1])
     sample["output"] = "edited"
     lines[1] = json.dumps(sample)
+    lines = sealed(lines)
     with pytest.raises(EvalpipeError, match=f"run {RUN_ID} is already in .* different content"):
         import_run(store, lines)
     assert store.samples(RUN_ID)[0].output == "The answer is 2."

@@ -1,10 +1,15 @@
-"""Token traces in the run exchange format (version 3) and in `store copy`, on real stores:
-round trip byte for byte, idempotence, the re-import rule, bad trace lines, older versions,
-SQLite → PostgreSQL, and other harnesses' imports carrying none."""
+"""Token traces in the run exchange format (version 3, and 4 with its end line) and in
+`store copy`, on real stores: round trip byte for byte, idempotence, the re-import rule, bad
+trace lines, older versions, SQLite → PostgreSQL, and other harnesses' imports carrying none.
+
+The samples here have 6 output tokens, the length of their decode-path traces: an import
+checks that a trace has one position per generated token."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import hashlib
 import io
 import json
 import zlib
@@ -14,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_exchange import CHAT, RUN_ID, full_run, full_samples
+from test_exchange import CHAT, RUN_ID, full_run, full_samples, sealed
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.importers.aisbench.build import import_aisbench
 from evalpipe.importers.jsonl import export_run, import_run, parse_jsonl
 from evalpipe.importers.lmeval.build import import_lmeval
 from evalpipe.importers.transfer import CopyReport, copy_runs
-from evalpipe.records import EXCHANGE_VERSION
+from evalpipe.records import EXCHANGE_VERSION, Sample
 from evalpipe.store import Store, open_store
 from evalpipe.store.traces import (
     put_trace_errors,
@@ -61,10 +66,16 @@ def fill_traces(store: Store, run_id: str = RUN_ID) -> None:
     put_trace_errors(store, run_id, DECODE, {"2": "HTTP 500: engine died"})
 
 
+def traced_samples() -> list[Sample]:
+    """The exchange tests' samples, each answer 6 tokens long like its trace."""
+    return [s if s.error else dataclasses.replace(s, output_tokens=6) for s in full_samples()]
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     s = open_store(tmp_path / "src.db")
-    s.create_run(full_run(), full_samples(), {"h0": "What is 1+1?", "h1": json.dumps(CHAT)})
+    run = full_run().with_(output_tokens=12)  # its samples' sum
+    s.create_run(run, traced_samples(), {"h0": "What is 1+1?", "h1": json.dumps(CHAT)})
     fill_traces(s)
     yield s
     s.close()
@@ -81,11 +92,13 @@ def trace_lines(text: str) -> list[dict[str, Any]]:
 
 
 def without_traces(text: str, version: int = 2) -> list[str]:
-    """The file as an exchange-version-``version`` writer would have written it."""
+    """The file as an exchange-version-``version`` writer would have written it, without its
+    end line (:func:`sealed` adds one)."""
     head, *rest = text.splitlines()
     run = json.loads(head)
     run["run"]["schema_version"] = version
-    return [json.dumps(run), *(line for line in rest if not line.startswith('{"trace"'))]
+    kept = (line for line in rest if not line.startswith(('{"trace"', '{"end"')))
+    return [json.dumps(run), *kept]
 
 
 @contextmanager
@@ -109,7 +122,7 @@ def counting_writes(store: Store) -> Iterator[list[int]]:
 
 def test_export_writes_one_trace_line_per_row_in_a_fixed_order(store: Store) -> None:
     text = export_text(store)
-    assert json.loads(text.splitlines()[0])["run"]["schema_version"] == EXCHANGE_VERSION == 3
+    assert json.loads(text.splitlines()[0])["run"]["schema_version"] == EXCHANGE_VERSION == 4
     lines = trace_lines(text)
     # Decode path ("") first, then by source; within a source, the sample lines' order.
     assert [(t["source"], t["item_id"]) for t in lines] == [
@@ -126,6 +139,7 @@ def test_export_writes_one_trace_line_per_row_in_a_fixed_order(store: Store) -> 
         "k": 3,
         "n_tokens": 6,
         "data": base64.b64encode(encode(trace(0))).decode("ascii"),
+        "answer_sha256": hashlib.sha256(b"The answer is 2.").hexdigest(),
     }
     assert lines[2] == {"item_id": "2", "source": "", "error": "HTTP 500: engine died"}
     assert (lines[3]["n_tokens"], lines[4]) == (
@@ -133,6 +147,7 @@ def test_export_writes_one_trace_line_per_row_in_a_fixed_order(store: Store) -> 
         {"item_id": "1", "source": ELSEWHERE, "error": "HTTP 400: too long"},
     )
     assert text.splitlines()[4].startswith('{"trace"')  # after the three sample lines
+    assert json.loads(text.splitlines()[-1])["end"]["traces"] == 5  # the end line, last
 
 
 def test_export_then_import_then_export_is_identical(store: Store, tmp_path: Path) -> None:
@@ -140,7 +155,7 @@ def test_export_then_import_then_export_is_identical(store: Store, tmp_path: Pat
     with open_store(tmp_path / "dst.db") as dst:
         assert import_run(dst, io.StringIO(text)) == RUN_ID
         assert export_text(dst) == text
-        assert dst.samples(RUN_ID) == full_samples()
+        assert dst.samples(RUN_ID) == traced_samples()
         assert read_traces(dst, RUN_ID) == read_traces(store, RUN_ID)
         assert read_traces(dst, RUN_ID, ELSEWHERE)["0"].trace == trace(9, n=4)
         assert read_traces(dst, RUN_ID)["1"].start == 50
@@ -254,7 +269,7 @@ DATA = base64.b64encode(encode(trace(0))).decode("ascii")
 def test_bad_trace_lines_are_rejected_with_the_line(
     store: Store, tmp_path: Path, line: str, message: str
 ) -> None:
-    lines = [*without_traces(export_text(store), EXCHANGE_VERSION), line]
+    lines = sealed([*without_traces(export_text(store), EXCHANGE_VERSION), line])
     with open_store(tmp_path / "dst.db") as dst:
         with pytest.raises(EvalpipeError, match="^f.jsonl" + message):
             import_run(dst, lines, source="f.jsonl")
@@ -262,7 +277,7 @@ def test_bad_trace_lines_are_rejected_with_the_line(
 
 
 def test_a_second_trace_for_one_key_is_rejected(store: Store) -> None:
-    lines = [*export_text(store).splitlines(), _line(**GOOD, data=DATA)]
+    lines = sealed([*export_text(store).splitlines()[:-1], _line(**GOOD, data=DATA)])
     with pytest.raises(EvalpipeError, match=r"input:10: a second trace for item '0', source ''"):
         parse_jsonl(lines)
 
@@ -307,10 +322,10 @@ def test_store_copy_reports_a_conflicting_trace(store: Store, tmp_path: Path) ->
 def test_store_copy_merges_the_traces_of_a_run_in_progress(tmp_path: Path) -> None:
     running = full_run().with_(status="running", finished_at=None)
     with open_store(tmp_path / "a.db") as src, open_store(tmp_path / "b.db") as dst:
-        src.create_run(running, full_samples()[:1], {"h0": "What is 1+1?"})
+        src.create_run(running, traced_samples()[:1], {"h0": "What is 1+1?"})
         put_traces(src, [StoredTrace(RUN_ID, "0", DECODE, 40, trace(0))])
         assert copy_runs(src, dst).copied == (RUN_ID,)
-        src.put_samples(full_samples()[1:])
+        src.put_samples(traced_samples()[1:])
         src.update_run(src.get_run(RUN_ID).with_(**src.summarize(RUN_ID)))
         put_traces(src, [StoredTrace(RUN_ID, "0", DECODE, 40, trace(2))])  # re-captured
         put_traces(src, [StoredTrace(RUN_ID, "1", DECODE, 50, trace(1))])

@@ -4,6 +4,7 @@ line, however broken, raises anything but EvalpipeError."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tempfile
@@ -132,18 +133,21 @@ def stored_runs(draw: st.DrawFn) -> tuple[Run, list[Sample], dict[str, str], lis
     hashes = sorted({s.prompt_hash for s in samples})
     prompts = draw(st.dictionaries(st.sampled_from(hashes), TEXT)) if hashes else {}
     traces: list[Any] = []
-    for s in samples:
+    for i, s in enumerate(samples):
         kind = draw(st.sampled_from(["none", "trace", "error"]))
         source = draw(st.sampled_from([DECODE, "20261101-000000-eeeeee"]))
-        if kind == "trace":
+        if kind == "trace" and (source != DECODE or s.error is None):
             n = draw(st.integers(1, 4))
             ids = draw(st.lists(st.integers(0, 50_000), min_size=n, max_size=n))
             lps = draw(st.lists(st.floats(-30, 0, width=32), min_size=n, max_size=n))
             trace = trace_of(ids, lps, [[(t, lp)] for t, lp in zip(ids, lps, strict=True)], 2)
             traces.append(StoredTrace(run_id, s.item_id, source, draw(COUNT), trace))
+            if source == DECODE and s.output_tokens is not None:
+                # A decode-path trace has one position per generated token.
+                samples[i] = dataclasses.replace(s, output_tokens=n)
         elif kind == "error" and source != DECODE:
             traces.append((source, s.item_id, draw(NAME)))
-    return run, samples, prompts, traces
+    return run.with_(**summary_of(samples)), samples, prompts, traces
 
 
 def export_text(store: Store, run_id: str) -> str:

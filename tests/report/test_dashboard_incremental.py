@@ -99,6 +99,30 @@ def test_a_render_removes_only_the_files_it_wrote(store: Store, tmp_path: Path) 
     assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporary file
 
 
+def test_a_page_the_user_edited_is_kept_and_named_not_deleted(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evalpipe.cli import main
+
+    runs = build_store(store)
+    out = tmp_path / "site"
+    render_dashboard(store, out)
+    edited = out / "runs" / page_name(runs["inc"].run_id)
+    edited.write_text(edited.read_text() + "<!-- my notes on this run -->")
+    untouched = out / "compare" / page_name(runs["inc"].run_id)
+    assert untouched.is_file()
+    store.delete_run(runs["inc"].run_id)
+    code = main(["dashboard", "--out", str(out), "--store", str(store.path)])
+    assert code == 0
+    assert "my notes on this run" in edited.read_text()  # kept: its bytes are not ours
+    assert not untouched.exists()  # ours, unchanged since written: removed
+    err = capsys.readouterr().err
+    assert "kept 1 edited page" in err and f"runs/{edited.name}" in err
+    # No longer listed as the dashboard's: a later render leaves it alone, quietly.
+    again = render_dashboard(store, out)
+    assert again.kept == () and edited.is_file()
+
+
 @pytest.mark.parametrize("damage", ["garbage", "empty", "wrong shapes"])
 def test_a_damaged_cache_or_manifest_means_a_cold_render(
     store: Store, tmp_path: Path, damage: str

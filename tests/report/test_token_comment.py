@@ -55,28 +55,30 @@ def test_a_token_column_with_the_verdict_and_the_decode_kl_against_the_floor() -
     assert _cells_per_row(body)[:4] == [12, 12, 12, 12]
     row = {x.split(" | ")[1]: x for x in lines if x.startswith("| ✅ ok |") or "| ❌" in x}
     assert row["dp2tp8dcp8 vs dp2tp8"].endswith(
-        "| ❌ token-drift | 1.23e-04 [1.01e-04, 1.46e-04] vs 4.50e-05 |"
+        "| ❌ token-drift | 1.23e-04 [1.01e-04, 1.46e-04] (95%) vs 4.50e-05 |"
     )
     assert row["dp2tp8pcp2 vs dp2tp8"].endswith(
-        "| ✅ ok | 1.23e-04 [1.01e-04, 1.46e-04] vs 4.50e-05 |"
+        "| ✅ ok | 1.23e-04 [1.01e-04, 1.46e-04] (95%) vs 4.50e-05 |"
     )
     assert row["dp4tp4 vs dp2tp8"].endswith("| — | — |")
     # The note names only the pair whose tokens drifted, though its accuracy is ok.
     assert "**Token-level drift:** dp2tp8dcp8 vs dp2tp8 (gsm8k)." in body
     # Per comparison: each path's figures, and why a path was not compared.
     assert (
-        "- Tokens, decode path: ❌ token-drift · KL 1.23e-04 [1.01e-04, 1.46e-04] vs floor "
-        "4.50e-05 · p99 2.30e-03 · worst item" in body
+        "- Tokens, decode path: ❌ token-drift · KL 1.23e-04 [1.01e-04, 1.46e-04] (95%) vs "
+        "floor 4.50e-05 · p99 2.30e-03 · worst item" in body
     )
     assert "· identical tokens 72.5%" in body
 
 
 def test_a_path_without_a_floor_or_kl_shows_a_dash() -> None:
-    no_floor = _with_tokens(comparison(), verdict="unknown", floor=None, floor_metrics=None)
+    no_floor = _with_tokens(comparison(), verdict="inconclusive", excess=None, floor_metrics=None)
     body = render_comment([no_floor])
-    assert "| ⚠️ unknown | 1.23e-04 [1.01e-04, 1.46e-04] vs — |" in body
-    no_kl = _with_tokens(comparison(), verdict="unknown", metrics={})
-    assert "| ⚠️ unknown | — |" in render_comment([no_kl])
+    assert "| ⚠️ inconclusive | 1.23e-04 [1.01e-04, 1.46e-04] (95%) vs — |" in body
+    no_kl = _with_tokens(comparison(), verdict="inconclusive", metrics={})
+    assert "| ⚠️ inconclusive | — |" in render_comment([no_kl])
+    few = dataclasses.replace(decode_path().metrics["kl"], p99=None)
+    assert "· p99" not in render_comment([_with_tokens(comparison(), metrics={"kl": few})])
 
 
 def test_unavailable_paths_are_listed_with_their_reason() -> None:

@@ -52,7 +52,7 @@ def decode_path(**changes: Any) -> PathComparison:
     base = token_fixtures.decode_path(
         metrics=metrics,
         floor_metrics={"kl": floor_kl},
-        reason="mean KL exceeds the baseline-repeat floor",
+        reason="KL over the floor exceeds τ",
     )
     return dataclasses.replace(base, **changes)
 
@@ -116,14 +116,22 @@ def test_the_pair_page_shows_the_token_section_with_its_figures(
         "top-k 5",
         "greedy agreement 72.50% of items with identical token ids",
         "5 items diverge; first differing token at position 130 at the earliest, median 300; "
-        "40% within ±16 tokens of a shard boundary (26% expected by chance)",
+        "40% within ±16 tokens of a shard boundary, 26% expected from the actual positions "
+        "(p = 0.370)",
         "imputed 3 positions",
+        "Decode KL apart: common prefix 1.10e-04 [1.00e-04, 1.30e-04] (95%) over 9871 tokens; "
+        "the 5 parting positions 2.50e-02",
         "mean KL 1.23e-04 for the pair vs 4.50e-05 between baseline repeats on the same 100 "
-        "items: difference +7.84e-05 [+5.00e-05, +∞], p = 0.001 (one-sided)",
-        "positions within 16 tokens of a multiple of 128: mean KL 2.10e-04 vs 1.10e-04 "
-        "elsewhere (110 items), difference +1.00e-04 [+4.00e-05, +1.60e-04], p = 0.003",
+        "items: excess +7.84e-05 [+5.00e-05, +∞] (95%)",
+        "Tail test: worst item 12: typical KL 3.00e-03 (mean 7.00e-03) over 80 tokens, above "
+        "τ from position 340, against τ = 2.00e-05 per item; p = 0.0004 (Bonferroni over 98 "
+        "items)",
+        "positions within ±1 tokens of a multiple of 128 (3.0% of the positions of 110 items) "
+        "carry 9.0% of the KL (×3.00); p = 0.003, one-sided, Bonferroni over windows 0, 1, 2, "
+        "4, 8, 16, each against 999 random boundary placements",
         f"forced path not compared: {FORCED_REASON}",
-        "mean KL exceeds the baseline-repeat floor",
+        "KL over the floor exceeds τ",
+        "mean [95% CI]",
     ):
         assert shown in text, shown
     rows = dict(re.findall(r'<tr data-metric="(\w+)">(.*?)</tr>', section))
@@ -196,7 +204,9 @@ def test_without_token_data_no_page_has_a_token_section(store: Store, tmp_path: 
 
 EDGE_KL = dataclasses.replace(KL, ci_low=-INF, worst_item=None, worst_position=None)
 F = np.float64
-NUMPY_KL = MetricSummary(F(1e-4), F(0), F(2e-4), F(1), F(2), F(3), "7", np.int64(9))  # type: ignore[arg-type]
+NUMPY_KL = MetricSummary(
+    F(1e-4), F(0), F(2e-4), F(1), None, F(3), "7", np.int64(9), F(0.9), np.int64(2)
+)  # type: ignore[arg-type]
 
 
 def _variants() -> dict[str, TokenComparison]:
@@ -204,13 +214,17 @@ def _variants() -> dict[str, TokenComparison]:
         by_residue=(),
         by_band=(),
         boundary=None,
-        floor=None,
+        excess=None,
+        tail=None,
+        decision=None,
+        parting=None,
+        divergence_share=None,
         floor_metrics=None,
         first_divergence=(),
         divergence_offsets=(),
         greedy_agreement=None,
         metrics={"kl": EDGE_KL},
-        verdict="unknown",
+        verdict="inconclusive",
     )
     forced = decode_path(path="forced", greedy_agreement=None, skipped_items=4)
     numpy = decode_path(
@@ -326,9 +340,9 @@ def test_compute_asks_for_token_comparisons_only_where_there_are_traces(
     assert got[runs["inc"].run_id] is None
     # A pair that cannot be compared token by token says why, on both paths.
     failed = got[runs["drift"].run_id]
-    assert failed is not None and failed.paths == {} and failed.verdict == "unknown"
+    assert failed is not None and failed.paths == {} and failed.verdict == "inconclusive"
     assert set(failed.unavailable.values()) == {"model fingerprints differ: tokenizers may differ"}
-    assert set(failed.unavailable) == {"decode", "forced"}
+    assert set(failed.unavailable) == {"decode", "forced-decode", "forced"}
 
 
 def _traces(
@@ -388,4 +402,6 @@ def test_the_dashboards_token_figures_are_compares_own(store: Store) -> None:
     assert cell.comparison is not None and cell.comparison.tokens is not None
     want = compare_runs(store, ok, base, tokens=True).tokens
     assert cell.comparison.tokens == want
-    assert "decode" in want.paths and want.paths["decode"].floor is not None  # type: ignore[union-attr]
+    decode = want.paths["decode"]  # type: ignore[union-attr]
+    assert decode.excess is not None and decode.excess.floor_mean is not None
+    assert decode.decision is not None and decode.decision.comparisons == 1  # one path compared

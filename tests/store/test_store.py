@@ -229,6 +229,7 @@ def test_an_older_store_is_migrated_on_open_once(
         "m002_gate_decisions",
         "m003_structured_engine_args",
         "m004_token_traces",
+        "m005_trace_answers_and_run_holders",
         "m999_sample_note",
     ]
     assert "note" in columns
@@ -268,6 +269,7 @@ def test_a_new_store_records_every_migration_as_included(
         "m002_gate_decisions",
         "m003_structured_engine_args",
         "m004_token_traces",
+        "m005_trace_answers_and_run_holders",
         "m999",
     ]
 
@@ -605,16 +607,18 @@ def test_kill_9_mid_stream_keeps_exactly_the_committed_samples(tmp_path: Path) -
         assert stored[: len(acknowledged)] == acknowledged == list(range(len(acknowledged)))
         assert len(stored) - len(acknowledged) in (0, 1)
         assert all(x.output == "x" * 200 for x in s.samples("r1"))
-        # Resuming writes the rest; nothing is duplicated.
+        # Resuming writes the rest; nothing is duplicated. (On a loaded machine the writer
+        # may get well past the 300th sample before the kill lands: the rest is what is left.)
+        total = max(400, len(stored) + 100)
         done = s.done_item_ids("r1")
         s.put_samples(
             [
                 make_sample("r1", str(i))
-                for i in range(len(acknowledged) - 5, 400)
+                for i in range(len(acknowledged) - 5, total)
                 if str(i) not in done
             ]
         )
-        assert sorted(int(x.item_id) for x in s.samples("r1")) == list(range(400))
+        assert sorted(int(x.item_id) for x in s.samples("r1")) == list(range(total))
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()

@@ -167,7 +167,11 @@ def test_flag_lists_stored_at_schema_2_become_the_mapping_once(store_url: str) -
         s.create_run(make_run("r2", config=make_config(engine_args={})))
         as_schema_2(s, "r1", ["--enforce-eager", "--max-model-len", "4096"])
     with open_store(store_url) as s:
-        assert s.migrations_applied == ["m003_structured_engine_args", "m004_token_traces"]
+        assert s.migrations_applied == [
+            "m003_structured_engine_args",
+            "m004_token_traces",
+            "m005_trace_answers_and_run_holders",
+        ]
         run = s.get_run("r1")
         assert run.config.engine_args == {"enforce_eager": True, "max_model_len": 4096}
         assert run == make_run("r1")

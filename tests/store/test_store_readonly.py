@@ -135,7 +135,7 @@ def test_a_read_only_store_can_be_read_and_is_left_untouched(folder: Path) -> No
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["n_samples"] == 6
     exported = run("runs", "export", "base", "--store", db)
-    assert exported.returncode == 0 and exported.stdout.count("\n") == 7, exported.stderr
+    assert exported.returncode == 0 and exported.stdout.count("\n") == 8, exported.stderr
     compared = run("compare", "run", "--baseline", "base", "--json", "--store", db)
     assert compared.returncode == 0, compared.stderr
     assert json.loads(compared.stdout)["n"] == 6

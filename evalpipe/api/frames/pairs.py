@@ -3,7 +3,7 @@
 Both are computed by the comparison core, not beside it: the pair is found as ``evalpipe
 compare`` finds it (:func:`evalpipe.api.comparing.pair_of`, the same pairing checks), items
 are joined by :func:`evalpipe.compare.core.join` and token positions come from
-:func:`evalpipe.compare.tokens.stats.collect`, so the 2×2 table of the pairs frame and the mean
+:func:`evalpipe.compare.tokens.positions.collect`, so the 2×2 table of the pairs frame and the mean
 KL of the tokens frame are compare's own. This module is the frames' only user of the
 token-level modules (``compare/tokens/``: three names, imported where used).
 """
@@ -26,12 +26,12 @@ if TYPE_CHECKING:
 
     from evalpipe.api.frames.columns import DataFrame
     from evalpipe.compare.core import Answer
-    from evalpipe.compare.tokens.stats import Positions
+    from evalpipe.compare.tokens.positions import Positions
     from evalpipe.store import Store
 
     IntArray = npt.NDArray[np.int64]
 
-PATH_NAMES = ("decode", "forced")
+PATH_NAMES = ("decode", "forced-decode", "forced")
 """The token-level paths, as :data:`evalpipe.compare.tokens.types.PATHS` names them."""
 
 
@@ -233,10 +233,10 @@ def _read_positions(
     start); per path asked for but not stored, why. Refuses when no path is left."""
     import numpy as np
 
-    from evalpipe.compare.tokens.stats import collect
+    from evalpipe.compare.tokens.positions import collect
+    from evalpipe.compare.tokens.runs import path_source
     from evalpipe.compare.tokens.types import PATHS
     from evalpipe.store.traces import read_traces, trace_sources
-    from evalpipe.traces import DECODE
 
     r, b = pair.run, pair.baseline
     if r.config.model_fingerprint != b.config.model_fingerprint:
@@ -249,14 +249,15 @@ def _read_positions(
     found: dict[str, tuple[Positions, IntArray]] = {}
     unavailable: dict[str, str] = {}
     for path in (p for p in PATHS if p in wanted):
-        source = DECODE if path == "decode" else b.run_id
+        source = path_source(path, b.run_id)
         lacking = [f"{x.config.layout} run {x.run_id}" for x in (r, b)
                    if not sources[x.run_id].get(source)]  # fmt: skip
         if lacking:
             unavailable[path] = f"{' and '.join(lacking)}: " + (
                 "no token logprobs (run with --logprobs 5)"
                 if path == "decode"
-                else f"no teacher-forced traces (`evalpipe score {r.run_id} --against {b.run_id}`)"
+                else f"no {path} traces (`evalpipe score {r.run_id} --against {b.run_id} --path "
+                f"{'forced-decode' if path == 'forced-decode' else 'prefill'}`)"
             )
             continue
         base = read_traces(pair.store, b.run_id, source)

@@ -32,9 +32,9 @@ def plain(value: object) -> Any:
     return value
 
 
-def path_to_json(p: PathComparison, period: int | None) -> dict[str, Any]:
+def path_to_json(p: PathComparison) -> dict[str, Any]:
     """Every field of ``p``, plus the first-divergence summary the text report shows."""
-    return {**plain(p), "first_divergence_summary": plain(divergence(p, period))}
+    return {**plain(p), "first_divergence_summary": plain(divergence(p))}
 
 
 def tokens_to_json(t: TokenComparison | None) -> dict[str, Any] | None:
@@ -47,8 +47,7 @@ def tokens_to_json(t: TokenComparison | None) -> dict[str, Any] | None:
         "baseline_id": t.baseline_id,
         "period": t.period,
         "verdict": t.verdict,
-        "paths": {
-            name: None if p is None else path_to_json(p, t.period) for name, p in paths.items()
-        },
+        "reason": t.reason,
+        "paths": {name: None if p is None else path_to_json(p) for name, p in paths.items()},
         "unavailable": dict(t.unavailable),
     }

@@ -19,18 +19,21 @@ from typing import Any, cast
 from evalpipe.compare.tokens.types import (
     METRICS,
     PATHS,
+    TOKEN_VERDICTS,
     Bin,
     BoundaryTest,
-    FloorTest,
+    Decision,
+    DivergenceShare,
+    Excess,
     Metric,
     MetricSummary,
+    PartingSplit,
     Path,
     PathComparison,
+    TailTest,
     TokenComparison,
-    TokenVerdict,
+    Tolerance,
 )
-
-_VERDICTS: tuple[TokenVerdict, ...] = ("ok", "token-drift", "unknown")
 
 
 def _plain(value: Any) -> Any:
@@ -76,7 +79,7 @@ def _path_comparison(d: Mapping[str, Any]) -> PathComparison:
     """The fields that are records or tuples rebuilt; the others (numbers, text, and any
     field added later) passed through, so an unknown key raises ``TypeError``."""
     verdict = d["verdict"]
-    if verdict not in _VERDICTS:
+    if verdict not in TOKEN_VERDICTS:
         raise ValueError(f"not a token verdict: {verdict!r}")
     floor_metrics = d["floor_metrics"]
     return PathComparison(
@@ -86,13 +89,35 @@ def _path_comparison(d: Mapping[str, Any]) -> PathComparison:
             "metrics": _metrics(d["metrics"]),
             "first_divergence": _ints(d["first_divergence"]),
             "divergence_offsets": _ints(d["divergence_offsets"]),
+            "divergence_share": _optional(DivergenceShare, d["divergence_share"]),
+            "parting": _optional(PartingSplit, d["parting"]),
             "by_residue": tuple(Bin(**b) for b in d["by_residue"]),
             "by_band": tuple(Bin(**b) for b in d["by_band"]),
-            "boundary": None if d["boundary"] is None else BoundaryTest(**d["boundary"]),
-            "floor": None if d["floor"] is None else FloorTest(**d["floor"]),
+            "boundary": _boundary(d["boundary"]),
+            "excess": _excess(d["excess"]),
+            "tail": _optional(TailTest, d["tail"]),
             "floor_metrics": None if floor_metrics is None else _metrics(floor_metrics),
+            "decision": _decision(d["decision"]),
         }
     )
+
+
+def _optional(kind: Any, d: Mapping[str, Any] | None) -> Any:
+    return None if d is None else kind(**d)
+
+
+def _boundary(d: Mapping[str, Any] | None) -> BoundaryTest | None:
+    return None if d is None else BoundaryTest(**{**d, "windows": _ints(d["windows"])})
+
+
+def _excess(d: Mapping[str, Any] | None) -> Excess | None:
+    if d is None:
+        return None
+    return Excess(**{**d, "item_values": tuple(float(v) for v in d["item_values"])})
+
+
+def _decision(d: Mapping[str, Any] | None) -> Decision | None:
+    return None if d is None else Decision(**{**d, "tolerance": Tolerance(**d["tolerance"])})
 
 
 def from_dict(d: Mapping[str, Any]) -> TokenComparison:

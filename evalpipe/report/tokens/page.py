@@ -15,18 +15,25 @@ from evalpipe.compare.tokens.types import (
     METRICS,
     PATHS,
     Bin,
-    BoundaryTest,
-    FloorTest,
     Metric,
     MetricSummary,
     PathComparison,
     TokenComparison,
 )
-from evalpipe.compare.tokens.view import divergence, nats
+from evalpipe.compare.tokens.view import (
+    boundary_sentence,
+    divergence,
+    excess_sentence,
+    nats,
+    parting_sentence,
+    tail_sentence,
+)
 from evalpipe.report.charts import Plot, histogram, whisker_plot
 
 PATH_TITLES = {
     "decode": "Decode path: each side's own generation, over the common prefix",
+    "forced-decode": "Forced-decode path: both engines generating the baseline's tokens step "
+    "by step (teacher-forced on the decode kernels), every position",
     "forced": "Prefill path: both engines scoring the baseline's tokens (teacher-forced)",
 }
 METRIC_LABELS: dict[Metric, str] = {
@@ -67,6 +74,7 @@ class MetricRow:
     max: str
     worst_item: str | None
     worst_position: int | None
+    ties: int
     floor: str
 
 
@@ -76,11 +84,12 @@ def metric_row(metric: Metric, s: MetricSummary, floor: MetricSummary | None) ->
         label=METRIC_LABELS[metric],
         mean=figure(metric, s.mean),
         ci=f"[{figure(metric, s.ci_low)}, {figure(metric, s.ci_high)}]",
-        p99=figure(metric, s.p99),
-        p999=figure(metric, s.p999),
+        p99="—" if s.p99 is None else figure(metric, s.p99),
+        p999="—" if s.p999 is None else figure(metric, s.p999),
         max=figure(metric, s.max),
         worst_item=s.worst_item,
         worst_position=s.worst_position,
+        ties=s.worst_ties,
         floor="—"
         if floor is None
         else f"{figure(metric, floor.mean)} "
@@ -88,36 +97,17 @@ def metric_row(metric: Metric, s: MetricSummary, floor: MetricSummary | None) ->
     )
 
 
-def floor_line(f: FloorTest) -> str:
-    """The floor test in one sentence."""
-    return (
-        f"mean KL {nats(f.pair_mean)} for the pair vs {nats(f.floor_mean)} between baseline "
-        f"repeats on the same {f.n_items} items: difference {nats(f.difference, True)} "
-        f"[{nats(f.ci_low, True)}, {nats(f.ci_high, True)}], p {p_text(f.p_value)} (one-sided)"
-    )
-
-
-def boundary_line(b: BoundaryTest) -> str:
-    """The shard-boundary test in one sentence."""
-    return (
-        f"positions within {b.width} tokens of a multiple of {b.period}: mean KL "
-        f"{nats(b.near_mean)} vs {nats(b.rest_mean)} elsewhere ({b.n_items} items), "
-        f"difference {nats(b.difference, True)} [{nats(b.ci_low, True)}, "
-        f"{nats(b.ci_high, True)}], p {p_text(b.p_value)} (two-sided)"
-    )
-
-
-def divergence_line(p: PathComparison, period: int | None) -> str | None:
+def divergence_line(p: PathComparison) -> str | None:
     """Where the generations first differ, in one sentence (decode path; None without any)."""
-    d = divergence(p, period)
+    d = divergence(p)
     if not d.n:
         return None
     text = f"{d.n} items diverge; first differing token at position {d.min} at the earliest"
     text += f", median {d.median:g}" if d.median is not None else ""
-    if d.near_boundary is not None and d.chance is not None:
+    if d.near_boundary is not None and d.chance is not None and d.p_value is not None:
         text += (
-            f"; {d.near_boundary * 100:.0f}% within ±{d.width} tokens of a shard boundary "
-            f"({d.chance * 100:.0f}% expected by chance)"
+            f"; {d.near_boundary * 100:.0f}% within ±{d.width} tokens of a shard boundary, "
+            f"{d.chance * 100:.0f}% expected from the actual positions (p {p_text(d.p_value)})"
         )
     return text
 
@@ -148,7 +138,10 @@ class PathView:
     by_residue: Plot | None
     by_band: Plot | None
     floor: str | None
+    tail: str | None
+    parting: str | None
     boundary: str | None
+    level: str
 
 
 def path_view(p: PathComparison, period: int | None) -> PathView:
@@ -162,7 +155,7 @@ def path_view(p: PathComparison, period: int | None) -> PathView:
         p=p,
         greedy=None if p.greedy_agreement is None else share(p.greedy_agreement),
         metrics=[metric_row(m, p.metrics[m], floors.get(m)) for m in METRICS if m in p.metrics],
-        divergence_summary=divergence_line(p, period),
+        divergence_summary=divergence_line(p),
         first_divergence=histogram(
             f"First divergent token: position in the sequence ({divergent} items)",
             p.first_divergence,
@@ -176,10 +169,18 @@ def path_view(p: PathComparison, period: int | None) -> PathView:
         by_residue=bin_plot(
             f"Mean KL by position modulo the shard period ({period})", p.by_residue, overall
         ),
-        by_band=bin_plot("Mean KL by position band", p.by_band, overall),
-        floor=None if p.floor is None else floor_line(p.floor),
-        boundary=None if p.boundary is None else boundary_line(p.boundary),
+        by_band=bin_plot(_band_title(p.by_band), p.by_band, overall),
+        floor=None if p.excess is None else excess_sentence(p.excess),
+        tail=None if p.tail is None else tail_sentence(p.tail),
+        parting=parting_sentence(p.parting),
+        boundary=None if p.boundary is None else boundary_sentence(p.boundary),
+        level=f"{kl.level:.0%}" if kl is not None else "95%",
     )
+
+
+def _band_title(bins: tuple[Bin, ...]) -> str:
+    width = bins[0].high - bins[0].low + 1 if len(bins) > 1 else 0
+    return f"Mean KL by position ({width}-token bands)" if width > 1 else "Mean KL by position"
 
 
 @dataclass(frozen=True)

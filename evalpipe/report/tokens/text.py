@@ -1,9 +1,9 @@
 """The "token level" section of ``evalpipe compare``'s text report: a
 :class:`~evalpipe.compare.tokens.types.TokenComparison` for the terminal. Pure.
 
-Divergences (KL, |Δ logprob|) are in nats with 3 significant digits; shares are percentages.
-Item ids come from data files and reasons may quote them: both are shown through
-:func:`evalpipe.report.textfmt.safe`.
+Divergences (KL, |Δ logprob|) are in nats with 3 significant digits; shares are percentages;
+every interval says its level. Item ids come from data files and reasons may quote them: both
+are shown through :func:`evalpipe.report.textfmt.safe`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,17 @@ from evalpipe.compare.tokens.types import (
     PathComparison,
     TokenComparison,
 )
-from evalpipe.compare.tokens.view import divergence, nats
+from evalpipe.compare.tokens.view import (
+    boundary_sentence,
+    divergence,
+    excess_sentence,
+    nats,
+    parting_sentence,
+    tail_sentence,
+)
 from evalpipe.report.textfmt import p_text, safe, share
 
-TOKEN_SYMBOL = {"ok": "✓ OK", "token-drift": "✗ TOKEN-DRIFT", "unknown": "? UNKNOWN"}
+TOKEN_SYMBOL = {"ok": "✓ OK", "token-drift": "✗ TOKEN-DRIFT", "inconclusive": "? INCONCLUSIVE"}
 METRIC_LABELS: dict[Metric, str] = {
     "kl": "KL (nats)",
     "abs_dlogprob": "|Δlogprob|",
@@ -40,7 +47,7 @@ def format_tokens(t: TokenComparison, accuracy: str) -> list[str]:
     ]
     for name, p in t.paths.items():
         lines += _path(name, p, t.period)
-    lines += [f"  {name}: {safe(reason, 300)}" for name, reason in t.unavailable.items()]
+    lines += [f"  {name}: {safe(reason, 600)}" for name, reason in t.unavailable.items()]
     return lines
 
 
@@ -48,21 +55,19 @@ def _path(name: str, p: PathComparison, period: int | None) -> list[str]:
     head = f"  {name}: {p.n_items} items, {p.n_tokens} tokens, top-{p.k}"
     if p.greedy_agreement is not None:
         head += f"; identical generations {share(p.greedy_agreement)}"
-    lines = [head]
-    d = divergence(p, period)
-    if d.n:
-        where = f"    first divergence ({d.n} items): position median {d.median:g}, min {d.min}"
-        if d.near_boundary is not None:
-            where += (
-                f"; {share(d.near_boundary, 0)} within {d.width} tokens of a shard boundary "
-                f"(chance {share(d.chance, 0)})"
-            )
-        lines.append(where)
+    lines = [head, *_divergence(p)]
+    level = p.metrics["kl"].level if "kl" in p.metrics else 0.95
     lines.append(
-        f"    {'metric':<15} {'mean [CI]':<30} {'p99':>9} {'p99.9':>9}  worst item@position"
+        f"    {'metric':<15} {'mean [' + f'{level:.0%}' + ' CI]':<30} {'p99':>9} {'p99.9':>9}"
+        "  worst item@position"
     )
     lines += [_metric(m, p.metrics[m]) for m in METRICS if m in p.metrics]
-    lines += _floor(p)
+    if any(s.p99 is None or s.p999 is None for s in p.metrics.values()):
+        lines.append("    (p99 and p99.9 are shown from 500 and 5 000 tokens on)")
+    parting = parting_sentence(p.parting)
+    if parting is not None:
+        lines.append(f"    decode KL apart: {parting}")
+    lines += _floor(p) + _tail(p)
     modulo = f" mod {period}" if period else ""
     lines += _bins(f"KL by residue{modulo}", "residues", p.by_residue)
     lines += _bins("KL by position band", "positions", p.by_band)
@@ -73,8 +78,23 @@ def _path(name: str, p: PathComparison, period: int | None) -> list[str]:
             f"    {p.missing_tokens} positions imputed a baseline top-{p.k} token the run "
             "did not list (KL estimate)"
         )
-    lines.append(f"    verdict: {TOKEN_SYMBOL[p.verdict]} — {safe(p.reason, 300) or '-'}")
+    lines.append(f"    verdict: {TOKEN_SYMBOL[p.verdict]} — {safe(p.reason, 400) or '-'}")
     return lines
+
+
+def _divergence(p: PathComparison) -> list[str]:
+    d = divergence(p)
+    if not d.n:
+        return []
+    where = f"    first divergence ({d.n} items): position median {d.median:g}, min {d.min}"
+    if d.near_boundary is not None and d.chance is not None:
+        where += (
+            f"; {share(d.near_boundary, 0)} within ±{d.width} tokens of a shard boundary, "
+            f"{share(d.chance, 0)} expected from the actual positions (p={p_text(d.p_value)})"
+        )
+    elif p.divergence_share is not None and p.divergence_share.reason:
+        where += f"; no boundary share: {p.divergence_share.reason}"
+    return [where]
 
 
 def _value(metric: Metric, x: float | None, signed: bool = False) -> str:
@@ -85,31 +105,23 @@ def _value(metric: Metric, x: float | None, signed: bool = False) -> str:
 
 def _metric(metric: Metric, s: MetricSummary) -> str:
     mean = f"{_value(metric, s.mean)} [{_value(metric, s.ci_low)}, {_value(metric, s.ci_high)}]"
-    worst = (
-        "—"
-        if s.worst_item is None
-        else f"{safe(s.worst_item, 40)}@{'?' if s.worst_position is None else s.worst_position}"
-    )
-    return (
-        f"    {METRIC_LABELS[metric]:<15} {mean:<30} {_value(metric, s.p99):>9} "
-        f"{_value(metric, s.p999):>9}  {worst}"
-    )
+    worst = "—"
+    if s.worst_item is not None:
+        position = "?" if s.worst_position is None else s.worst_position
+        ties = f" ({s.worst_ties} tied)" if s.worst_ties > 1 else ""
+        worst = f"{safe(s.worst_item, 40)}@{position}{ties}"
+    p99 = "—" if s.p99 is None else _value(metric, s.p99)
+    p999 = "—" if s.p999 is None else _value(metric, s.p999)
+    return f"    {METRIC_LABELS[metric]:<15} {mean:<30} {p99:>9} {p999:>9}  {worst}"
 
 
 def _floor(p: PathComparison) -> list[str]:
-    f = p.floor
-    if f is None:
-        if p.floor_metrics and "kl" in p.floor_metrics:
-            kl = p.floor_metrics["kl"]
-            ci = f"[{nats(kl.ci_low)}, {nats(kl.ci_high)}]"
-            return [f"    noise floor: mean KL {nats(kl.mean)} {ci} (no paired test)"]
-        return ["    noise floor: not measured (no baseline repeat with token traces)"]
-    return [
-        f"    noise floor (baseline vs its repeat, {f.n_items} items): mean KL "
-        f"{nats(f.floor_mean)} vs pair {nats(f.pair_mean)}; difference "
-        f"{nats(f.difference, True)} [{nats(f.ci_low, True)}, {nats(f.ci_high, True)}], "
-        f"p={p_text(f.p_value)} (one-sided)"
-    ]
+    return [] if p.excess is None else [f"    noise floor: {excess_sentence(p.excess)}"]
+
+
+def _tail(p: PathComparison) -> list[str]:
+    line = None if p.tail is None else tail_sentence(p.tail)
+    return [] if line is None else [f"    tail test (each item's typical KL): {safe(line, 400)}"]
 
 
 def _bins(title: str, unit: str, bins: tuple[Bin, ...]) -> list[str]:
@@ -117,7 +129,8 @@ def _bins(title: str, unit: str, bins: tuple[Bin, ...]) -> list[str]:
         return []
     lines = [
         f"    {title}:",
-        f"      {'group':<12} {unit:<12} {'items':>6} {'tokens':>8}  mean KL [CI]",
+        f"      {'group':<12} {unit:<12} {'items':>6} {'tokens':>8}  "
+        f"mean KL [{bins[0].level:.0%} CI]",
     ]
     for b in bins[:MAX_BIN_ROWS]:
         span = str(b.low) if b.low == b.high else f"{b.low}-{b.high}"
@@ -131,9 +144,4 @@ def _bins(title: str, unit: str, bins: tuple[Bin, ...]) -> list[str]:
 
 
 def _boundary(b: BoundaryTest) -> str:
-    return (
-        f"    boundary test (±{b.width} tokens of a multiple of {b.period}, {b.n_items} "
-        f"items): mean KL near {nats(b.near_mean)} vs rest {nats(b.rest_mean)}; difference "
-        f"{nats(b.difference, True)} [{nats(b.ci_low, True)}, {nats(b.ci_high, True)}], "
-        f"p={p_text(b.p_value)}"
-    )
+    return f"    boundary test: {boundary_sentence(b)}"
