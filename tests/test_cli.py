@@ -128,6 +128,8 @@ def test_layout_explain_json_exact_keys_and_exit_codes() -> None:
         "devices",
         "baseline",
         "vllm_args",
+        "attention_backend",
+        "attention_backend_why",
         "rules",
     ]
     assert info["layout"] == "dp2tp8dcp8" and info["devices"] == 16
@@ -137,8 +139,14 @@ def test_layout_explain_json_exact_keys_and_exit_codes() -> None:
     assert bad.returncode == 1
     info = json.loads(bad.stdout)
     assert info["valid"] is False and any("xcp2" in e for e in info["errors"])
-    cpu = cli("layout", "explain", "tp2dcp2", "--platform", "cpu", "--json")
+    cpu = cli("layout", "explain", "tp2pcp2", "--platform", "cpu", "--json")
     assert cpu.returncode == 1 and json.loads(cpu.stdout)["valid"] is False
+    dcp = json.loads(cli("layout", "explain", "tp2dcp2", "--platform", "cpu", "--json").stdout)
+    assert dcp["valid"] is True and dcp["attention_backend"] == "evalpipe-cpu-dcp"
+    assert "softmax LSE" in dcp["attention_backend_why"]
+    # Where the backend cannot load, the layout is refused with the reason.
+    off = cli("layout", "explain", "tp2dcp2", "--platform", "cpu", env_extra={"VLLM_PLUGINS": "x"})
+    assert off.returncode == 1 and "leaves out evalpipe's plugin" in off.stdout
 
 
 def test_run_rejects_a_bad_layout_before_touching_anything(tmp_path: Path) -> None:
@@ -148,9 +156,9 @@ def test_run_rejects_a_bad_layout_before_touching_anything(tmp_path: Path) -> No
     assert not (tmp_path / "s.db").exists()
 
 
-def test_run_refuses_cp_on_this_cpu_platform(tmp_path: Path) -> None:
-    proc = cli("run", "gsm8k", "--layout", "tp2dcp2", "--platform", "cpu")
-    assert proc.returncode == 1 and "softmax LSE" in proc.stderr
+def test_run_refuses_pcp_on_this_cpu_platform(tmp_path: Path) -> None:
+    proc = cli("run", "gsm8k", "--layout", "tp2pcp2", "--platform", "cpu")
+    assert proc.returncode == 1 and "does not support PCP" in proc.stderr
 
 
 def test_unknown_task_lists_the_available_ones() -> None:

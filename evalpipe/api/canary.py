@@ -53,12 +53,22 @@ def load_grid(path: str | None) -> Grid:
     return parse_grid(text, path)
 
 
+def _clean(options: RunOptions) -> RunOptions:
+    """The clean run's options: a built-in model resolved to its folder, and the engine
+    arguments every arm shares (on CPU, a DCP layout's sliding-window override)."""
+    from evalpipe.api.running import resolve_model
+    from evalpipe.run.cpu_dcp import pair_engine_args
+
+    if options.engine != "endpoint":
+        options = dataclasses.replace(options, model=resolve_model(options.model))
+    return dataclasses.replace(options, engine_args=pair_engine_args(options, options.layout))
+
+
 def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) -> CanaryReport:
     """Run the canary on ``options``' model, task, layout and items: the clean run and its
     repeat, then every fault and benign variant of the grid (one engine start each), then
     compare each with the clean run. Finished runs are reused and unfinished ones resumed, so
     the same command picks up where it stopped."""
-    from evalpipe.api.running import resolve_model
     from evalpipe.canary.plan import plan_canary
     from evalpipe.canary.rows import Arm, canary_rows
     from evalpipe.compare.core import Settings
@@ -67,8 +77,7 @@ def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) ->
     from evalpipe.sweep.local import run_local
 
     grid = load_grid(settings.grid)
-    if options.engine != "endpoint":
-        options = dataclasses.replace(options, model=resolve_model(options.model))
+    options = _clean(options)
     planned = plan_canary(options, grid, settings.max_starts)
     precheck(planned.clean.options, *(a.options for a in planned.arms))
     say(
@@ -112,7 +121,6 @@ def canary(options: RunOptions, settings: CanarySettings, say: Say = _stderr) ->
 def canary_dry_run(options: RunOptions, settings: CanarySettings) -> str:
     """What ``canary`` would do: every engine start with its runs, each new, to resume or
     reused (nothing is started or stored)."""
-    from evalpipe.api.running import resolve_model
     from evalpipe.api.sweeping import plan_states
     from evalpipe.canary.plan import plan_canary
     from evalpipe.report.sweeptext import dry_run_lines
@@ -120,8 +128,7 @@ def canary_dry_run(options: RunOptions, settings: CanarySettings) -> str:
     from evalpipe.sweep.cells import SweepPlan
 
     grid = load_grid(settings.grid)
-    if options.engine != "endpoint":
-        options = dataclasses.replace(options, model=resolve_model(options.model))
+    options = _clean(options)
     planned = plan_canary(options, grid, settings.max_starts)
     precheck(planned.clean.options, *(a.options for a in planned.arms))
     groups = planned.groups()
@@ -130,9 +137,10 @@ def canary_dry_run(options: RunOptions, settings: CanarySettings) -> str:
     return "\n".join([head, *dry_run_lines(groups, states)])
 
 
-def grid_period(grid: Grid) -> int:
-    """The period benign variants are localised against: the grid's first fault's."""
-    return grid.faults[0].period
+def grid_period(grid: Grid) -> int | None:
+    """The period benign variants are localised against: the grid's first fault's (None for
+    a dcp-merge fault: the layout's shard period)."""
+    return grid.faults[0].locating_period
 
 
 def canary_json(report: CanaryReport) -> dict[str, Any]:

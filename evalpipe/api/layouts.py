@@ -11,7 +11,9 @@ RULE_TEXT = {
     "cuda": "none on sizes alone (vLLM checks the attention backends when it starts)",
     "ascend": "vLLM Ascend refuses prefill context parallel",
     "ascend+sfa": "with sparse (SFA) attention vLLM Ascend needs dcp = tp when dcp > 1",
-    "cpu": "vLLM's CPU backend refuses decode and prefill context parallel",
+    "cpu": "vLLM's CPU model runner refuses prefill context parallel; decode context parallel "
+    "runs on evalpipe's CPU DCP backend when it can load here, with an interleave dividing the "
+    "KV block size (128) and eager mode",
 }
 """What each rule set of :func:`evalpipe.layout.rule_sets` checks, as ``layout explain`` says."""
 
@@ -32,6 +34,7 @@ def explain_layout(
     from evalpipe.layout import current_platform, explain, rule_sets
 
     info = explain(text, platform=platform, attention=attention)
+    _backend(info, platform)
     rules = [f"{name}: {RULE_TEXT[name]}" for name in rule_sets(platform, attention)]
     if platform is None:
         rules.append(
@@ -46,6 +49,27 @@ def explain_layout(
         rules.append(_vllm_check(info, text, model))
     info["rules"] = rules
     return info
+
+
+def _backend(info: dict[str, Any], platform: str | None) -> None:
+    """Add the attention backend the layout runs on and why (both None for a layout that
+    does not parse) and, for the CPU DCP backend, what keeps it from running here with the
+    default engine arguments."""
+    from evalpipe.backends import backend_for
+    from evalpipe.engine.args import EngineArgs
+    from evalpipe.layout import parse
+    from evalpipe.run.cpu_dcp import backend_errors
+
+    info["attention_backend"] = info["attention_backend_why"] = None
+    if info["devices"] is None:
+        return
+    layout = parse(info["layout"])
+    backend = backend_for(layout, platform)
+    info["attention_backend"], info["attention_backend_why"] = backend.name, backend.why
+    if platform is not None:
+        errors = backend_errors(layout, platform, EngineArgs.build(layout, (), platform))
+        info["errors"] += errors
+        info["valid"] = info["valid"] and not errors
 
 
 def _vllm_check(info: dict[str, Any], text: str, model: str) -> str:
@@ -73,6 +97,8 @@ def format_layout(info: dict[str, Any]) -> str:
         lines.append(f"devices  {info['devices']}")
         lines.append(f"baseline {info['baseline'] or '(not a context-parallel layout)'}")
         lines.append(f"vllm     {' '.join(info['vllm_args'])}")
+        backend = info.get("attention_backend") or "chosen by vLLM"
+        lines.append(f"backend  {backend}: {info.get('attention_backend_why')}")
     lines += [f"error    {e}" for e in info["errors"]]
     lines += [f"{'rules' if i == 0 else '':8} {r}" for i, r in enumerate(info.get("rules", []))]
     return "\n".join(lines)

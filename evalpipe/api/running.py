@@ -57,8 +57,10 @@ def run_with_baseline(
     ``baseline_layout`` defaults to the layout's non-CP baseline; pass it for layouts that
     are not context-parallel (e.g. tp1 for tp2).
     """
+    from evalpipe.engine.args import pairs_for
     from evalpipe.layout import parse
     from evalpipe.limits import MAX_REPEAT, check_int
+    from evalpipe.run.cpu_dcp import pair_engine_args
     from evalpipe.run.plan import precheck
 
     check_int("--repeat", repeat, 1, MAX_REPEAT)
@@ -79,10 +81,19 @@ def run_with_baseline(
         )
     # The baseline's generated long-context items straddle the CP run's shard boundaries.
     shard_layout = options.shard_layout or options.layout
+    options = _resolved(options)
+    # Both sides compute the same model: on CPU a DCP run's sliding-window override (no
+    # window) goes to its baseline too.
+    options = dataclasses.replace(options, engine_args=pair_engine_args(options, options.layout))
     # A canary fault is the run's alone: its baseline is the clean run.
-    base_options = dataclasses.replace(options, layout=base, shard_layout=shard_layout, fault=None)
+    base_options = dataclasses.replace(
+        options,
+        layout=base,
+        shard_layout=shard_layout,
+        fault=None,
+        engine_args=pairs_for(parse(base), options.engine_args),
+    )
     # Both before either runs: a refused layout must not wait for its baseline's run.
-    options, base_options = _resolved(options), _resolved(base_options)
     precheck(base_options, options)
     base_runs = run_repeated(base_options, repeat, reuse=True)
     return base_runs, run_repeated(options, repeat, reuse=True)

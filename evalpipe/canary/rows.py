@@ -38,10 +38,10 @@ class StoredCanary:
 
 
 def canary_rows(
-    store: Store, clean: Run, arms: Sequence[Arm], period: int, settings: Settings
+    store: Store, clean: Run, arms: Sequence[Arm], period: int | None, settings: Settings
 ) -> list[CanaryRow]:
     """A row per arm against ``clean`` (its repeat as the noise floor); a fault is localised
-    against its own period, a benign variant against ``period``."""
+    against its own period, a benign variant against ``period`` (None: each run's layout's)."""
     out = []
     for arm in arms:
         fault = None if arm.run.config.fault is None else parse_fault(arm.run.config.fault)
@@ -52,7 +52,7 @@ def canary_rows(
             margin=settings.margin,
             alpha=settings.alpha,
             min_n=settings.min_n,
-            shard_period=fault.period if fault is not None else period,
+            shard_period=fault.locating_period if fault is not None else period,
             force=arm.role == "benign",  # a benign variant may differ by design (a dtype)
         )
         items = token_items(c, settings.alpha)

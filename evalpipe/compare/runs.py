@@ -65,14 +65,17 @@ def pairing_warnings(run: Run, baseline: Run, force: bool) -> list[str]:
 
 def shard_period_of(run: Run, explicit: int | None = None) -> ShardPeriod:
     """The shard period to locate ``run``'s prompts against: ``explicit`` (``given``), else
-    the period of its canary fault (``fault``: where it was injected), else the layout's
-    dcp x interleave (``layout``); none for a layout without DCP."""
+    the period of its canary fault (``fault``: where it was injected; a dcp-merge fault acts
+    at every position and has none), else the layout's dcp x interleave (``layout``); none
+    for a layout without DCP."""
     if explicit is not None:
         check_shard_period(explicit)
         return ShardPeriod(explicit, "given")
     if run.config.fault is not None:
         with contextlib.suppress(EvalpipeError):
-            return ShardPeriod(parse_fault(run.config.fault).period, "fault")
+            fault_period = parse_fault(run.config.fault).locating_period
+            if fault_period is not None:
+                return ShardPeriod(fault_period, "fault")
     try:
         period = shard_period(parse(run.config.layout), run.config.engine_args, run.config.platform)
     except (ValueError, EvalpipeError):

@@ -19,12 +19,13 @@ from typing import Any
 import yaml
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.layout import LAYOUT_ENGINE_KEYS, Layout
+from evalpipe.layout import INTERLEAVE_KEYS, LAYOUT_ENGINE_KEYS, Layout
 from evalpipe.records import engine_arg_value
 
-DERIVED_KEYS = frozenset({"distributed_executor_backend"})
+DERIVED_KEYS = frozenset({"distributed_executor_backend", *INTERLEAVE_KEYS})
 """Keys that follow from the layout on a platform (the CPU engine needs ``mp`` for more
-than one rank), so they never keep two runs from pairing."""
+than one rank) or that only its DCP reads (the KV cache interleave), so they never keep two
+runs from pairing: a DCP run of any interleave pairs with one baseline."""
 
 CPU_DEFAULTS = {"enforce_eager": True}
 """What evalpipe adds on CPU unless the user says otherwise: compiled mode costs 150-200 s of
@@ -141,6 +142,15 @@ class EngineArgs:
             for key, value in self.non_layout().items()
             if CPU_DEFAULTS.get(key, ...) != value
         ]
+
+
+def pairs_for(layout: Layout, pairs: tuple[str, ...]) -> tuple[str, ...]:
+    """``--engine-arg`` pairs given for a pair of runs (or a sweep), as ``layout`` gets them:
+    without the KV cache interleave when it has no DCP, which alone reads it (the engine is
+    the same without it, and one run of it then serves as the baseline of every interleave)."""
+    if layout.dcp > 1:
+        return pairs
+    return tuple(p for p in pairs if not set(parse_pairs([p])) & set(INTERLEAVE_KEYS))
 
 
 def platform_env(layout: Layout, platform: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from evalpipe.errors import EvalpipeError
 from evalpipe.paths import cache_dir
@@ -237,15 +238,24 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def config(model: str) -> dict[str, Any] | None:
+    """A local model folder's ``config.json``; None when the model is not a readable local
+    folder (a served name, a hub id)."""
+    path = Path(model).expanduser() / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def architectures(model: str) -> list[str] | None:
     """The ``architectures`` of a local model folder's ``config.json``; None when the model is
     not a readable local folder (a served name, a hub id): nothing to check it against."""
-    config = Path(model).expanduser() / "config.json"
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    data = config(model)
+    if data is None:
         return None
-    found = data.get("architectures") if isinstance(data, dict) else None
+    found = data.get("architectures")
     return [a for a in found if isinstance(a, str)] if isinstance(found, list) else []
 
 

@@ -36,7 +36,7 @@ def canary_groups(
     out = []
     for found in canaries:
         faults = [a.run.config.fault for a in found.arms if a.role == "fault"]
-        period = parse_fault(faults[0] or "").period
+        period = parse_fault(faults[0] or "").locating_period
         rows = tuple(canary_rows(store, found.clean, found.arms, period, settings))
         out.append(CanaryGroup(found.clean, rows, _charts(rows), smallest_table(rows)))
     return out

@@ -17,7 +17,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from evalpipe.backends import backend_for, uses_cpu_dcp
 from evalpipe.engine import provenance
 from evalpipe.engine.session import HttpSession, connect, open_session
 from evalpipe.errors import EvalpipeError
@@ -123,6 +125,7 @@ def _work(
             "task": {"template_hash": p.task.template_hash},
             "run_dir": str(run_dir),
             "capture": {"logprobs": options.logprobs},
+            **_backend(p),
         },
     )
     store.update_run(run)
@@ -146,6 +149,15 @@ def _work(
         run = _generate(store, p, run, run_dir, endpoint, recorder, order)
     _capture_report(recorder.tally, options.logprobs)
     return _finish(store, run, recorder.tally, options.max_error_rate)
+
+
+def _backend(p: Plan) -> dict[str, Any]:
+    """The attention backend of an engine evalpipe starts on its own backend (a DCP layout on
+    CPU), with why: provenance, not configuration (the layout and platform decide it)."""
+    if p.options.engine == "endpoint" or not uses_cpu_dcp(p.layout, p.platform):
+        return {}
+    backend = backend_for(p.layout, p.platform)
+    return {"attention_backend": {"name": backend.name, "why": backend.why}}
 
 
 def _untraced(store: Store, p: Plan, run: Run, done: set[str]) -> dict[str, str]:

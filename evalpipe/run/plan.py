@@ -21,7 +21,7 @@ from evalpipe.engine.tokens import token_counter
 from evalpipe.engine.vllm_check import LaunchConfig, check_before_launch
 from evalpipe.errors import EvalpipeError
 from evalpipe.faults import ENV_VAR as FAULT_ENV
-from evalpipe.faults import FaultSpec, check_architecture, parse_fault
+from evalpipe.faults import FaultSpec, check_architecture, check_layout, parse_fault
 from evalpipe.layout import Layout, current_platform, parse, shard_period, validate
 from evalpipe.limits import (
     INT64_MAX,
@@ -33,6 +33,7 @@ from evalpipe.limits import (
 )
 from evalpipe.options import ENGINE_KINDS, REQUEST_ORDERS, RunOptions, parse_params
 from evalpipe.records import RunConfig
+from evalpipe.run import cpu_dcp
 from evalpipe.tasks import generators
 from evalpipe.tasks.data import load_dataset
 from evalpipe.tasks.load import load_task
@@ -77,7 +78,10 @@ def fault_of(options: RunOptions) -> FaultSpec | None:
     if options.fault is None:
         return None
     spec = parse_fault(options.fault)
-    if options.engine != "endpoint":
+    launched = options.engine != "endpoint"
+    platform = (options.platform or current_platform()) if launched else None
+    check_layout(spec, parse(options.layout).dcp, platform)
+    if launched:
         found = models.architectures(options.model)
         if found is not None:
             check_architecture(spec, found, options.model)
@@ -117,27 +121,36 @@ def resolve_layout(options: RunOptions) -> tuple[Layout, str]:
     platform = options.platform or (
         "generic" if options.engine == "endpoint" else current_platform()
     )
-    errors = validate(layout, None if platform == "generic" else platform, options.attention)
+    rules = None if platform == "generic" else platform
+    _refuse(layout, platform, validate(layout, rules, options.attention))
+    return layout, platform
+
+
+def _refuse(layout: Layout, platform: str, errors: list[str]) -> None:
     if errors:
         raise EvalpipeError(
             f"layout {layout.canonical} cannot run on platform {platform}:\n  - "
             + "\n  - ".join(errors)
             + "\n(`evalpipe layout explain LAYOUT --platform P` shows the rules)"
         )
-    return layout, platform
 
 
 def engine_settings(
     options: RunOptions, layout: Layout, platform: str
 ) -> tuple[EngineArgs, dict[str, str]]:
-    """The engine's arguments (layout + user extras + platform defaults) and environment;
-    an endpoint gets only the user's extras and no environment (it is not ours to start)."""
+    """The engine's arguments (layout + user extras + platform defaults, and on the CPU DCP
+    backend the sliding-window override) and environment, checked against the rules of the
+    backend the layout runs on; an endpoint gets only the user's extras and no environment
+    (it is not ours to start)."""
     remote = options.engine == "endpoint"
     args = EngineArgs.build(layout, options.engine_args, platform, remote=remote)
     if remote:
         return args, {}
+    _refuse(layout, platform, cpu_dcp.backend_errors(layout, platform, args))
+    args = cpu_dcp.with_override(args, layout, platform, options.model)
     fault = fault_of(options)
-    return args, {**platform_env(layout, platform), **fault_env(fault)}
+    env = {**platform_env(layout, platform), **cpu_dcp.engine_env(layout, platform)}
+    return args, {**env, **fault_env(fault)}
 
 
 def fault_env(fault: FaultSpec | None) -> dict[str, str]:

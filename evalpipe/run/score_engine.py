@@ -24,6 +24,7 @@ from evalpipe.faults import parse_fault
 from evalpipe.layout import LAYOUT_ENGINE_KEYS, parse
 from evalpipe.options import RunOptions
 from evalpipe.records import Run
+from evalpipe.run import cpu_dcp
 from evalpipe.run.plan import fault_env, runs_dir, session_spec
 
 LAUNCHABLE = ("serve", "offline")
@@ -83,6 +84,8 @@ def engine_spec(
     # The scored run's engine as it was, its canary fault included.
     fault = None if c.fault is None else parse_fault(c.fault)
     env = {} if kind == "endpoint" else {**platform_env(layout, c.platform), **fault_env(fault)}
+    if kind != "endpoint":  # a DCP run on CPU scores on the backend it ran on
+        env.update(cpu_dcp.engine_env(layout, c.platform))
     generation = Generation(
         sampling=c.sampling,
         concurrency=concurrency or c.concurrency,

@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from evalpipe.engine import models as builtin_models
+from evalpipe.engine.args import EngineArgs, pairs_for
 from evalpipe.errors import EvalpipeError
 from evalpipe.layout import Layout, current_platform, parse, validate
 from evalpipe.limits import MAX_REPEAT, MAX_SWEEP_CELLS
 from evalpipe.options import RunOptions
+from evalpipe.run.cpu_dcp import backend_errors, pair_engine_args
 from evalpipe.sweep.cells import Cell, Group, Pair, SweepPlan
 from evalpipe.sweep.entries import (
     TOP_KEYS,
@@ -90,6 +92,11 @@ def expand(
     return SweepPlan(tuple(groups), tuple(pairs), source)
 
 
+NO_WINDOW = " [no sliding window]"
+"""The variant of the cells whose engine runs a sliding-window model without its window (a
+DCP pair on CPU): another engine than a plain run of the same layout."""
+
+
 def _resolve(model: ModelEntry, resolve: Callable[[str], str]) -> str:
     try:
         return resolve(model.name)
@@ -124,12 +131,27 @@ def _check_rules(
                 remote = layout.canonical in model.endpoints
                 platform = options.platform or ("generic" if remote else current_platform())
                 rules = None if platform == "generic" else platform
-                for error in validate(layout, rules, options.attention):
+                errors = validate(layout, rules, options.attention)
+                if not remote and not errors:
+                    errors = _backend_errors(layout, platform, options, model)
+                for error in errors:
                     problems.add(
                         f"layout {layout.canonical} cannot run on platform {platform}: {error}",
                         "layouts",
                         layouts.index(entry),
                     )
+
+
+def _backend_errors(
+    layout: Layout, platform: str, options: RunOptions, model: ModelEntry
+) -> list[str]:
+    """What the attention backend ``layout`` runs on here refuses (the CPU DCP backend's
+    rules), as :func:`evalpipe.run.plan.precheck` would say it for a cell."""
+    try:
+        args = EngineArgs.build(layout, (*options.engine_args, *model.engine_args), platform)
+    except EvalpipeError:
+        return []  # a bad --engine-arg is refused with its own line
+    return backend_errors(layout, platform, args)
 
 
 def _check_endpoints(
@@ -175,12 +197,18 @@ def _expand_model(
     pairs: list[Pair],
 ) -> None:
     """This model's groups (baselines first, so pairs complete early) and pairs."""
-    cells: dict[str, dict[str, Cell]] = {}  # layout → cell key → cell, in order
+    # (layout, variant) → cell key → cell, in order: one engine per layout and engine arguments
+    cells: dict[tuple[str, str], dict[str, Cell]] = {}
 
-    def cell(layout: Layout, task: TaskEntry, r: int, grid: Layout | None, base: bool) -> str:
+    def cell(layout: Layout, task: TaskEntry, r: int, grid: Layout | None, pair: Layout) -> str:
         o = _cell_options(model, resolved, task, layout, r, grid, options)
-        c = Cell(model.label, task.name, layout.canonical, r, o, base, task.line)
-        cells.setdefault(layout.canonical, {}).setdefault(c.key, c)
+        # Both sides of a pair compute the same model (on CPU, a DCP layout's override).
+        shared = pair_engine_args(o, pair.canonical)
+        variant = "" if shared == o.engine_args else NO_WINDOW
+        o = dataclasses.replace(o, engine_args=pairs_for(layout, shared))
+        base = pair != layout
+        c = Cell(model.label, task.name, layout.canonical, r, o, base, task.line, variant)
+        cells.setdefault((layout.canonical, variant), {}).setdefault(c.key, c)
         return c.key
 
     # A baseline's cells are made before its layout's, so its group comes first and each
@@ -189,15 +217,16 @@ def _expand_model(
         for task in tasks:
             for r in range(repeat):
                 if entry.baseline is None:
-                    cell(entry.layout, task, r, None, False)
+                    cell(entry.layout, task, r, None, entry.layout)
                     continue
                 grid = entry.layout if _needs_grid(task) else None
-                base_key = cell(entry.baseline, task, r, grid, True)
-                pairs.append(Pair(cell(entry.layout, task, r, None, False), base_key))
-    for layout, by_key in cells.items():
+                base_key = cell(entry.baseline, task, r, grid, entry.layout)
+                pairs.append(Pair(cell(entry.layout, task, r, None, entry.layout), base_key))
+    for (layout, variant), by_key in cells.items():
         endpoint = model.endpoints.get(layout)
         devices = 0 if endpoint else parse(layout).devices
-        groups.append(Group(model.label, layout, devices, tuple(by_key.values()), endpoint))
+        found = tuple(by_key.values())
+        groups.append(Group(model.label, layout, devices, found, endpoint, variant))
 
 
 def _needs_grid(task: TaskEntry) -> bool:

@@ -11,6 +11,7 @@ from evalpipe.faults import (
     ARCHITECTURES,
     KINDS,
     check_architecture,
+    check_layout,
     fault_label,
     parse_fault,
 )
@@ -201,3 +202,63 @@ def test_out_mix_size_is_a_share() -> None:
     for bad in ("out-mix:size=0", "out-mix:size=1.5", "out-mix:size=-0.1"):
         with pytest.raises(EvalpipeError, match="out-mix size is a share"):
             parse_fault(bad)
+
+
+# --- dcp-merge: a fault in the DCP merge itself ---------------------------------------------
+
+
+def test_a_merge_fault_is_placed_by_rank_not_by_position() -> None:
+    spec = parse_fault("dcp-merge:size=1")
+    assert (spec.kind, spec.size, spec.rank, spec.placed) == ("dcp-merge", 1.0, 0, False)
+    assert spec.canonical == "dcp-merge:size=1,rank=0"
+    assert parse_fault(spec.canonical) == spec
+    assert parse_fault("dcp-merge:size=0.5,rank=1").label == "dcp-merge 0.5 on rank 1"
+    assert all(spec.touches(p) for p in range(300))  # every query with context merges
+    assert parse_fault("key-scale:size=0.2").placed
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            "dcp-merge:size=1,period=8",
+            "unknown parameter 'period' (a dcp-merge fault takes size, rank)",
+        ),
+        ("dcp-merge:size=0", "share above 0 and at most 1"),
+        ("dcp-merge:size=1.5", "share above 0 and at most 1"),
+        ("dcp-merge:size=1,rank=-1", "rank is a DCP rank"),
+        ("key-scale:size=0.2,rank=1", "unknown parameter 'rank'"),
+    ],
+)
+def test_bad_merge_faults_are_refused(text: str, needle: str) -> None:
+    with pytest.raises(EvalpipeError) as exc:
+        parse_fault(text)
+    assert needle in str(exc.value)
+
+
+def test_a_merge_fault_needs_a_dcp_layout_holding_its_rank_on_cpu() -> None:
+    spec = parse_fault("dcp-merge:size=1,rank=1")
+    check_layout(spec, 2, "cpu")
+    check_layout(spec, 2, None)  # an endpoint's run is only labelled
+    for dcp, platform, needle in [
+        (1, "cpu", "this layout has no DCP"),
+        (1, None, "this layout has no DCP"),
+        (4, "cuda", "runs only on the CPU platform"),
+    ]:
+        with pytest.raises(EvalpipeError, match=needle):
+            check_layout(spec, dcp, platform)
+    with pytest.raises(EvalpipeError, match=r"rank=0 to 1"):
+        check_layout(parse_fault("dcp-merge:size=1,rank=2"), 2, "cpu")
+    check_layout(parse_fault("key-scale:size=0.2"), 1, "cuda")  # placed faults go anywhere
+    check_architecture(spec, ["GPT2LMHeadModel"], "m")  # the merge is the backend's, any model
+
+
+def test_the_plugin_refuses_a_merge_fault_without_the_cpu_dcp_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from evalpipe.engine.plugin import register
+
+    monkeypatch.setenv("EVALPIPE_FAULT", "dcp-merge:size=1")
+    monkeypatch.delenv("EVALPIPE_CPU_DCP", raising=False)
+    with pytest.raises(RuntimeError, match="EVALPIPE_CPU_DCP is not 1"):
+        register()

@@ -165,7 +165,7 @@ def test_layout_is_required_and_checked(store: Store) -> None:
     with pytest.raises(EvalpipeError, match="cannot run on platform any"):
         import_aisbench(store, DETAILS, layout="tp2dcp3")
     with pytest.raises(EvalpipeError, match="platform cpu"):
-        import_aisbench(store, DETAILS, layout="tp2dcp2", platform="cpu")
+        import_aisbench(store, DETAILS, layout="tp2pcp2", platform="cpu")
     assert store.list_runs() == []
 
 

