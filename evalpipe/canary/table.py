@@ -120,7 +120,10 @@ def row(
         near_p=None if share is None else share.p_value,
         boundary_p=None if boundary is None else boundary.p_value,
         boundary_reason=(
-            "no shard period" if boundary is None else boundary.reason if boundary.p_value is None
+            "no shard period"
+            if boundary is None
+            else boundary.reason
+            if boundary.p_value is None
             else ""
         ),
         reached=fault is None or first_position(fault) < max_position,

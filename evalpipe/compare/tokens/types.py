@@ -35,6 +35,7 @@ def margin_path(path: Path) -> Path:
     """The :data:`MARGIN_PATHS` entry whose τ ``path`` is decided on."""
     return "decode" if path == "decode" else "forced"
 
+
 Metric = Literal["kl", "abs_dlogprob", "top1_disagree"]
 METRICS: tuple[Metric, Metric, Metric] = ("kl", "abs_dlogprob", "top1_disagree")
 """Per-position divergences, every one 0 for identical engines and larger when they differ:
