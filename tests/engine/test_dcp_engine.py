@@ -12,15 +12,12 @@ half the generations identical and a mean KL at least 1e-3 (measured: 0 identica
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_cli import evalpipe_json
 
 from evalpipe.faults import parse_fault
 
@@ -38,16 +35,7 @@ COMMON = (
 FAULT = "dcp-merge:size=1"
 
 
-def cli(*args: str, env: dict[str, str]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "evalpipe", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, **env},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(json.loads(proc.stdout))
+cli = evalpipe_json
 
 
 def decode(comparison: dict[str, Any]) -> dict[str, Any]:

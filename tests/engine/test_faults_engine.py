@@ -7,7 +7,6 @@ bitwise what an engine without the plugin computes.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from engine_cli import evalpipe_json
 from engine_servers import FAULT_THRESHOLD, TEST_FAULT, Served
 
 from evalpipe.faults import parse_fault
@@ -28,16 +28,7 @@ pytestmark = pytest.mark.engine
 N = "8"
 
 
-def cli(*args: str, env: dict[str, str], timeout: float = 900) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "evalpipe", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **env},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(json.loads(proc.stdout.splitlines()[-1]))
+cli = evalpipe_json
 
 
 def warm(served: Served, workdir: dict[str, str], *extra: str) -> dict[str, Any]:

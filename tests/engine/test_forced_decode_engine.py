@@ -5,14 +5,9 @@ the model computes)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from typing import Any
-
 import numpy as np
 import pytest
+from engine_cli import evalpipe_json
 from engine_servers import Served
 
 from evalpipe.store import open_store
@@ -22,16 +17,7 @@ from evalpipe.traces import DECODE, forced_source
 pytestmark = pytest.mark.engine
 
 
-def cli(*args: str, env: dict[str, str]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "evalpipe", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, **env},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(json.loads(proc.stdout.splitlines()[-1]))
+cli = evalpipe_json
 
 
 @pytest.mark.parametrize("server", ["smollm2_tp1", "gemma_tp2"])
