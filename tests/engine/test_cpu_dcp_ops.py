@@ -51,6 +51,33 @@ def test_attention_returns_the_softmax_and_its_log_sum_exp(causal: bool) -> None
     torch.testing.assert_close(lse, ref_lse, atol=1e-5, rtol=1e-5)
 
 
+def test_query_heads_of_several_ranks_are_grouped_by_their_kv_head() -> None:
+    """Under DCP the gathered heads interleave KV heads ([0, 1] on each of two ranks gives
+    [0, 1, 0, 1]): each head still attends over its own KV head, and comes back in place."""
+    q, k, v = data(8, 4, 40)
+    interleaved = torch.tensor([0, 1, 0, 1])
+    out, lse = ops.attend(q, k, v, interleaved, 0.25, causal=False)
+    same = [0, 2, 1, 3]  # the heads in KV_MAP's grouped order
+    ref_out, ref_lse = direct(q[:, same], k, v, 0.25, causal=False)
+    torch.testing.assert_close(out[:, same], ref_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lse[:, same], ref_lse, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bfloat16_attention_on_the_fused_kernel_is_the_float32_one_rounded(causal: bool) -> None:
+    """The fused kernel takes bfloat16 as the engine's cache holds it and accumulates in
+    float32: within bfloat16's rounding of the float32 matmul path, the LSE within 1e-2."""
+    q, k, v = data(9, 7, 7 if causal else 300)
+    q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    out, lse = ops.attend(q, k, v, KV_MAP, 0.25, causal)
+    ref_out, ref_lse = ops.attend_matmul(
+        q, k.transpose(0, 1), v.transpose(0, 1), KV_MAP, 0.25, causal
+    )
+    assert out.dtype == torch.bfloat16 and lse.dtype == torch.float32
+    torch.testing.assert_close(out.float(), ref_out.float(), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-2, rtol=0)
+
+
 def test_a_query_with_no_keys_gets_zero_and_an_empty_lse() -> None:
     q, k, v = data(1, 3, 0)
     out, lse = ops.attend(q, k, v, KV_MAP, 0.25, causal=False)
@@ -164,8 +191,8 @@ def test_slot_mapping_shards_a_sequence_that_each_rank_reads_back_in_order(
         ops.write_kv(keys, -keys, key_cache, value_cache, slots)
         mine = [p for p in range(length) if expect[p] >= 0]
         assert mine == shards(length, world, interleave)[rank]
-        k, v = ops.gather_local_kv(cache, table[1], len(mine))
-        assert torch.equal(k, keys[mine]) and torch.equal(v, -keys[mine])
+        k, v = ops.gather_local_kv(cache, table[1], len(mine))  # head-major
+        assert torch.equal(k[0], keys[mine, 0]) and torch.equal(v[0], -keys[mine, 0])
         owned += mine
     assert sorted(owned) == list(range(length))
 

@@ -1,11 +1,14 @@
 """The tensor arithmetic of evalpipe's CPU DCP backend, on plain torch tensors (no vLLM), so
 every piece is unit-tested against a direct computation:
 
-- :func:`attend`: attention of queries over one request's keys and values, with the softmax
-  log-sum-exp (natural log) that DCP's merge needs and vLLM's CPU kernel does not return;
+- :func:`attend` / :func:`attend_heads`: attention of queries over one request's keys and
+  values, with the softmax log-sum-exp (natural log) that DCP's merge needs and vLLM's CPU
+  kernel does not return. It runs on torch's fused CPU flash-attention kernel
+  (``aten._scaled_dot_product_flash_attention_for_cpu``, which returns the LSE), query heads
+  grouped by their KV head so no key is copied per query head; a logit soft-cap, which that
+  kernel lacks, takes the float32 matmul path (:func:`attend_matmul`);
 - :func:`paged_context_attention`: the same over each request's local shard of the paged KV
-  cache (:func:`paged_decode_attention`: one query token per request, in one pass), and
-  :func:`new_token_attention`: the step's own tokens, causally;
+  cache, decode included, and :func:`new_token_attention`: the step's own tokens, causally;
 - :func:`write_kv` / :func:`gather_blocks`: the KV cache in vLLM's CPU layout
   (``[num_blocks, num_kv_heads, block_size, 2 * head_size]``, viewed as keys in the first
   ``block_size`` rows of ``[2 * block_size, head_size]`` and values in the rest);
@@ -63,17 +66,74 @@ def attend(
     causal: bool,
     softcap: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """q ``[t, Hq, D]`` over k/v ``[L, Hkv, D]``; ``kv_map`` ``[Hq]`` is each query head's KV
-    head. Causal puts query i at key position ``L - t + i``. Returns (out ``[t, Hq, D]`` in
-    q's dtype, lse ``[t, Hq]`` float32); a query without keys gets out 0 and lse -inf."""
+    """q ``[t, Hq, D]`` over k/v ``[L, Hkv, D]`` (token-major, as a step's keys come);
+    ``kv_map`` ``[Hq]`` is each query head's KV head. Causal puts query i at key position
+    ``L - t + i``. Returns (out ``[t, Hq, D]`` in q's dtype, lse ``[t, Hq]`` float32); a query
+    without keys gets out 0 and lse -inf."""
+    return attend_heads(q, k.transpose(0, 1), v.transpose(0, 1), kv_map, scale, causal, softcap)
+
+
+def attend_heads(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_map: torch.Tensor,
+    scale: float,
+    causal: bool,
+    softcap: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`attend` over head-major k/v ``[Hkv, L, D]`` (as a shard comes out of the cache),
+    on the fused flash kernel; the float32 matmul path under a soft-cap, or causal with fewer
+    queries than keys (the kernel's causal mask is aligned at the top left)."""
     t, num_heads, _ = q.shape
-    length = k.shape[0]
+    length = k.shape[1]
     if length == 0:
         empty = torch.full((t, num_heads), float("-inf"), dtype=torch.float32)
         return torch.zeros_like(q), empty
-    kf = k.float()[:, kv_map]
-    vf = v.float()[:, kv_map]
-    scores = torch.einsum("thd,lhd->htl", q.float(), kf) * scale
+    if softcap > 0 or (causal and t != length):
+        return attend_matmul(q, k, v, kv_map, scale, causal, softcap)
+    k, v = k.to(q.dtype), v.to(q.dtype)
+    if causal:  # the step's tokens over themselves: one copy of K/V per query head is cheap
+        out, lse = _flash(q.transpose(0, 1), k[kv_map], v[kv_map], scale, causal=True)
+        return out.transpose(0, 1), lse.transpose(0, 1).contiguous()
+    kv_heads = k.shape[0]
+    group = num_heads // kv_heads
+    order = torch.argsort(kv_map, stable=True)  # query heads grouped by KV head
+    grouped = (
+        q[:, order].view(t, kv_heads, group, -1).transpose(0, 1).reshape(kv_heads, t * group, -1)
+    )
+    out, lse = _flash(grouped, k, v, scale, causal=False)  # [Hkv, t * G, D], [Hkv, t * G]
+    restore = torch.argsort(order)
+    out = out.view(kv_heads, t, group, -1).transpose(0, 1).reshape(t, num_heads, -1)
+    lse = lse.view(kv_heads, t, group).transpose(0, 1).reshape(t, num_heads)
+    return out[:, restore], lse[:, restore].contiguous()
+
+
+def _flash(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's CPU flash attention on one batch of heads: q ``[H, t, D]`` over k/v ``[H, L,
+    D]``; returns out ``[H, t, D]`` and the natural-log LSE ``[H, t]`` in float32."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), 0.0, causal, scale=scale
+    )
+    return out[0], lse[0].float()
+
+
+def attend_matmul(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_map: torch.Tensor,
+    scale: float,
+    causal: bool,
+    softcap: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`attend_heads` written out in float32 matmuls, with a logit soft-cap."""
+    t, length = q.shape[0], k.shape[1]
+    kf = k.float()[kv_map]
+    vf = v.float()[kv_map]
+    scores = torch.einsum("thd,hld->htl", q.float(), kf) * scale
     scores = capped(scores, softcap)
     if causal:
         query_pos = torch.arange(length - t, length).unsqueeze(1)
@@ -81,7 +141,7 @@ def attend(
         scores = scores.masked_fill((key_pos > query_pos).unsqueeze(0), float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)  # [Hq, t]
     probs = torch.exp(scores - lse.unsqueeze(-1))
-    out = torch.einsum("htl,lhd->thd", probs, vf)
+    out = torch.einsum("htl,hld->thd", probs, vf)
     return out.to(q.dtype), lse.transpose(0, 1).contiguous()
 
 
@@ -103,14 +163,15 @@ def gather_blocks(
 def gather_local_kv(
     kv_cache: torch.Tensor, block_row: torch.Tensor, length: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``length`` tokens of one request's local shard, ``[L, Hkv, D]`` each."""
+    """The first ``length`` tokens of one request's local shard, head-major ``[Hkv, L, D]``
+    each (with one KV head, a view of the gathered blocks: no copy)."""
     num_blocks = -(-length // kv_cache.shape[2])
     k, v = gather_blocks(kv_cache, block_row[:num_blocks].view(1, -1))
 
-    def tokens(x: torch.Tensor) -> torch.Tensor:  # [1, nb, H, bs, D] -> [nb * bs, H, D]
-        return x[0].transpose(1, 2).reshape(-1, x.shape[2], x.shape[4])[:length]
+    def heads(x: torch.Tensor) -> torch.Tensor:  # [1, nb, H, bs, D] -> [H, nb * bs, D]
+        return x[0].transpose(0, 1).reshape(x.shape[2], -1, x.shape[4])[:, :length]
 
-    return tokens(k), tokens(v)
+    return heads(k), heads(v)
 
 
 def paged_context_attention(
@@ -125,9 +186,10 @@ def paged_context_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every query token of request r over the first ``kv_lens[r]`` tokens of r's local KV
     shard, non-causally (all of them precede the step's tokens): flash_attn.py's DCP context
-    attention (``causal=False, seqused_k=dcp_context_kv_lens``). One query token per request
-    (decode) goes through :func:`paged_decode_attention` in one pass."""
-    if len(query_start_loc) - 1 == q.shape[0]:
+    attention (``causal=False, seqused_k=dcp_context_kv_lens``), one request at a time. Under
+    a soft-cap, one query token per request (decode) goes through
+    :func:`paged_decode_attention` in one pass."""
+    if softcap > 0 and len(query_start_loc) - 1 == q.shape[0]:
         return paged_decode_attention(q, kv_cache, block_table, kv_lens, kv_map, scale, softcap)
     out = torch.zeros_like(q)
     lse = torch.full(q.shape[:2], float("-inf"), dtype=torch.float32)
@@ -136,7 +198,9 @@ def paged_context_attention(
         if end <= start or kv_lens[r] == 0:
             continue
         k, v = gather_local_kv(kv_cache, block_table[r], kv_lens[r])
-        out[start:end], lse[start:end] = attend(q[start:end], k, v, kv_map, scale, False, softcap)
+        out[start:end], lse[start:end] = attend_heads(
+            q[start:end], k, v, kv_map, scale, False, softcap
+        )
     return out, lse
 
 
@@ -149,10 +213,10 @@ def paged_decode_attention(
     scale: float,
     softcap: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`paged_context_attention` for one query token per request: every request's
-    blocks gathered at once (up to the longest shard, the rest masked) and attended block by
-    block in batched matmuls. Query heads are grouped by their KV head, so no key or value is
-    copied per query head."""
+    """:func:`paged_context_attention` for one query token per request in float32 matmuls,
+    with a soft-cap: every request's blocks gathered at once (up to the longest shard, the
+    rest masked) and attended block by block in batched matmuls. Query heads are grouped by
+    their KV head, so no key or value is copied per query head."""
     requests = len(kv_lens)
     longest = max(kv_lens, default=0)
     if longest == 0:
