@@ -20,7 +20,14 @@ from evalpipe.errors import EvalpipeError
 from evalpipe.layout import Layout, interleave_size
 
 CPU_DCP_ENV = "EVALPIPE_CPU_DCP"
-"""The engine environment variable that makes evalpipe's plugin install the CPU DCP backend."""
+"""The engine environment variable that makes evalpipe's plugin install the CPU DCP backend:
+``1`` (what evalpipe sets) runs its torch attention in DCP engines only, :data:`CPU_DCP_ALL`
+in every engine, DCP or not."""
+
+CPU_DCP_ALL = "all"
+"""``EVALPIPE_CPU_DCP=all``: the torch attention without DCP too (one rank: no merge), to check
+it against vLLM's own CPU backend on the same model; a developer's switch, set on a server
+started by hand (an engine evalpipe starts gets ``1`` or nothing)."""
 
 CPU_DCP = "evalpipe-cpu-dcp"
 CPU_STOCK = "CPU_ATTN"

@@ -110,6 +110,14 @@ def smollm2_tp1_no_plugin(
 
 
 @pytest.fixture
+def smollm2_tp1_torch_attention(
+    request: pytest.FixtureRequest, engine_servers: ServerPool
+) -> Iterator[Served]:
+    """SmolLM2 tp1 attending with evalpipe's CPU DCP torch implementation on one rank."""
+    yield from _shared_server(request, engine_servers)
+
+
+@pytest.fixture
 def gemma_tp2_fault(request: pytest.FixtureRequest, engine_servers: ServerPool) -> Iterator[Served]:
     """Gemma-3-270M tp2 with the canary fault ``engine_servers.TEST_FAULT`` injected."""
     yield from _shared_server(request, engine_servers)

@@ -39,6 +39,7 @@ SERVER_FIXTURES: dict[str, tuple[str, str, str]] = {
     "gemma_tp2": ("gemma3-270m", "tp2", ""),
     "smollm2_tp1_no_plugin": ("smollm2", "tp1", "no-plugin"),
     "gemma_tp2_fault": ("gemma3-270m", "tp2", "fault"),
+    "smollm2_tp1_torch_attention": ("smollm2", "tp1", "torch-attention"),
 }
 
 FAULT_THRESHOLD = 500
@@ -55,9 +56,13 @@ def variant_env(variant: str) -> dict[str, str]:
     loaded, no fault), ``fault`` one with :data:`TEST_FAULT`, ``no-plugin`` one where
     ``VLLM_PLUGINS`` keeps evalpipe's plugin from loading while the fault variable is set (were
     the plugin loaded anyway, its outputs would differ); that one is also started without the
-    forced-decoding logits processor every other server has."""
+    forced-decoding logits processor every other server has; ``torch-attention`` one whose
+    attention is the CPU DCP backend's torch implementation on its one rank
+    (``EVALPIPE_CPU_DCP=all``), to check it against vLLM's own."""
     if variant == "":
         return {"EVALPIPE_FAULT": ""}
+    if variant == "torch-attention":
+        return {"EVALPIPE_FAULT": "", "EVALPIPE_CPU_DCP": "all"}
     if variant == "fault":
         return {"EVALPIPE_FAULT": TEST_FAULT}
     if variant == "no-plugin":

@@ -5,7 +5,7 @@ Inert unless one of two environment variables is set:
 
 - ``EVALPIPE_CPU_DCP=1`` installs evalpipe's CPU DCP backend (:mod:`.cpu_dcp`), which lets
   vLLM's CPU platform run decode context parallelism; evalpipe sets it only for DCP layouts
-  on CPU;
+  on CPU (``all``: its torch attention without DCP too, to check it against vLLM's own);
 - ``EVALPIPE_FAULT`` injects that canary fault (:mod:`evalpipe.faults`): into every attention
   layer (:mod:`.hooks`), or for a dcp-merge fault into the CPU DCP backend's merge.
 
@@ -22,14 +22,14 @@ from __future__ import annotations
 import os
 import sys
 
-from evalpipe.backends import CPU_DCP_ENV
+from evalpipe.backends import CPU_DCP_ALL, CPU_DCP_ENV
 from evalpipe.faults import ENV_VAR, MERGE_KIND
 
 
 def register() -> None:
     """The entry point vLLM calls (possibly more than once per process)."""
     text = os.environ.get(ENV_VAR)
-    cpu_dcp = os.environ.get(CPU_DCP_ENV) == "1"
+    cpu_dcp = os.environ.get(CPU_DCP_ENV) in ("1", CPU_DCP_ALL)
     if not text and not cpu_dcp:
         return
     from evalpipe.faults import parse_fault
@@ -39,7 +39,7 @@ def register() -> None:
     if merge_fault is not None and not cpu_dcp:
         raise RuntimeError(
             f"{ENV_VAR}={text}: a {MERGE_KIND} fault acts in evalpipe's CPU DCP backend, which "
-            f"this engine does not run ({CPU_DCP_ENV} is not 1); run it on a DCP layout on CPU"
+            f"this engine does not run ({CPU_DCP_ENV} is not set); run it on a DCP layout on CPU"
         )
     if cpu_dcp:
         from evalpipe.engine.plugin.cpu_dcp import install as install_cpu_dcp

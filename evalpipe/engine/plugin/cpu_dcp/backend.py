@@ -2,10 +2,11 @@
 
 :class:`DCPCapableCPUBackend` takes CPU_ATTN's place in vLLM's backend registry. Without a DCP
 group of more than one rank it hands out vLLM's own ``CPUAttentionBackendImpl`` and
-``CPUAttentionMetadataBuilder``, so a non-DCP engine computes exactly what stock vLLM does.
-With one it hands out :class:`TorchDCPAttentionImpl`, which returns the softmax LSE (the
-check in vllm/v1/worker/cp_utils.py passes) and follows ``FlashAttentionImpl._forward_with_dcp``
-(vllm/v1/attention/backends/flash_attn.py):
+``CPUAttentionMetadataBuilder``, so a non-DCP engine computes exactly what stock vLLM does
+(unless started with ``EVALPIPE_CPU_DCP=all``, the check of the torch implementation against
+vLLM's own on one rank). With one it hands out :class:`TorchDCPAttentionImpl`, which returns
+the softmax LSE (the check in vllm/v1/worker/cp_utils.py passes) and follows
+``FlashAttentionImpl._forward_with_dcp`` (vllm/v1/attention/backends/flash_attn.py):
 
 1. the query is all-gathered across the DCP group on the head dim;
 2. every gathered head attends, non-causally, over this rank's shard of the cached context
@@ -40,14 +41,18 @@ from vllm.v1.attention.backends.cpu_attn import (
 )
 from vllm.v1.attention.backends.utils import get_dcp_local_seq_lens
 
+from evalpipe.backends import CPU_DCP_ALL, CPU_DCP_ENV
 from evalpipe.engine.plugin.cpu_dcp import MARK, ops
 
 _said: list[bool] = []
 """Whether this process has said it runs the torch implementation (once, not per layer)."""
 
 
-def dcp_active() -> bool:
-    """Whether this process belongs to a DCP group of more than one rank."""
+def torch_attention() -> bool:
+    """Whether this process attends with the torch implementation: it belongs to a DCP group
+    of more than one rank, or the engine was started with ``EVALPIPE_CPU_DCP=all``."""
+    if os.environ.get(CPU_DCP_ENV) == CPU_DCP_ALL:
+        return True
     world_size, _ = parallel_state.get_dcp_world_size_and_rank()
     return bool(world_size > 1)
 
@@ -57,11 +62,11 @@ class DCPCapableCPUBackend(CPUAttentionBackend):  # type: ignore[misc]
 
     @staticmethod
     def get_impl_cls() -> type[Any]:
-        return TorchDCPAttentionImpl if dcp_active() else CPUAttentionBackendImpl
+        return TorchDCPAttentionImpl if torch_attention() else CPUAttentionBackendImpl
 
     @staticmethod
     def get_builder_cls() -> type[Any]:
-        return TorchDCPMetadataBuilder if dcp_active() else CPUAttentionMetadataBuilder
+        return TorchDCPMetadataBuilder if torch_attention() else CPUAttentionMetadataBuilder
 
 
 @dataclass
@@ -180,14 +185,16 @@ class TorchDCPAttentionImpl(CPUAttentionBackendImpl):  # type: ignore[misc]
         from vllm.v1.attention.ops.merge_attn_states import merge_attn_states
 
         group = parallel_state.get_dcp_group()
-        gathered = group.all_gather(q.contiguous(), dim=1)
+        one_rank = group.world_size == 1  # EVALPIPE_CPU_DCP=all without DCP: nothing to merge
+        gathered = q if one_rank else group.all_gather(q.contiguous(), dim=1)
         context_out, context_lse = ops.paged_context_attention(
             gathered, kv_cache, md.block_table, qsl, md.local_context_lens,
             self.kv_map_gathered, self.scale, self.softcap,
         )  # fmt: skip
-        context_out, context_lse = cp_lse_ag_out_rs(
-            context_out, context_lse, group, return_lse=True, is_lse_base_on_e=True
-        )
+        if not one_rank:
+            context_out, context_lse = cp_lse_ag_out_rs(
+                context_out, context_lse, group, return_lse=True, is_lse_base_on_e=True
+            )
         merge_attn_states(
             output[:n], context_out, context_lse.transpose(0, 1), new_out, new_lse.transpose(0, 1)
         )
