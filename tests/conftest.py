@@ -47,7 +47,7 @@ def gemma() -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    order_items(items)  # tests of one shared server run together: each launches once
+    order_items(items, max_alive_from_env())  # each shared server launches once
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,20 +236,55 @@ def max_alive_from_env() -> int:
     return int(text)
 
 
-def order_items(items: list[pytest.Item]) -> None:
-    """Run the tests that use shared servers last, grouped by model (stable otherwise).
+ServerKey = tuple[str, str, str]
+
+
+def servers_of(item: pytest.Item) -> tuple[ServerKey, ...]:
+    """The shared servers a test uses: its server fixtures, and a parameter naming one (a
+    test parametrized over servers takes it with ``request.getfixturevalue``)."""
+    names = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        names |= {v for v in callspec.params.values() if isinstance(v, str)}
+    return tuple(sorted(SERVER_FIXTURES[n] for n in names if n in SERVER_FIXTURES))
+
+
+def count_launches(groups: Sequence[Sequence[ServerKey]], max_alive: int) -> int:
+    """Server launches of tests needing ``groups`` of servers in turn, on a pool that keeps
+    ``max_alive`` up and stops the least recently used idle one (:class:`ServerPool`)."""
+    alive: list[ServerKey] = []  # least recently used first
+    launches = 0
+    for group in groups:
+        for key in group:
+            if key in alive:
+                alive.remove(key)
+            else:
+                idle = [k for k in alive if k not in group]
+                if len(alive) >= max_alive and idle:
+                    alive.remove(idle[0])
+                launches += 1
+            alive.append(key)
+    return launches
+
+
+def order_items(items: list[pytest.Item], max_alive: int = 2) -> None:
+    """Run the tests that use shared servers last, in the order of their server sets that
+    launches the fewest servers on a pool of ``max_alive`` (:func:`count_launches`; the
+    first such order in collection order, tests of one set together and in their order).
 
     Tests without a shared server keep their place and go first, so a test that launches its
-    own engine never runs beside the pool's servers. Within a model, tests that use fewer
-    servers come last, so the servers they share stay up.
-    """
-
-    def key(item: pytest.Item) -> tuple[int, str, int]:
-        used = [
-            SERVER_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SERVER_FIXTURES
-        ]
-        if not used:
-            return (0, "", 0)
-        return (1, min(model for model, _, _ in used), -len(used))
-
-    items.sort(key=key)
+    own engine never runs beside the pool's servers."""
+    sets: dict[tuple[ServerKey, ...], list[pytest.Item]] = {}
+    plain = []
+    for item in items:
+        used = servers_of(item)
+        if used:
+            sets.setdefault(used, []).append(item)
+        else:
+            plain.append(item)
+    keys = list(sets)
+    if len(keys) <= 8:  # 8! orders at most: a fraction of a second
+        best = min(itertools.permutations(keys), key=lambda order: count_launches(order, max_alive))
+    else:  # by model, then the most servers first
+        best = tuple(sorted(keys, key=lambda k: (min(m for m, _, _ in k), -len(k))))
+    items[:] = plain + [item for key in best for item in sets[key]]

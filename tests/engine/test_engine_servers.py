@@ -9,6 +9,7 @@ and tests are grouped by server.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -19,8 +20,10 @@ from engine_servers import (
     Entry,
     Served,
     ServerPool,
+    count_launches,
     launch_settings,
     order_items,
+    servers_of,
     variant_env,
 )
 
@@ -134,29 +137,45 @@ def test_launch_flags_match_what_evalpipe_run_adds_on_cpu(monkeypatch: pytest.Mo
     assert "VLLM_CPU_OMP_THREADS_BIND" not in env
 
 
-def test_tests_are_grouped_by_model_and_run_after_the_others() -> None:
-    def item(name: str, *fixtures: str) -> Any:
-        return SimpleNamespace(name=name, fixturenames=["workdir", *fixtures])
+def test_tests_are_ordered_so_that_each_shared_server_launches_once() -> None:
+    """The engine suite's shape: a test parametrized over servers (which it gets with
+    ``getfixturevalue``) counts as using its server, and the sets are ordered so that a pool
+    of two launches each of the six servers once (collection order launches ten)."""
+
+    def item(name: str, *fixtures: str, server: str | None = None) -> Any:
+        callspec = SimpleNamespace(params={"server": server}) if server else None
+        return SimpleNamespace(name=name, fixturenames=["workdir", *fixtures], callspec=callspec)
 
     items = [
         item("launch", "gemma"),
+        item("forced-smollm2", server="smollm2_tp1"),
+        item("forced-gemma", server="gemma_tp2"),
+        item("torch", "smollm2_tp1", "smollm2_tp1_torch_attention"),
         item("kill9", "smollm2_tp1"),
         item("pair", "gemma_tp1", "gemma_tp2"),
         item("plain"),
         item("needle", "gemma_tp1"),
-        item("lmeval", "smollm2_tp1"),
+        item("bitwise", "smollm2_tp1", "smollm2_tp1_no_plugin"),
+        item("fault", "gemma_tp2", "gemma_tp2_fault"),
         item("passkey", "gemma_tp1", "gemma_tp2"),
     ]
-    order_items(cast(list[pytest.Item], items))
-    assert [i.name for i in items] == [
-        "launch",
-        "plain",
-        "pair",
-        "passkey",
-        "needle",
-        "kill9",
-        "lmeval",
-    ]
+    before = [servers_of(i) for i in items if servers_of(i)]
+    assert count_launches(before, 2) == 10
+    order_items(cast(list[pytest.Item], items), max_alive=2)
+    after = [servers_of(i) for i in items if servers_of(i)]
+    assert count_launches(after, 2) == 6 == len(set(itertools.chain(*after)))
+    assert [i.name for i in items][:2] == ["launch", "plain"]
+    names = [i.name for i in items]
+    assert names.index("kill9") == names.index("forced-smollm2") + 1  # one set, in order
+    assert names.index("passkey") == names.index("pair") + 1
+
+
+def test_the_launch_count_follows_the_pools_eviction() -> None:
+    a, b, c = ("m", "tp1", ""), ("m", "tp2", ""), ("m", "tp1", "x")
+    assert count_launches([(a,), (b,), (a,)], 2) == 2
+    assert count_launches([(a,), (b,), (c,), (a,)], 2) == 4  # c stopped a, the oldest idle
+    assert count_launches([(a, b, c)], 2) == 3  # one test over the cap: nothing is stopped
+    assert count_launches([(a,), (b,), (c,), (b,)], 2) == 3
 
 
 def test_server_variants_are_launched_apart_with_their_environment(
