@@ -132,6 +132,13 @@ def test_power_is_the_noncentral_t_at_half_alpha() -> None:
     assert power(3, 1.0, 0.0, 0.05) == 1.0
 
 
+def test_power_is_one_when_items_barely_vary() -> None:
+    """Two kernels that agree to rounding (KL ~1e-11 per item, spread ~1e-12) against τ:
+    the noncentral t is far out, where scipy returns NaN; the power is 1."""
+    assert power(32, 2e-3, 1e-12, 0.05) == 1.0
+    assert power(32, 2e-3, 1e-3, 0.05) == pytest.approx(1.0, abs=1e-9)
+
+
 def test_items_needed_is_the_smallest_n_with_80_percent_exact_power() -> None:
     for d in (2.5, 1.6, 1.2, 0.5, 0.2):
         n = int(items_for(d, 1.0, 0.8, 0.05))

@@ -185,8 +185,11 @@ def power(n: int, signal: float, spread: float, alpha: float) -> float:
     if spread <= 0:
         return 1.0
     df = n - 1
-    critical = stats.t.isf(alpha / 2.0, df)
-    return float(stats.nct.sf(critical, df, math.sqrt(n) * signal / spread))
+    critical = float(stats.t.isf(alpha / 2.0, df))
+    shift = math.sqrt(n) * signal / spread
+    if shift > critical + 100:  # scipy's noncentral t gives NaN far out (shift ~1e10)
+        return 1.0
+    return float(stats.nct.sf(critical, df, shift))
 
 
 def items_needed(
