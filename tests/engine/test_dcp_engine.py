@@ -69,6 +69,15 @@ def test_dcp_on_the_cpu_engine_matches_tp2_and_a_merge_fault_is_caught(
     assert run["engine_args"]["hf_overrides"] == base["engine_args"]["hf_overrides"]
     assert run["engine_args"]["hf_overrides"] == {"sliding_window": None}
     assert "cp_kv_cache_interleave_size" not in base["engine_args"]
+    # What a launch of two ranks records: the mp backend and a thread split.
+    for launched in (run, base):
+        args = launched["engine_args"]
+        assert args["tensor_parallel_size"] == 2 and args["enforce_eager"] is True
+        assert args["distributed_executor_backend"] == "mp"
+        assert launched["provenance"]["engine"]["env"]["VLLM_CPU_OMP_THREADS_BIND"]
+    assert run["engine_args"]["decode_context_parallel_size"] == 2
+    assert run["provenance"]["engine"]["env"]["EVALPIPE_CPU_DCP"] == "1"
+    assert "EVALPIPE_CPU_DCP" not in base["provenance"]["engine"]["env"]
     assert run["status"] == base["status"] == "finished" and run["n_errors"] == 0
     # The shard period is the layout's real one, and compare locates tokens by it.
     assert compared["shard_period"] == 2 * INTERLEAVE
