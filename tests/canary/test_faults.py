@@ -253,6 +253,20 @@ def test_a_merge_fault_needs_a_dcp_layout_holding_its_rank_on_cpu() -> None:
     check_architecture(spec, ["GPT2LMHeadModel"], "m")  # the merge is the backend's, any model
 
 
+def test_the_plugin_refuses_a_backend_value_it_does_not_know(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A typo must not leave an engine on vLLM's own backend while the user thinks otherwise."""
+    from evalpipe.engine.plugin import register
+
+    monkeypatch.delenv("EVALPIPE_FAULT", raising=False)
+    monkeypatch.setenv("EVALPIPE_CPU_DCP", "yes")
+    with pytest.raises(RuntimeError, match="EVALPIPE_CPU_DCP='yes': expected 1"):
+        register()
+    monkeypatch.setenv("EVALPIPE_CPU_DCP", "")  # what evalpipe gives a non-DCP engine
+    register()
+
+
 def test_the_plugin_refuses_a_merge_fault_without_the_cpu_dcp_backend(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -260,5 +274,5 @@ def test_the_plugin_refuses_a_merge_fault_without_the_cpu_dcp_backend(
 
     monkeypatch.setenv("EVALPIPE_FAULT", "dcp-merge:size=1")
     monkeypatch.delenv("EVALPIPE_CPU_DCP", raising=False)
-    with pytest.raises(RuntimeError, match="EVALPIPE_CPU_DCP is not 1"):
+    with pytest.raises(RuntimeError, match="EVALPIPE_CPU_DCP is not set"):
         register()

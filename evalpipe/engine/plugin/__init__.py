@@ -29,7 +29,13 @@ from evalpipe.faults import ENV_VAR, MERGE_KIND
 def register() -> None:
     """The entry point vLLM calls (possibly more than once per process)."""
     text = os.environ.get(ENV_VAR)
-    cpu_dcp = os.environ.get(CPU_DCP_ENV) in ("1", CPU_DCP_ALL)
+    backend = os.environ.get(CPU_DCP_ENV, "")
+    if backend not in ("", "1", CPU_DCP_ALL):
+        raise RuntimeError(
+            f"{CPU_DCP_ENV}={backend!r}: expected 1 (the CPU DCP backend for DCP engines), "
+            f"{CPU_DCP_ALL!r} (its torch attention in every engine) or nothing"
+        )
+    cpu_dcp = backend != ""
     if not text and not cpu_dcp:
         return
     from evalpipe.faults import parse_fault
