@@ -25,7 +25,9 @@ class RunOptions:
     running it again (``--with-baseline``, ``--repeat``). ``params`` (``KEY=VALUE``, the
     value read as YAML) override a generated task's parameters; ``shard_layout`` is the
     layout whose shard boundaries a long-context task's length grid straddles (default: the
-    run's own layout; a baseline run gets its CP run's layout, so both get the same items).
+    run's own layout; a baseline run gets its CP run's layout, so both get the same items),
+    ``shard_interleave`` that layout's interleave size when this run's engine arguments do
+    not set it (a baseline without DCP runs without the CP run's interleave argument).
     ``fault`` is a canary fault spec (:mod:`evalpipe.faults`) the engine injects (an
     endpoint's run is only labelled with it); ``request_order`` sends the items in
     ``dataset`` or ``reversed`` order (arrival order shapes the engine's batches).
@@ -62,6 +64,7 @@ class RunOptions:
     reuse_finished: bool = False
     params: tuple[str, ...] = ()
     shard_layout: str | None = None
+    shard_interleave: int | None = None
     logprobs: int = 5
     fault: str | None = None
     request_order: str = "dataset"

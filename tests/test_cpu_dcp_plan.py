@@ -172,3 +172,36 @@ def test_scoring_a_dcp_run_re_creates_its_engine_on_the_backend(
         "t", stored("tp2", model=gemma_like, engine_kind="serve", platform="cpu"), "finished", "t"
     )
     assert engine_spec(tp2, None, "--endpoint", 5).env["EVALPIPE_CPU_DCP"] == ""
+
+
+def test_run_with_baseline_gives_the_baseline_the_dcp_runs_interleave_for_its_grid(
+    gemma_like: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The baseline's engine arguments lose the interleave (DCP's alone), but its generated
+    long-context items must straddle the DCP run's boundaries: the interleave goes with the
+    grid. (Found by the DCP engine test: the tp2 baseline of passkey at interleave 64 got
+    another grid and its prompts did not pair.)"""
+    from evalpipe import api
+    from evalpipe.api import running
+    from evalpipe.run import plan as run_plan
+
+    seen: list[RunOptions] = []
+    monkeypatch.setattr(run_plan, "precheck", lambda *options: None)
+    monkeypatch.setattr(
+        running, "run_repeated", lambda options, repeat, reuse: seen.append(options) or []
+    )
+    options = RunOptions(
+        task="passkey",
+        model=gemma_like,
+        layout="tp2dcp2",
+        platform="cpu",
+        engine_args=("cp_kv_cache_interleave_size=64",),
+    )
+    api.run_with_baseline(options, "tp2")
+    base, run = seen
+    assert (base.layout, base.shard_layout, base.shard_interleave) == ("tp2", "tp2dcp2", 64)
+    assert not any(a.startswith("cp_kv_cache_interleave_size") for a in base.engine_args)
+    assert "cp_kv_cache_interleave_size=64" in run.engine_args
+    seen.clear()
+    api.run_with_baseline(dataclasses.replace(options, engine_args=()), "tp2")
+    assert seen[0].shard_interleave is None  # the platform's default on both sides

@@ -88,6 +88,22 @@ def test_a_long_context_baseline_runs_on_its_cp_layouts_grid() -> None:
     base = plan.groups[0]
     assert [c.key for c in base.cells] == ["ds/passkey/tp8@tp8dcp8#0", "ds/passkey/tp8@tp8dcp4#0"]
     assert [c.options.shard_layout for c in base.cells] == ["tp8dcp8", "tp8dcp4"]
+    assert [c.options.shard_interleave for c in base.cells] == [None, None]  # the platform's
+
+
+def test_a_long_context_baseline_gets_its_cp_layouts_interleave_with_its_grid() -> None:
+    """The interleave is the DCP engine's alone, so the baseline's engine arguments lose it;
+    its items must still straddle the DCP run's boundaries (dcp x interleave)."""
+    plan = _expand(
+        "models: [{name: ds, endpoints: {tp8: 'http://a', tp8dcp8: 'http://b'}}]\n"
+        "tasks: [passkey, arith]\n"
+        "layouts: [tp8dcp8]\n"
+        "engine_args: {cp_kv_cache_interleave_size: 64}\n"
+    )
+    cells = {c.key: c.options for c in plan.cells}
+    base = cells["ds/passkey/tp8@tp8dcp8#0"]
+    assert (base.shard_layout, base.shard_interleave) == ("tp8dcp8", 64)
+    assert cells["ds/arith/tp8#0"].shard_interleave is None  # no grid: nothing to carry
 
 
 def test_every_problem_is_refused_at_once_with_its_line() -> None:

@@ -79,8 +79,10 @@ def run_with_baseline(
             "another layout (e.g. --baseline-layout tp1); repeats of one layout are "
             "--repeat K, without --with-baseline"
         )
-    # The baseline's generated long-context items straddle the CP run's shard boundaries.
+    # The baseline's generated long-context items straddle the CP run's shard boundaries:
+    # its layout and its interleave, which the baseline's engine arguments leave out.
     shard_layout = options.shard_layout or options.layout
+    shard_interleave = options.shard_interleave or _interleave_of(options)
     options = _resolved(options)
     # Both sides compute the same model: on CPU a DCP run's sliding-window override (no
     # window) goes to its baseline too.
@@ -90,6 +92,7 @@ def run_with_baseline(
         options,
         layout=base,
         shard_layout=shard_layout,
+        shard_interleave=shard_interleave,
         fault=None,
         engine_args=pairs_for(parse(base), options.engine_args),
     )
@@ -114,3 +117,15 @@ def run_repeated(options: RunOptions, repeat: int = 1, reuse: bool | None = None
         run(dataclasses.replace(options, repeat_index=i, reuse_finished=reuse))
         for i in range(repeat)
     ]
+
+
+def _interleave_of(options: RunOptions) -> int | None:
+    """The interleave size ``options``' engine arguments set, None when they leave it to the
+    platform (a bad value is left for the run's own checks to refuse)."""
+    from evalpipe.engine.args import parse_pairs
+    from evalpipe.layout import given_interleave
+
+    try:
+        return given_interleave(parse_pairs(options.engine_args))
+    except (ValueError, EvalpipeError):
+        return None

@@ -42,6 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         api_key_env=args.api_key_env,
         params=tuple(args.param),
         shard_layout=args.shard_layout,
+        shard_interleave=args.shard_interleave,
         logprobs=args.logprobs,
         fault=args.fault,
         request_order=args.request_order,
@@ -144,6 +145,14 @@ def _run_options(run: argparse.ArgumentParser) -> None:
         metavar="LAYOUT",
         help="layout whose shard boundaries (dcp x interleave) a long-context task's "
         "lengths straddle (default: --layout)",
+    )
+    run.add_argument(
+        "--shard-interleave",
+        type=int,
+        metavar="N",
+        help="the interleave size of --shard-layout's engine, for a run whose own engine "
+        "arguments do not set it, e.g. the baseline of a DCP run with "
+        "cp_kv_cache_interleave_size=N (default: this run's)",
     )
     run.add_argument(
         "--logprobs",

@@ -22,7 +22,14 @@ from evalpipe.engine.vllm_check import LaunchConfig, check_before_launch
 from evalpipe.errors import EvalpipeError
 from evalpipe.faults import ENV_VAR as FAULT_ENV
 from evalpipe.faults import FaultSpec, check_architecture, check_layout, parse_fault
-from evalpipe.layout import Layout, current_platform, parse, shard_period, validate
+from evalpipe.layout import (
+    Layout,
+    current_platform,
+    parse,
+    shard_period,
+    validate,
+    with_interleave,
+)
 from evalpipe.limits import (
     INT64_MAX,
     MAX_CONCURRENCY,
@@ -226,7 +233,8 @@ def _generator_context(
     options: RunOptions, task: TaskSpec, layout: Layout, platform: str, args: EngineArgs
 ) -> dict[str, Any] | None:
     """What a generated task needs from the run: the model's token counter, the shard
-    period of ``--shard-layout`` (default: the run's layout)."""
+    period of ``--shard-layout`` (default: the run's layout) with ``--shard-interleave``
+    (default: the run's)."""
     if task.data.generator is None or options.data:
         return None
     needs = generators.get(task.data.generator).requires
@@ -235,8 +243,15 @@ def _generator_context(
         context["count_tokens"] = token_counter(options.model_path or options.model)
     if "shard_period" in needs:
         grid_layout = parse(options.shard_layout) if options.shard_layout else layout
+        grid_args = args.values
+        if options.shard_interleave is not None:
+            if options.shard_interleave < 1:
+                raise EvalpipeError(
+                    f"--shard-interleave must be at least 1, not {options.shard_interleave}"
+                )
+            grid_args = with_interleave(grid_args, options.shard_interleave)
         try:
-            context["shard_period"] = shard_period(grid_layout, args.values, platform)
+            context["shard_period"] = shard_period(grid_layout, grid_args, platform)
         except ValueError as exc:
             raise EvalpipeError(f"--engine-arg: {exc}") from exc
     return context

@@ -3,6 +3,7 @@ shard-boundary breakdown of a comparison."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -133,6 +134,13 @@ def test_the_task_renders_the_prompt_verbatim_with_the_layouts_grid(gemma: str) 
     # The same run without the shard layout gets the reference grid, so other data.
     other = plan(RunOptions(task="passkey", model=gemma, platform="cpu", params=("multiples=[1]",)))
     assert other.dataset.sha256 != p.dataset.sha256
+    # A baseline without the interleave argument (DCP's alone) gets the grid's with it.
+    base = plan(dataclasses.replace(options, engine_args=(), shard_interleave=64, layout="tp2"))
+    assert base.dataset.sha256 == p.dataset.sha256
+    without = plan(dataclasses.replace(options, engine_args=(), layout="tp2"))
+    assert without.dataset.sha256 != p.dataset.sha256  # 4 x 1: another grid
+    with pytest.raises(EvalpipeError, match="--shard-interleave must be at least 1"):
+        plan(dataclasses.replace(options, shard_interleave=0))
 
 
 def test_params_override_generators_only() -> None:
