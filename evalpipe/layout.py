@@ -382,19 +382,6 @@ def interleave_size(engine_args: Mapping[str, Any], platform: str) -> int:
     return DEFAULT_INTERLEAVE.get(platform, 1)
 
 
-def given_interleave(engine_args: Mapping[str, Any]) -> int | None:
-    """The interleave size ``engine_args`` set (None: they leave it to the platform)."""
-    if not any(key in engine_args for key in INTERLEAVE_KEYS):
-        return None
-    return interleave_size(engine_args, "")
-
-
-def with_interleave(engine_args: Mapping[str, Any], interleave: int) -> dict[str, Any]:
-    """``engine_args`` with their interleave size set to ``interleave``."""
-    kept = {k: v for k, v in engine_args.items() if k not in INTERLEAVE_KEYS}
-    return {**kept, INTERLEAVE_KEYS[0]: interleave}
-
-
 def shard_period(layout: Layout, engine_args: Mapping[str, Any], platform: str) -> int | None:
     """``dcp x interleave`` tokens, or None when the layout does not split the KV cache."""
     if layout.dcp == 1:

@@ -57,7 +57,7 @@ def run_with_baseline(
     ``baseline_layout`` defaults to the layout's non-CP baseline; pass it for layouts that
     are not context-parallel (e.g. tp1 for tp2).
     """
-    from evalpipe.engine.args import pairs_for
+    from evalpipe.engine.args import interleave_given, pairs_for
     from evalpipe.layout import parse
     from evalpipe.limits import MAX_REPEAT, check_int
     from evalpipe.run.cpu_dcp import pair_engine_args
@@ -82,7 +82,7 @@ def run_with_baseline(
     # The baseline's generated long-context items straddle the CP run's shard boundaries:
     # its layout and its interleave, which the baseline's engine arguments leave out.
     shard_layout = options.shard_layout or options.layout
-    shard_interleave = options.shard_interleave or _interleave_of(options)
+    shard_interleave = options.shard_interleave or interleave_given(options.engine_args)
     options = _resolved(options)
     # Both sides compute the same model: on CPU a DCP run's sliding-window override (no
     # window) goes to its baseline too.
@@ -117,15 +117,3 @@ def run_repeated(options: RunOptions, repeat: int = 1, reuse: bool | None = None
         run(dataclasses.replace(options, repeat_index=i, reuse_finished=reuse))
         for i in range(repeat)
     ]
-
-
-def _interleave_of(options: RunOptions) -> int | None:
-    """The interleave size ``options``' engine arguments set, None when they leave it to the
-    platform (a bad value is left for the run's own checks to refuse)."""
-    from evalpipe.engine.args import parse_pairs
-    from evalpipe.layout import given_interleave
-
-    try:
-        return given_interleave(parse_pairs(options.engine_args))
-    except (ValueError, EvalpipeError):
-        return None

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.layout import INTERLEAVE_KEYS, LAYOUT_ENGINE_KEYS, Layout
+from evalpipe.layout import INTERLEAVE_KEYS, LAYOUT_ENGINE_KEYS, Layout, interleave_size
 from evalpipe.records import engine_arg_value
 
 DERIVED_KEYS = frozenset({"distributed_executor_backend", *INTERLEAVE_KEYS})
@@ -160,3 +160,25 @@ def platform_env(layout: Layout, platform: str) -> dict[str, str]:
     from evalpipe.engine.server import cpu_env_defaults
 
     return cpu_env_defaults(layout.tp, layout.pp, os.environ)
+
+
+def interleave_given(pairs: Iterable[str]) -> int | None:
+    """The interleave size ``KEY=VALUE`` engine arguments set; None when they leave it to the
+    platform, or give one that is not valid (which the run's own checks refuse, naming it)."""
+    try:
+        return given_interleave(parse_pairs(pairs))
+    except (ValueError, EvalpipeError):
+        return None
+
+
+def given_interleave(engine_args: Mapping[str, Any]) -> int | None:
+    """The interleave size ``engine_args`` set (None: they leave it to the platform)."""
+    if not any(key in engine_args for key in INTERLEAVE_KEYS):
+        return None
+    return interleave_size(engine_args, "")
+
+
+def with_interleave(engine_args: Mapping[str, Any], interleave: int) -> dict[str, Any]:
+    """``engine_args`` with their interleave size set to ``interleave``."""
+    kept = {k: v for k, v in engine_args.items() if k not in INTERLEAVE_KEYS}
+    return {**kept, INTERLEAVE_KEYS[0]: interleave}

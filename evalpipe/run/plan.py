@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from evalpipe.engine import models
-from evalpipe.engine.args import EngineArgs, platform_env
+from evalpipe.engine.args import EngineArgs, platform_env, with_interleave
 from evalpipe.engine.fingerprint import model_fingerprint
 from evalpipe.engine.session import Generation, SessionSpec
 from evalpipe.engine.tokens import token_counter
@@ -28,7 +28,6 @@ from evalpipe.layout import (
     parse,
     shard_period,
     validate,
-    with_interleave,
 )
 from evalpipe.limits import (
     INT64_MAX,

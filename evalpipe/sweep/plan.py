@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from evalpipe.engine import models as builtin_models
-from evalpipe.engine.args import EngineArgs, pairs_for, parse_pairs
+from evalpipe.engine.args import EngineArgs, interleave_given, pairs_for
 from evalpipe.errors import EvalpipeError
-from evalpipe.layout import Layout, current_platform, given_interleave, parse, validate
+from evalpipe.layout import Layout, current_platform, parse, validate
 from evalpipe.limits import MAX_REPEAT, MAX_SWEEP_CELLS
 from evalpipe.options import RunOptions
 from evalpipe.run.cpu_dcp import backend_errors, pair_engine_args
@@ -267,15 +267,8 @@ def _cell_options(
         data_dir=_local(o.data_dir),
         shard_layout=shard,
         # the grid's interleave, which the baseline's own arguments will leave out
-        shard_interleave=_interleave(engine_args) if grid is not None else None,
+        shard_interleave=interleave_given(engine_args) if grid is not None else None,
     )
-
-
-def _interleave(engine_args: tuple[str, ...]) -> int | None:
-    try:
-        return given_interleave(EngineArgs(parse_pairs(engine_args)).values)
-    except (ValueError, EvalpipeError):
-        return None  # refused with its line by the layout checks
 
 
 def _local(path: str | None) -> str | None:
