@@ -166,16 +166,12 @@ def interleave_given(pairs: Iterable[str]) -> int | None:
     """The interleave size ``KEY=VALUE`` engine arguments set; None when they leave it to the
     platform, or give one that is not valid (which the run's own checks refuse, naming it)."""
     try:
-        return given_interleave(parse_pairs(pairs))
+        values = parse_pairs(pairs)
+        if not any(key in values for key in INTERLEAVE_KEYS):
+            return None
+        return interleave_size(values, "")
     except (ValueError, EvalpipeError):
         return None
-
-
-def given_interleave(engine_args: Mapping[str, Any]) -> int | None:
-    """The interleave size ``engine_args`` set (None: they leave it to the platform)."""
-    if not any(key in engine_args for key in INTERLEAVE_KEYS):
-        return None
-    return interleave_size(engine_args, "")
 
 
 def with_interleave(engine_args: Mapping[str, Any], interleave: int) -> dict[str, Any]:

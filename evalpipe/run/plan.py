@@ -22,13 +22,7 @@ from evalpipe.engine.vllm_check import LaunchConfig, check_before_launch
 from evalpipe.errors import EvalpipeError
 from evalpipe.faults import ENV_VAR as FAULT_ENV
 from evalpipe.faults import FaultSpec, check_architecture, check_layout, parse_fault
-from evalpipe.layout import (
-    Layout,
-    current_platform,
-    parse,
-    shard_period,
-    validate,
-)
+from evalpipe.layout import Layout, current_platform, parse, shard_period, validate
 from evalpipe.limits import (
     INT64_MAX,
     MAX_CONCURRENCY,

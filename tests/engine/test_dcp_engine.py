@@ -12,6 +12,7 @@ generations identical and a mean KL at least 1e-3 (measured: 0 identical, KL ~1)
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ PERIOD = 2 * INTERLEAVE
 passkey's 18 prompts are 16 tokens either side of 128, 256 and 384, their key at 10, 50 or
 90 % depth: the key sits in either rank's shard and the question in either."""
 
-ENGINE_ARGS = ("dtype=float32", f"cp_kv_cache_interleave_size={INTERLEAVE}")
+ENGINE = {"dtype": "float32", "cp_kv_cache_interleave_size": INTERLEAVE}
+ENGINE_ARGS = tuple(f"{key}={value}" for key, value in ENGINE.items())
 
 PLAN = f"""\
 models: [gemma3-270m]
@@ -39,7 +41,7 @@ tasks:
   - {{task: arith, limit: {N}}}
   - passkey
 layouts: [tp2dcp2]
-engine_args: {{dtype: float32, cp_kv_cache_interleave_size: {INTERLEAVE}}}
+engine_args: {json.dumps(ENGINE)}
 """
 FAULT = "dcp-merge:size=1"
 
